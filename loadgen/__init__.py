@@ -1,0 +1,1 @@
+"""embed-loadgen: publish documents to the input topic (and, later, measure the fleet)."""

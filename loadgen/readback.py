@@ -1,0 +1,44 @@
+"""Read a whole topic back (outputs, dead letters) without joining a consumer group.
+
+The end of each partition is taken from the high watermark that fetch responses carry
+(``consumer.highwater``), which is right on every broker; some Kafka-protocol brokers answer
+ListOffsets(latest) wrongly, so ``end_offsets()`` is not used.
+"""
+
+from __future__ import annotations
+
+import time
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+
+from worker.config import KafkaSettings
+from worker.deadline import Deadline
+from worker.kafka_options import client_options
+
+
+def read_topic(settings: KafkaSettings, topic: str, *, expect: int | None = None, timeout_s: float = 30.0) -> list[ConsumerRecord]:
+    """Every record of ``topic``, once each partition's end is reached (and ``expect`` records, if given)."""
+    consumer = KafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest")
+    try:
+        deadline = Deadline(timeout_s)
+        partitions = None
+        while partitions is None and not deadline.expired():
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions is None:
+                time.sleep(0.2)
+        if not partitions:
+            return []
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        records: list[ConsumerRecord] = []
+        while not deadline.expired():
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+            at_end = all(consumer.highwater(tp) is not None and consumer.position(tp) >= consumer.highwater(tp) for tp in tps)
+            if at_end and (expect is None or len(records) >= expect):
+                break
+        return records
+    finally:
+        consumer.close()

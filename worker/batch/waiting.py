@@ -1,0 +1,82 @@
+"""The waiting room: documents between intake and the encoder, cut into batches by the policy.
+
+Per-key order is kept: while an earlier message with the same (partition, id) waits, later ones
+are held back, so the outputs of one document come out in the order its inputs went in.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+from worker.batch.policy import BatchLimits, Cut, FlushReason, cut_batches
+from worker.consume.decode import Document
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    docs: list[Document]
+    reason: FlushReason
+    real_tokens: int
+    padded_tokens: int
+
+    @property
+    def padding_efficiency(self) -> float:
+        return self.real_tokens / self.padded_tokens if self.padded_tokens else 1.0
+
+
+class WaitingRoom:
+    def __init__(self, limits: BatchLimits) -> None:
+        self._limits = limits
+        self._docs: list[tuple[float, Document]] = []
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+    def add(self, docs: Iterable[Document], now: float | None = None) -> None:
+        arrived = time.monotonic() if now is None else now
+        self._docs.extend((arrived, d) for d in docs)
+
+    def next_deadline(self) -> float | None:
+        """Monotonic time at which the oldest waiting document's deadline expires."""
+        if not self._docs:
+            return None
+        return self._docs[0][0] + self._limits.max_wait_s
+
+    def take(self, now: float | None = None, *, drain: bool = False) -> list[Batch]:
+        """Remove and return the batches the policy says to run now."""
+        if not self._docs:
+            return []
+        now = time.monotonic() if now is None else now
+        eligible, held = self._split_by_key()
+        docs = [self._docs[i][1] for i in eligible]
+        oldest_wait = now - self._docs[eligible[0]][0]
+        cuts = cut_batches([d.n_tokens for d in docs], oldest_wait, self._limits, drain=drain)
+        if not cuts:
+            return []
+        taken = {eligible[i] for cut in cuts for i in cut.indices}
+        self._docs = [entry for i, entry in enumerate(self._docs) if i not in taken]
+        batches = [self._batch(docs, cut) for cut in cuts]
+        if drain and held:
+            batches.extend(self.take(now, drain=True))
+        return batches
+
+    def drop(self, partitions: set[tuple[str, int]]) -> int:
+        """Forget documents of partitions this worker no longer owns; returns how many."""
+        before = len(self._docs)
+        self._docs = [(t, d) for t, d in self._docs if (d.source.topic, d.source.partition) not in partitions]
+        return before - len(self._docs)
+
+    def _split_by_key(self) -> tuple[list[int], list[int]]:
+        seen: set[tuple[int, str]] = set()
+        eligible, held = [], []
+        for i, (_, doc) in enumerate(self._docs):
+            k = (doc.source.partition, doc.id)
+            (held if k in seen else eligible).append(i)
+            seen.add(k)
+        return eligible, held
+
+    @staticmethod
+    def _batch(docs: list[Document], cut: Cut) -> Batch:
+        return Batch([docs[i] for i in cut.indices], cut.reason, cut.real_tokens, cut.padded_tokens)

@@ -1,0 +1,149 @@
+"""``embed-worker``: run the worker, manage the local stack, run the demo, show the settings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+
+from pydantic_settings import CliSettingsSource
+
+from worker import __version__
+from worker.config import Settings, load_settings
+from worker.errors import ConfigError, EmbedError
+
+PROG = "embed-worker"
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    """First SIGINT/SIGTERM: stop cleanly. A second one: the default (immediate) behaviour."""
+
+    def handler(signum, _frame):
+        logging.getLogger(PROG).info("received %s: stopping after the current batch", signal.Signals(signum).name)
+        stop.set()
+        signal.signal(signum, signal.SIG_DFL)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def _cmd_run(ns: argparse.Namespace, cli_source: CliSettingsSource) -> int:
+    from worker.app import run_worker
+
+    settings = load_settings(_cli_settings_source=cli_source(parsed_args=ns))
+    setup_logging(settings.log_level)
+    stop = threading.Event()
+    _install_signal_handlers(stop)
+    stats = run_worker(settings, stop, ns.exit_when_idle)
+    summary = stats.summary()
+    if ns.summary_file:
+        with open(ns.summary_file, "w") as f:
+            json.dump(summary, f)
+    return 0
+
+
+def _cmd_devstack(ns: argparse.Namespace, _cli_source) -> int:
+    from worker.stack.devstack import DevStack
+
+    stack = DevStack(ns.dir)
+    if ns.action == "down":
+        stack.down()
+        print(f"local stack in {stack.dir} stopped")
+        return 0
+    if ns.action == "status":
+        addrs = stack.addresses()
+        up = stack.running()
+        print(f"local stack in {stack.dir}: {'running' if up else 'stopped'}")
+        if up and addrs:
+            for k, v in addrs.env().items():
+                print(f"export {k}={v}")
+        return 0 if up else 3
+    settings = load_settings()
+    topics = {settings.kafka.input_topic: ns.partitions, settings.kafka.output_topic: ns.partitions, settings.kafka.dlq_topic: 1}
+    addrs = stack.up(kafka_port=ns.kafka_port, redis_port=ns.redis_port, topics=topics)
+    print(f"# local stack running (state in {stack.dir}); use it with:")
+    for k, v in addrs.env().items():
+        print(f"export {k}={v}")
+    return 0
+
+
+def _cmd_demo(ns: argparse.Namespace, _cli_source) -> int:
+    from worker.demo import run_demo
+
+    setup_logging("WARNING")
+    return run_demo(docs=ns.docs, state_dir=ns.dir, query=ns.query)
+
+
+def _cmd_config(ns: argparse.Namespace, _cli_source) -> int:
+    from worker.settings_doc import settings_table
+
+    if ns.markdown:
+        print(settings_table())
+    else:
+        print(load_settings().model_dump_json(indent=2))
+    return 0
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, CliSettingsSource]:
+    parser = argparse.ArgumentParser(prog=PROG, description="Streaming embedding worker: Kafka documents in, vectors out.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="consume documents and publish vectors until stopped",
+        description="Consume documents and publish vectors until SIGINT/SIGTERM. Every setting is also an "
+        "environment variable: --batch.max-tokens is EMBED_BATCH__MAX_TOKENS.",
+    )
+    run.add_argument("--exit-when-idle", type=float, metavar="SECONDS", help="stop cleanly once no message has arrived for this long")
+    run.add_argument("--summary-file", metavar="PATH", help="write the run summary (counts, documents/s, tokens/s) as JSON")
+    run.set_defaults(func=_cmd_run)
+    cli_source = CliSettingsSource(Settings, root_parser=run)
+
+    dev = sub.add_parser("devstack", help="start/stop a local broker and Redis on loopback (no Docker, no root)")
+    dev.add_argument("action", choices=["up", "down", "status"])
+    dev.add_argument("--dir", default=".devstack", help="state directory for pids, ports and logs (default: .devstack)")
+    dev.add_argument("--kafka-port", type=int, default=0, help="broker port (default: a free one)")
+    dev.add_argument("--redis-port", type=int, default=0, help="Redis port (default: a free one)")
+    dev.add_argument("--partitions", type=int, default=4, help="partitions of the input and output topics (default: 4)")
+    dev.set_defaults(func=_cmd_devstack)
+
+    demo = sub.add_parser("demo", help="the main job on the embedded default: local stack, sample corpus, one worker, a query")
+    demo.add_argument("--docs", type=int, default=2000, help="documents of the sample corpus to publish (default: 2000)")
+    demo.add_argument("--dir", default=".devstack", help="local stack state directory (default: .devstack)")
+    demo.add_argument("--query", default="how do I parse command line arguments", help="text of the nearest-neighbour example")
+    demo.set_defaults(func=_cmd_demo)
+
+    cfg = sub.add_parser("config", help="print the effective settings (secrets masked), or the settings table")
+    cfg.add_argument("--markdown", action="store_true", help="print the README's configuration table")
+    cfg.set_defaults(func=_cmd_config)
+    return parser, cli_source
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, cli_source = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        return ns.func(ns, cli_source)
+    except ConfigError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    except EmbedError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # anything unplanned: one clear line; the traceback at DEBUG
+        logging.getLogger(PROG).debug("fatal error", exc_info=True)
+        print(f"{PROG}: fatal: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

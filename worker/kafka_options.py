@@ -1,0 +1,23 @@
+"""Connection options shared by every Kafka client the project makes (worker, sink, load generator)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.config import KafkaSettings
+
+
+def client_options(settings: KafkaSettings) -> dict[str, Any]:
+    opts: dict[str, Any] = {
+        "bootstrap_servers": [s.strip() for s in settings.bootstrap_servers.split(",") if s.strip()],
+        "client_id": settings.client_id,
+        "security_protocol": settings.security_protocol,
+        "request_timeout_ms": settings.request_timeout_ms,
+    }
+    if settings.sasl_mechanism:
+        opts["sasl_mechanism"] = settings.sasl_mechanism
+        opts["sasl_plain_username"] = settings.sasl_username
+        opts["sasl_plain_password"] = settings.sasl_password.get_secret_value() if settings.sasl_password else None
+    if settings.ssl_cafile:
+        opts["ssl_cafile"] = settings.ssl_cafile
+    return opts

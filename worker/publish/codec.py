@@ -1,0 +1,103 @@
+"""Output contract (schema version 1): vector messages, delete events and dead letters.
+
+Vector message value (msgpack map): schema_version, op="upsert", id, model, dim, dtype, vector
+(little-endian bytes of ``dtype``), content_hash, source {topic, partition, offset}, produced_at
+(input Kafka timestamp, ms), embedded_at (ms), metadata. Delete event: schema_version, op="delete",
+id, model, source, produced_at, embedded_at, metadata. Key = document id. Headers carry model,
+dtype, dim, op and schema version so a consumer can route without decoding the value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from worker.consume.decode import Document, Rejection, Source
+from worker.encode.base import ModelInfo
+
+SCHEMA_VERSION = 1
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class OutMessage:
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+
+def _source(src: Source) -> dict[str, Any]:
+    return {"topic": src.topic, "partition": src.partition, "offset": src.offset}
+
+
+def _headers(op: str, info: ModelInfo, dtype: str) -> Headers:
+    return [
+        ("embed-schema", str(SCHEMA_VERSION).encode()),
+        ("embed-op", op.encode()),
+        ("embed-model", info.name.encode()),
+        ("embed-dtype", dtype.encode()),
+        ("embed-dim", str(info.dim).encode()),
+    ]
+
+
+def vector_message(doc: Document, vector: np.ndarray, info: ModelInfo, vector_dtype: str, embedded_at_ms: int) -> OutMessage:
+    body = {
+        "schema_version": SCHEMA_VERSION,
+        "op": "upsert",
+        "id": doc.id,
+        "model": info.name,
+        "dim": info.dim,
+        "dtype": vector_dtype,
+        "vector": np.ascontiguousarray(vector, dtype=np.dtype(vector_dtype).newbyteorder("<")).tobytes(),
+        "content_hash": doc.content_hash,
+        "source": _source(doc.source),
+        "produced_at": doc.source.timestamp_ms,
+        "embedded_at": embedded_at_ms,
+        "metadata": doc.metadata,
+    }
+    return OutMessage(doc.id.encode("utf-8", "surrogatepass"), msgpack.packb(body, use_bin_type=True), _headers("upsert", info, vector_dtype))
+
+
+def delete_messages(doc: Document, info: ModelInfo, now_ms: int, *, tombstone: bool) -> list[OutMessage]:
+    """An explicit delete event, then (if configured) a null-value tombstone for compaction."""
+    key = doc.id.encode("utf-8", "surrogatepass")
+    body = {
+        "schema_version": SCHEMA_VERSION,
+        "op": "delete",
+        "id": doc.id,
+        "model": info.name,
+        "source": _source(doc.source),
+        "produced_at": doc.source.timestamp_ms,
+        "embedded_at": now_ms,
+        "metadata": doc.metadata,
+    }
+    out = [OutMessage(key, msgpack.packb(body, use_bin_type=True), _headers("delete", info, "none"))]
+    if tombstone:
+        out.append(OutMessage(key, None, _headers("delete", info, "none")))
+    return out
+
+
+def dead_letter(rej: Rejection) -> OutMessage:
+    """The original key and value, unchanged, with where they came from and why they were rejected."""
+    return OutMessage(
+        rej.key,
+        rej.value,
+        [
+            ("embed-dlq-reason", rej.reason.encode()),
+            ("embed-dlq-detail", rej.detail.encode("utf-8", "replace")),
+            ("embed-source-topic", rej.source.topic.encode()),
+            ("embed-source-partition", str(rej.source.partition).encode()),
+            ("embed-source-offset", str(rej.source.offset).encode()),
+        ],
+    )
+
+
+def decode_output(value: bytes) -> dict[str, Any]:
+    """Parse an output message value; ``vector`` becomes a float32 numpy array."""
+    body = msgpack.unpackb(value, raw=False)
+    if body.get("op") == "upsert":
+        body["vector"] = np.frombuffer(body["vector"], dtype=np.dtype(body["dtype"]).newbyteorder("<")).astype(np.float32)
+    return body

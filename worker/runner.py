@@ -1,0 +1,256 @@
+"""The main loop: consume → decode → dedup → batch → encode → publish → commit.
+
+Everything here runs on one thread, so the Kafka consumer is only ever touched from it. Per-key
+order: a document whose id still has an earlier message in flight in this worker is neither
+dedup-checked nor published ahead of it; it waits in the waiting room behind its predecessor.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from worker.batch.policy import BatchLimits, default_max_tokens
+from worker.batch.waiting import Batch, WaitingRoom
+from worker.commit.checkpoint import Checkpoint, Delivery
+from worker.commit.watermark import OffsetTracker
+from worker.config import Settings
+from worker.consume.decode import Document, Reason, Rejection, decode_record, reject_document
+from worker.deadline import Deadline
+from worker.encode.base import Encoder
+from worker.publish import codec
+
+log = logging.getLogger(__name__)
+KeyOf = tuple[int, str]
+
+
+@dataclass
+class RunStats:
+    received: int = 0
+    embedded: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
+    batches: int = 0
+    deletes: int = 0
+    dedup_hits: int = 0
+    dead_lettered: Counter = field(default_factory=Counter)
+    encode_s: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    first_message: float | None = None
+    last_output: float | None = None
+
+    def summary(self) -> dict:
+        busy = (self.last_output or time.monotonic()) - (self.first_message or self.started)
+        busy = max(busy, 1e-9)
+        return {
+            "received": self.received,
+            "embedded": self.embedded,
+            "deletes": self.deletes,
+            "dedup_hits": self.dedup_hits,
+            "dead_lettered": sum(self.dead_lettered.values()),
+            "batches": self.batches,
+            "tokens": self.tokens,
+            "docs_per_s": round(self.embedded / busy, 1),
+            "tokens_per_s": round(self.tokens / busy, 1),
+            "padding_efficiency": round(self.tokens / self.padded_tokens, 3) if self.padded_tokens else None,
+            "encode_s": round(self.encode_s, 3),
+            "busy_s": round(busy, 3),
+        }
+
+
+class Worker:
+    def __init__(self, settings: Settings, encoder: Encoder, intake, publisher, dedup, stop: threading.Event | None = None) -> None:
+        self._s = settings
+        self._encoder = encoder
+        self._intake = intake
+        self._publisher = publisher
+        self._dedup = dedup
+        self._stop = stop or threading.Event()
+        self._tracker = OffsetTracker()
+        self._checkpoint = Checkpoint(
+            intake, publisher, self._tracker, dedup, flush_timeout_s=settings.kafka.request_timeout_ms / 1000 * 2
+        )
+        b = settings.batch
+        max_tokens = b.max_tokens or default_max_tokens(encoder.info.device.split(":")[0], encoder.info.max_length)
+        limits = BatchLimits(max_tokens, b.max_size, b.max_wait_ms / 1000, b.lookahead)
+        self._waiting = WaitingRoom(limits)
+        self._ready: deque[Batch] = deque()
+        self._open_keys: Counter[KeyOf] = Counter()
+        self.stats = RunStats()
+
+    # -- main loop ---------------------------------------------------------------------------
+
+    def run(self, exit_when_idle_s: float | None = None) -> RunStats:
+        commit_every = self._s.kafka.commit_interval_ms / 1000
+        next_commit = Deadline(commit_every)
+        last_message: float | None = None  # the idle clock starts once partitions are assigned
+        try:
+            while not self._stop.is_set():
+                self._handle_revocations()
+                self._intake.hold(self._tracker.unfinished() >= self._s.batch.max_pending)
+                records = self._intake.poll(self._poll_timeout(next_commit))
+                if records or (last_message is None and self._intake.assignment()):
+                    last_message = time.monotonic()
+                    self._take_in(records)
+                self._ready.extend(self._waiting.take())
+                if self._ready:  # one batch per turn, so poll() runs between batches
+                    self._run_batch(self._ready.popleft())
+                self._finish(self._checkpoint.resolve())
+                if next_commit.expired():
+                    self._finish(self._checkpoint.commit())
+                    next_commit = Deadline(commit_every)
+                    if exit_when_idle_s is not None and self._idle_for(last_message) >= exit_when_idle_s:
+                        log.info("no message for %.1f s and nothing in flight: exiting", exit_when_idle_s)
+                        break
+        finally:
+            self._shutdown()
+        return self.stats
+
+    def _idle_for(self, last_message: float | None) -> float:
+        if last_message is None or self._ready or len(self._waiting) or self._tracker.unfinished():
+            return 0.0
+        return time.monotonic() - last_message
+
+    def _poll_timeout(self, next_commit: Deadline) -> float:
+        if self._ready:
+            return 0.0
+        wait = min(next_commit.remaining(), 0.5)
+        batch_due = self._waiting.next_deadline()
+        if batch_due is not None:
+            wait = min(wait, max(0.0, batch_due - time.monotonic()))
+        return wait
+
+    def _shutdown(self) -> None:
+        """Documents still waiting are abandoned uncommitted; everything published is committed."""
+        abandoned = len(self._waiting) + sum(len(b.docs) for b in self._ready)
+        if abandoned:
+            log.info("abandoning %d waiting documents uncommitted", abandoned)
+        try:
+            self._finish(self._checkpoint.commit())
+        finally:
+            log.info("run summary: %s", self.stats.summary())
+
+    def _handle_revocations(self) -> None:
+        revoked = self._intake.events.take_revoked()
+        if not revoked:
+            return
+        dropped = self._waiting.drop(revoked)
+        kept = [Batch([d for d in b.docs if (d.source.topic, d.source.partition) not in revoked], b.reason, b.real_tokens, b.padded_tokens) for b in self._ready]
+        dropped += sum(len(b.docs) for b in self._ready) - sum(len(b.docs) for b in kept)
+        self._ready = deque(b for b in kept if b.docs)
+        self._tracker.forget(revoked)
+        self._checkpoint.forget(revoked)
+        partitions = {p for _, p in revoked}
+        for key in [k for k in self._open_keys if k[0] in partitions]:
+            del self._open_keys[key]
+        log.info("dropped %d waiting documents of revoked partitions (not committed)", dropped)
+
+    # -- intake ------------------------------------------------------------------------------
+
+    def _take_in(self, records) -> None:
+        now = time.monotonic()
+        self.stats.first_message = self.stats.first_message or now
+        self.stats.received += len(records)
+        docs: list[Document] = []
+        for r in records:
+            self._tracker.track((r.topic, r.partition), r.offset)
+            item = decode_record(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value)
+            if isinstance(item, Rejection):
+                self._dead_letter(item)
+            else:
+                docs.append(item)
+
+        # Only a document with no earlier message of its id in flight may be skipped or sent ahead.
+        first_in_line, seen = [], set()
+        for d in docs:
+            key = (d.source.partition, d.id)
+            first_in_line.append(self._open_keys[key] == 0 and key not in seen)
+            seen.add(key)
+        lookups = [d for d, first in zip(docs, first_in_line) if first and d.op == "upsert"]
+        hits = {id(d) for d, hit in zip(lookups, self._dedup.already_embedded(lookups)) if hit}
+
+        to_wait = []
+        for d, first in zip(docs, first_in_line):
+            if id(d) in hits:
+                self.stats.dedup_hits += 1
+                self._tracker.finish((d.source.topic, d.source.partition), d.source.offset)
+                continue
+            self._open_keys[(d.source.partition, d.id)] += 1
+            if first and d.op == "delete":
+                self._send_delete(d)
+            else:
+                to_wait.append(d)
+        upserts = [d for d in to_wait if d.op == "upsert"]
+        for d, ids in zip(upserts, self._encoder.tokenize([d.text for d in upserts])):
+            d.token_ids = ids
+        self._waiting.add(to_wait, now)
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def _run_batch(self, batch: Batch) -> None:
+        upserts = [d for d in batch.docs if d.op == "upsert"]
+        for d in batch.docs:
+            if d.op == "delete":
+                self._send_delete(d)
+        if not upserts:
+            return
+        started = time.monotonic()
+        try:
+            vectors = self._encoder.encode([d.token_ids for d in upserts])
+        except Exception as exc:  # a model failure must not take the fleet down: retry one by one
+            log.warning("batch of %d failed in the model (%r); retrying documents one at a time", len(upserts), exc)
+            for d in upserts:
+                self._run_one(d)
+            return
+        self.stats.encode_s += time.monotonic() - started
+        self.stats.batches += 1
+        self.stats.padded_tokens += batch.padded_tokens
+        self._publish_vectors(upserts, vectors)
+        log.debug("batch: %d docs, %d tokens, %s, padding efficiency %.2f", len(upserts), batch.real_tokens, batch.reason.value, batch.padding_efficiency)
+
+    def _run_one(self, d: Document) -> None:
+        try:
+            vectors = self._encoder.encode([d.token_ids])
+        except Exception as exc:
+            self._dead_letter(reject_document(d, Reason.ENCODE_FAILED, f"{type(exc).__name__}: {exc}"[:300]), d)
+            return
+        self.stats.padded_tokens += d.n_tokens
+        self._publish_vectors([d], vectors)
+
+    def _publish_vectors(self, docs: list[Document], vectors) -> None:
+        now_ms = int(time.time() * 1000)
+        topic = self._s.kafka.output_topic
+        for d, v in zip(docs, vectors):
+            msg = codec.vector_message(d, v, self._encoder.info, self._s.output.vector_dtype, now_ms)
+            self._checkpoint.add(Delivery(d.source, [self._publisher.send(topic, msg)], d))
+            self.stats.embedded += 1
+            self.stats.tokens += d.n_tokens
+            d.token_ids, d.text, d.raw = None, "", (None, None)  # free memory; the content hash stays
+        self.stats.last_output = time.monotonic()
+
+    def _send_delete(self, d: Document) -> None:
+        msgs = codec.delete_messages(d, self._encoder.info, int(time.time() * 1000), tombstone=self._s.output.tombstones)
+        futures = [self._publisher.send(self._s.kafka.output_topic, m) for m in msgs]
+        self._checkpoint.add(Delivery(d.source, futures, d))
+        self.stats.deletes += 1
+        self.stats.last_output = time.monotonic()
+
+    def _dead_letter(self, rej: Rejection, doc: Document | None = None) -> None:
+        log.warning("dead-lettering %s:%d@%d: %s (%s)", rej.source.topic, rej.source.partition, rej.source.offset, rej.reason, rej.detail)
+        future = self._publisher.send(self._s.kafka.dlq_topic, codec.dead_letter(rej))
+        self._checkpoint.add(Delivery(rej.source, [future], doc, mark=False))
+        self.stats.dead_lettered[rej.reason] += 1
+
+    def _finish(self, acked: list[Delivery]) -> None:
+        """Release the per-key hold of acknowledged documents."""
+        for d in acked:
+            if d.doc is None:
+                continue
+            key = (d.source.partition, d.doc.id)
+            if self._open_keys[key] <= 1:
+                self._open_keys.pop(key, None)
+            else:
+                self._open_keys[key] -= 1

