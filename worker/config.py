@@ -62,7 +62,7 @@ class KafkaSettings(_Section):
     def _check(self) -> "KafkaSettings":
         topics = [self.input_topic, self.output_topic, self.dlq_topic]
         if len(set(topics)) != 3:
-            raise ValueError("EMBED_KAFKA__INPUT_TOPIC, __OUTPUT_TOPIC and __DLQ_TOPIC must be three different topics")
+            raise ValueError("EMBED_KAFKA__INPUT_TOPIC, EMBED_KAFKA__OUTPUT_TOPIC and EMBED_KAFKA__DLQ_TOPIC must be three different topics")
         if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
             raise ValueError("EMBED_KAFKA__SASL_MECHANISM is required with a SASL EMBED_KAFKA__SECURITY_PROTOCOL")
         if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:

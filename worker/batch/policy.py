@@ -86,6 +86,8 @@ def cut_batches(lengths: Sequence[int], oldest_wait_s: float, limits: BatchLimit
         if len(batch) == limits.max_size:
             close(FlushReason.SIZE)
 
+    if batch and longest * (len(batch) + 1) > limits.max_tokens:
+        close(FlushReason.TOKENS)  # full already: no document of any length could join it
     if batch and expired:
         close(FlushReason.DRAIN if drain else FlushReason.DEADLINE)
     return cuts

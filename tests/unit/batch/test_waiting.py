@@ -1,0 +1,52 @@
+from worker.batch.policy import BatchLimits
+from worker.batch.waiting import WaitingRoom
+from worker.consume.decode import Document, Source
+
+
+def doc(doc_id, offset, partition=0, tokens=3, op="upsert"):
+    d = Document(doc_id, "x", op, None, Source("in", partition, offset, 0), "h")
+    d.token_ids = list(range(tokens))
+    return d
+
+
+def room():
+    return WaitingRoom(BatchLimits(max_tokens=1000, max_size=100, max_wait_s=0.05, lookahead=1))
+
+
+def test_nothing_is_released_before_the_deadline():
+    w = room()
+    w.add([doc("a", 0)], now=10.0)
+    assert w.take(now=10.01) == []
+    assert w.next_deadline() == 10.05
+    assert [d.id for b in w.take(now=10.05) for d in b.docs] == ["a"]
+    assert len(w) == 0
+
+
+def test_a_later_message_of_the_same_id_waits_for_the_earlier_one():
+    w = room()
+    first, second, other = doc("a", 0), doc("a", 1), doc("b", 2)
+    w.add([first, second, other], now=0.0)
+    batches = w.take(now=1.0)
+    assert {d.source.offset for b in batches for d in b.docs} == {0, 2}
+    assert len(w) == 1
+    assert [d.source.offset for b in w.take(now=1.0) for d in b.docs] == [1]
+
+
+def test_the_same_id_in_another_partition_is_independent():
+    w = room()
+    w.add([doc("a", 0, partition=0), doc("a", 0, partition=1)], now=0.0)
+    assert sum(len(b.docs) for b in w.take(now=1.0)) == 2
+
+
+def test_drain_releases_held_messages_too_in_order():
+    w = room()
+    w.add([doc("a", 0), doc("a", 1), doc("a", 2)], now=0.0)
+    batches = w.take(now=0.0, drain=True)
+    assert [d.source.offset for b in batches for d in b.docs] == [0, 1, 2]
+
+
+def test_drop_forgets_revoked_partitions():
+    w = room()
+    w.add([doc("a", 0, partition=0), doc("b", 0, partition=1)], now=0.0)
+    assert w.drop({("in", 1)}) == 1
+    assert [d.id for b in w.take(now=1.0) for d in b.docs] == ["a"]

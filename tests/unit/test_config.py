@@ -1,0 +1,67 @@
+import pytest
+
+from worker.cli import main
+from worker.config import Settings, load_settings
+from worker.errors import ConfigError
+from worker.settings_doc import settings_table
+
+
+def test_environment_with_nested_delimiter(monkeypatch):
+    monkeypatch.setenv("EMBED_KAFKA__BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
+    monkeypatch.setenv("EMBED_BATCH__MAX_TOKENS", "4096")
+    monkeypatch.setenv("EMBED_MODEL__DEVICE", "cuda:1")
+    s = load_settings()
+    assert s.kafka.bootstrap_servers == "k1:9092,k2:9092"
+    assert s.batch.max_tokens == 4096
+    assert s.model.device == "cuda:1"
+    assert s.batch.max_size == 256  # untouched defaults stay
+
+
+def test_settings_are_frozen():
+    s = load_settings()
+    with pytest.raises(Exception):
+        s.batch.max_size = 3
+
+
+def test_redis_url_is_secret_and_switches_dedup(monkeypatch):
+    monkeypatch.setenv("EMBED_REDIS__URL", "redis://:hunter2@localhost:6379/0")
+    s = load_settings()
+    assert s.redis.enabled
+    assert "hunter2" not in repr(s) and "hunter2" not in s.model_dump_json()
+    monkeypatch.setenv("EMBED_REDIS__DEDUP", "false")
+    assert not load_settings().redis.enabled
+
+
+@pytest.mark.parametrize(
+    "env, value, needle",
+    [
+        ("EMBED_BATCH__MAX_TOKENS", "0", "EMBED_BATCH__MAX_TOKENS"),
+        ("EMBED_BATCH__MAX_SIZE", "many", "EMBED_BATCH__MAX_SIZE"),
+        ("EMBED_MODEL__DTYPE", "int4", "EMBED_MODEL__DTYPE"),
+        ("EMBED_MODEL__DEVICE", "gpu", "EMBED_MODEL__DEVICE"),
+        ("EMBED_KAFKA__OUTPUT_TOPIC", "documents", "EMBED_KAFKA__OUTPUT_TOPIC"),
+        ("EMBED_KAFKA__SECURITY_PROTOCOL", "SASL_SSL", "EMBED_KAFKA__SASL_MECHANISM"),
+    ],
+)
+def test_bad_settings_fail_with_one_line_naming_the_setting(monkeypatch, env, value, needle):
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert needle in message and "\n" not in message
+
+
+def test_cli_flags_override_the_environment(monkeypatch, capsys):
+    monkeypatch.setenv("EMBED_BATCH__MAX_SIZE", "0")
+    # the bad environment value is reported through the CLI as exit code 2 and one line
+    assert main(["run", "--exit-when-idle", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("embed-worker: invalid setting EMBED_BATCH__MAX_SIZE") and "\n" not in err
+
+
+def test_every_setting_is_in_the_generated_table():
+    table = settings_table()
+    for section, model in Settings.model_fields.items():
+        sub = getattr(model.annotation, "model_fields", {})
+        for name in sub:
+            assert f"`EMBED_{section.upper()}__{name.upper()}`" in table

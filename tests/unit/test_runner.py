@@ -1,0 +1,129 @@
+"""The main loop with the dummy encoder and in-memory stand-ins for Kafka and Redis."""
+
+from collections import namedtuple
+
+from kafka.future import Future
+
+from worker.config import BatchSettings, KafkaSettings, Settings
+from worker.consume.decode import encode_document
+from worker.encode.base import DummyEncoder
+from worker.publish.codec import decode_output
+from worker.runner import Worker
+
+Record = namedtuple("Record", "topic partition offset timestamp key value")
+
+
+class Events:
+    def take_revoked(self):
+        return set()
+
+
+class FakeIntake:
+    def __init__(self, polls):
+        self.polls = list(polls)
+        self.events = Events()
+        self.commits = []
+
+    def hold(self, paused):
+        pass
+
+    def poll(self, timeout_s):
+        return self.polls.pop(0) if self.polls else []
+
+    def assignment(self):
+        return {("in", 0)}
+
+    def commit(self, offsets):
+        self.commits.append(dict(offsets))
+
+
+class FakePublisher:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, topic, msg):
+        self.sent.append((topic, msg))
+        f = Future()
+        f.success(None)
+        return f
+
+    def flush(self, timeout_s):
+        pass
+
+
+class FakeDedup:
+    def __init__(self):
+        self.marks = {}
+        self.errors = 0
+
+    def already_embedded(self, docs):
+        return [self.marks.get(d.id) == d.content_hash for d in docs]
+
+    def mark(self, docs):
+        for d in docs:
+            if d.op == "delete":
+                self.marks.pop(d.id, None)
+            else:
+                self.marks[d.id] = d.content_hash
+
+
+def records(*docs, start=0):
+    return [Record("in", 0, start + i, 1000, d[0].encode(), encode_document(*d)) for i, d in enumerate(docs)]
+
+
+def run(polls, dedup=None):
+    settings = Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64))
+    intake, publisher, dedup = FakeIntake(polls), FakePublisher(), dedup or FakeDedup()
+    worker = Worker(settings, DummyEncoder(), intake, publisher, dedup)
+    stats = worker.run(exit_when_idle_s=0.02)
+    outputs = [(topic, decode_output(m.value) if topic == "embeddings" else m) for topic, m in publisher.sent]
+    return stats, outputs, intake, dedup
+
+
+def test_every_document_comes_out_once_and_offsets_are_committed():
+    stats, outputs, intake, _ = run([records(("a", "alpha beta"), ("b", "gamma"), ("c", "delta epsilon zeta"))])
+    assert sorted(o["id"] for _, o in outputs) == ["a", "b", "c"]
+    assert stats.embedded == 3
+    assert intake.commits[-1] == {("in", 0): 3}
+
+
+def test_versions_of_one_id_come_out_in_input_order():
+    poll = records(("a", "one two three four five six"), ("a", "short"))
+    poll.append(Record("in", 0, 2, 1000, b"a", encode_document("a", op="delete")))
+    _, outputs, _, _ = run([poll])
+    assert [(o["op"], o["source"]["offset"]) for _, o in outputs] == [("upsert", 0), ("upsert", 1), ("delete", 2)]
+
+
+def test_unchanged_content_is_skipped_but_committed():
+    dedup = FakeDedup()
+    run([records(("a", "same text"), ("b", "other"))], dedup)
+    stats, outputs, intake, _ = run([records(("a", "same text"), ("b", "changed"), start=2)], dedup)
+    assert [o["id"] for _, o in outputs] == ["b"]
+    assert stats.dedup_hits == 1
+    assert intake.commits[-1] == {("in", 0): 4}
+
+
+def test_a_document_changed_back_is_embedded_again():
+    dedup = FakeDedup()
+    run([records(("a", "version A"))], dedup)
+    run([records(("a", "version B"), start=1)], dedup)
+    _, outputs, _, _ = run([records(("a", "version A"), start=2)], dedup)
+    assert [o["id"] for _, o in outputs] == ["a"]
+
+
+def test_a_later_copy_behind_a_pending_change_is_not_skipped():
+    # Redis says "a" is at content A; B then A arrive together. Skipping the second A against
+    # the stale mark would leave B as the document's last vector.
+    dedup = FakeDedup()
+    run([records(("a", "version A"))], dedup)
+    _, outputs, _, _ = run([records(("a", "version B"), ("a", "version A"), start=1)], dedup)
+    assert [o["source"]["offset"] for _, o in outputs] == [1, 2]
+
+
+def test_bad_messages_go_to_the_dead_letter_topic_and_are_committed():
+    bad = Record("in", 0, 1, 1000, b"x", b"\xc1garbage")
+    stats, outputs, intake, _ = run([[records(("a", "fine"))[0], bad] + records(("c", "also fine"), start=2)])
+    topics = [t for t, _ in outputs]
+    assert topics.count("documents.dlq") == 1 and topics.count("embeddings") == 2
+    assert stats.dead_lettered == {"undecodable": 1}
+    assert intake.commits[-1] == {("in", 0): 3}
