@@ -33,20 +33,24 @@ def run_worker(settings: Settings, stop: threading.Event, exit_when_idle_s: floa
     from worker.encode import load_encoder
     from worker.publish.producer import Publisher
 
-    encoder = load_encoder(settings.model)
-    if settings.batch.max_tokens is not None and settings.batch.max_tokens < encoder.info.max_length:
-        raise ConfigError(
-            f"invalid setting EMBED_BATCH__MAX_TOKENS: {settings.batch.max_tokens} is below the model's max length "
-            f"{encoder.info.max_length}, so a full-length document could never be batched"
-        )
-    dedup = make_dedup(settings, encoder.info.fingerprint)
-    try:
+    try:  # the broker first: a wrong address fails before the model is loaded
         publisher = Publisher(settings.kafka)
-        intake = Intake(settings.kafka)
     except KafkaTimeoutError as exc:
         raise BrokerUnavailableError(
             f"no Kafka broker reachable at {settings.kafka.bootstrap_servers} (EMBED_KAFKA__BOOTSTRAP_SERVERS): {exc}"
         ) from None
+    try:
+        encoder = load_encoder(settings.model)
+        if settings.batch.max_tokens is not None and settings.batch.max_tokens < encoder.info.max_length:
+            raise ConfigError(
+                f"invalid setting EMBED_BATCH__MAX_TOKENS: {settings.batch.max_tokens} is below the model's max length "
+                f"{encoder.info.max_length}, so a full-length document could never be batched"
+            )
+        dedup = make_dedup(settings, encoder.info.fingerprint)
+        intake = Intake(settings.kafka)
+    except BaseException:
+        publisher.close()
+        raise
     try:
         return Worker(settings, encoder, intake, publisher, dedup, stop).run(exit_when_idle_s)
     finally:

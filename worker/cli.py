@@ -79,7 +79,7 @@ def _cmd_demo(ns: argparse.Namespace, _cli_source) -> int:
     from worker.demo import run_demo
 
     setup_logging("WARNING")
-    return run_demo(docs=ns.docs, state_dir=ns.dir, query=ns.query)
+    return run_demo(docs=ns.docs, state_dir=ns.dir, query=ns.query, baseline=ns.baseline)
 
 
 def _cmd_config(ns: argparse.Namespace, _cli_source) -> int:
@@ -120,6 +120,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, CliSettingsSource]:
     demo.add_argument("--docs", type=int, default=2000, help="documents of the sample corpus to publish (default: 2000)")
     demo.add_argument("--dir", default=".devstack", help="local stack state directory (default: .devstack)")
     demo.add_argument("--query", default="how do I parse command line arguments", help="text of the nearest-neighbour example")
+    demo.add_argument("--baseline", action="store_true", help="also time sentence-transformers encode() on the same documents")
     demo.set_defaults(func=_cmd_demo)
 
     cfg = sub.add_parser("config", help="print the effective settings (secrets masked), or the settings table")

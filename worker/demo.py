@@ -26,7 +26,7 @@ def _step(text: str) -> None:
     print(f"==> {text}", flush=True)
 
 
-def run_demo(*, docs: int, state_dir: str, query: str) -> int:
+def run_demo(*, docs: int, state_dir: str, query: str, baseline: bool = False) -> int:
     from loadgen.corpus import sample_corpus
     from loadgen.readback import read_topic
 
@@ -65,10 +65,33 @@ def run_demo(*, docs: int, state_dir: str, query: str) -> int:
         f"worker: {summary['docs_per_s']:,.1f} documents/s, {summary['tokens_per_s']:,.0f} tokens/s "
         f"({summary['batches']} batches, padding efficiency {summary['padding_efficiency']})"
     )
+    corpus = sample_corpus(docs)
+    if baseline:
+        _baseline([d["text"] for d in corpus], summary["docs_per_s"])
     if vectors:
-        _nearest(query, vectors, {d["id"]: d["text"] for d in sample_corpus()})
+        _nearest(query, vectors, {d["id"]: d["text"] for d in corpus})
     print(f"\nThe stack keeps running for you to explore; stop it with: embed-worker devstack down --dir {state_dir}")
     return 0 if len(vectors) == published else 1
+
+
+def _baseline(texts: list[str], worker_docs_per_s: float, batch_size: int = 32) -> None:
+    """sentence-transformers ``encode()`` on the same documents and model, in this process."""
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        print("\n(baseline skipped: sentence-transformers is not installed; pip install 'embedfleet[test]')")
+        return
+    from worker.encode.transformer import resolve_model_path
+
+    model = SentenceTransformer(resolve_model_path(ModelSettings().name), device="cpu")
+    model.encode(texts[:64], batch_size=batch_size)  # warm-up, as the worker's first batch is
+    started = time.monotonic()
+    model.encode(texts, batch_size=batch_size)
+    rate = len(texts) / (time.monotonic() - started)
+    print(
+        f"sentence-transformers encode(batch_size={batch_size}) on the same {len(texts)} documents: {rate:,.1f} documents/s; "
+        f"worker (Kafka in, Redis dedup, vectors published and committed) / encode(): {worker_docs_per_s / rate:.2f}x"
+    )
 
 
 def _nearest(query: str, vectors: dict[str, np.ndarray], texts: dict[str, str], k: int = 3) -> None:

@@ -92,9 +92,11 @@ class Worker:
                 self._handle_revocations()
                 self._intake.hold(self._tracker.unfinished() >= self._s.batch.max_pending)
                 records = self._intake.poll(self._poll_timeout(next_commit))
-                if records or (last_message is None and self._intake.assignment()):
+                if records:
                     last_message = time.monotonic()
                     self._take_in(records)
+                elif last_message is None and self._intake.assignment():
+                    last_message = time.monotonic()
                 self._ready.extend(self._waiting.take())
                 if self._ready:  # one batch per turn, so poll() runs between batches
                     self._run_batch(self._ready.popleft())

@@ -98,6 +98,8 @@ class TransformerEncoder:
         log.info("model %s loaded from %s: %s", settings.name, source, self.info)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        if not texts:
+            return []
         cap = self.info.max_length * CHARS_PER_TOKEN_CAP
         capped = [t.strip()[:cap] for t in texts]
         return self._tokenizer(

