@@ -65,3 +65,10 @@ def test_every_setting_is_in_the_generated_table():
         sub = getattr(model.annotation, "model_fields", {})
         for name in sub:
             assert f"`EMBED_{section.upper()}__{name.upper()}`" in table
+
+
+def test_the_readme_holds_the_current_settings_table():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert settings_table() in readme, "README is stale: paste the output of `embed-worker config --markdown`"
