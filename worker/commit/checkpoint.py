@@ -16,7 +16,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 from kafka.producer.future import FutureRecordMetadata
 
 from worker.commit.watermark import OffsetTracker
@@ -87,7 +87,10 @@ class Checkpoint:
     def commit(self) -> list[Delivery]:
         """Steps 1–4 above. Returns the deliveries acknowledged on the way."""
         # 1. flush: every send so far is acknowledged or failed
-        self._publisher.flush(self._flush_timeout_s)
+        try:
+            self._publisher.flush(self._flush_timeout_s)
+        except KafkaTimeoutError as exc:
+            raise PublishError(f"the broker did not acknowledge published messages within {self._flush_timeout_s:.0f} s") from exc
         # 2 and 3. resolve deliveries (raises PublishError on any failure), mark dedup
         acked = self.resolve(all_sent=True)
         # 4. commit what moved, for partitions still owned

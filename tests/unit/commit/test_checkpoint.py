@@ -103,3 +103,12 @@ def test_unchanged_offsets_are_not_committed_again():
     cp.commit()
     cp.commit()
     assert intake.commits == [{TP: 1}]
+
+
+def test_a_flush_that_times_out_is_a_publish_error_and_commits_nothing():
+    cp, intake, publisher, _ = setup(0)
+    cp.add(Delivery(Source("in", 0, 0, 0), [Future()]))
+    publisher.flush.side_effect = KafkaTimeoutError("flush")
+    with pytest.raises(PublishError, match="did not acknowledge"):
+        cp.commit()
+    assert intake.commits == []
