@@ -140,7 +140,7 @@ class Worker:
         if not revoked:
             return
         dropped = self._waiting.drop(revoked)
-        kept = [Batch([d for d in b.docs if (d.source.topic, d.source.partition) not in revoked], b.reason, b.real_tokens, b.padded_tokens) for b in self._ready]
+        kept = [Batch([d for d in b.docs if (d.source.topic, d.source.partition) not in revoked], b.cut) for b in self._ready]
         dropped += sum(len(b.docs) for b in self._ready) - sum(len(b.docs) for b in kept)
         self._ready = deque(b for b in kept if b.docs)
         self._tracker.forget(revoked)
@@ -209,9 +209,10 @@ class Worker:
             return
         self.stats.encode_s += time.monotonic() - started
         self.stats.batches += 1
-        self.stats.padded_tokens += batch.padded_tokens
+        self.stats.padded_tokens += batch.cut.padded_tokens
         self._publish_vectors(upserts, vectors)
-        log.debug("batch: %d docs, %d tokens, %s, padding efficiency %.2f", len(upserts), batch.real_tokens, batch.reason.value, batch.padding_efficiency)
+        cut = batch.cut
+        log.debug("batch: %d docs, %d tokens, %s, padding efficiency %.2f", len(upserts), cut.real_tokens, cut.reason.value, cut.padding_efficiency)
 
     def _run_one(self, d: Document) -> None:
         try:

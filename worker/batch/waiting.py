@@ -10,20 +10,16 @@ import time
 from dataclasses import dataclass
 from typing import Iterable
 
-from worker.batch.policy import BatchLimits, Cut, FlushReason, cut_batches
+from worker.batch.policy import BatchLimits, Cut, cut_batches
 from worker.consume.decode import Document
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    docs: list[Document]
-    reason: FlushReason
-    real_tokens: int
-    padded_tokens: int
+    """Documents to encode together, with the policy's cut (flush reason, real and padded tokens)."""
 
-    @property
-    def padding_efficiency(self) -> float:
-        return self.real_tokens / self.padded_tokens if self.padded_tokens else 1.0
+    docs: list[Document]
+    cut: Cut
 
 
 class WaitingRoom:
@@ -79,4 +75,4 @@ class WaitingRoom:
 
     @staticmethod
     def _batch(docs: list[Document], cut: Cut) -> Batch:
-        return Batch([docs[i] for i in cut.indices], cut.reason, cut.real_tokens, cut.padded_tokens)
+        return Batch([docs[i] for i in cut.indices], cut)
