@@ -42,3 +42,12 @@ def read_topic(settings: KafkaSettings, topic: str, *, expect: int | None = None
         return records
     finally:
         consumer.close()
+
+
+def committed_offsets(settings: KafkaSettings, group: str, topic: str, partitions: list[int]) -> dict[int, int | None]:
+    """The group's committed offset per partition (None where it never committed)."""
+    consumer = KafkaConsumer(**client_options(settings), group_id=group, enable_auto_commit=False)
+    try:
+        return {p: consumer.committed(TopicPartition(topic, p)) for p in partitions}
+    finally:
+        consumer.close()

@@ -28,7 +28,7 @@ def _step(text: str) -> None:
 
 def run_demo(*, docs: int, state_dir: str, query: str, baseline: bool = False) -> int:
     from loadgen.corpus import sample_corpus
-    from loadgen.readback import read_topic
+    from loadgen.readback import committed_offsets, read_topic
 
     run_id = time.strftime("%Y%m%d-%H%M%S")
     names = {"input": f"demo-{run_id}.documents", "output": f"demo-{run_id}.embeddings", "dlq": f"demo-{run_id}.dlq"}
@@ -54,7 +54,8 @@ def run_demo(*, docs: int, state_dir: str, query: str, baseline: bool = False) -
         subprocess.run([sys.executable, "-m", "loadgen", "publish", "--count", str(docs), "--summary-file", str(pub_file)], env=env, check=True)
         _step("running one embed-worker until the topic is drained (--exit-when-idle 3)")
         subprocess.run([sys.executable, "-m", "worker", "run", "--exit-when-idle", "3", "--summary-file", str(run_file)], env=env, check=True)
-        published = json.loads(pub_file.read_text())["messages"]
+        publish_report = json.loads(pub_file.read_text())
+        published = publish_report["messages"]
         summary = json.loads(run_file.read_text())
 
     kafka = KafkaSettings(bootstrap_servers=addrs.kafka)
@@ -65,17 +66,22 @@ def run_demo(*, docs: int, state_dir: str, query: str, baseline: bool = False) -
         f"worker: {summary['docs_per_s']:,.1f} documents/s, {summary['tokens_per_s']:,.0f} tokens/s "
         f"({summary['batches']} batches, padding efficiency {summary['padding_efficiency']})"
     )
+    ends = {int(p): off for p, off in publish_report["end_offsets"].items()}
+    committed = committed_offsets(kafka, env["EMBED_KAFKA__GROUP_ID"], names["input"], sorted(ends))
+    print(f"committed offsets {'equal' if committed == ends else 'DIFFER FROM'} the topic's end offsets: {committed}")
     corpus = sample_corpus(docs)
     if baseline:
-        _baseline([d["text"] for d in corpus], summary["docs_per_s"])
+        _baseline(corpus, vectors, summary["docs_per_s"])
     if vectors:
         _nearest(query, vectors, {d["id"]: d["text"] for d in corpus})
     print(f"\nThe stack keeps running for you to explore; stop it with: embed-worker devstack down --dir {state_dir}")
-    return 0 if len(vectors) == published else 1
+    return 0 if len(vectors) == published and committed == ends else 1
 
 
-def _baseline(texts: list[str], worker_docs_per_s: float, batch_size: int = 32) -> None:
-    """sentence-transformers ``encode()`` on the same documents and model, in this process."""
+def _baseline(corpus: list[dict], vectors: dict[str, np.ndarray], worker_docs_per_s: float, batch_size: int = 32) -> None:
+    """sentence-transformers ``encode()`` on the same documents and model, in this process: its speed,
+    and how close the worker's vectors are to its own."""
+    texts = [d["text"] for d in corpus]
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
@@ -86,8 +92,12 @@ def _baseline(texts: list[str], worker_docs_per_s: float, batch_size: int = 32) 
     model = SentenceTransformer(resolve_model_path(ModelSettings().name), device="cpu")
     model.encode(texts[:64], batch_size=batch_size)  # warm-up, as the worker's first batch is
     started = time.monotonic()
-    model.encode(texts, batch_size=batch_size)
+    reference = model.encode(texts, batch_size=batch_size)
     rate = len(texts) / (time.monotonic() - started)
+    ours = np.stack([vectors[d["id"]] for d in corpus if d["id"] in vectors])
+    ref = np.stack([r for d, r in zip(corpus, reference) if d["id"] in vectors])
+    cos = (ours * ref).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(ref, axis=1))
+    print(f"worker vectors vs sentence-transformers: lowest cosine {cos.min():.5f} over {len(cos)} documents")
     print(
         f"sentence-transformers encode(batch_size={batch_size}) on the same {len(texts)} documents: {rate:,.1f} documents/s; "
         f"worker (Kafka in, Redis dedup, vectors published and committed) / encode(): {worker_docs_per_s / rate:.2f}x"

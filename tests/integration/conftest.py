@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from loadgen.publish import PublishReport, make_producer, publish
-from loadgen.readback import read_topic
+from loadgen.readback import committed_offsets, read_topic
 from worker.config import KafkaSettings
 from worker.stack.devstack import StackAddresses, create_topics, free_port, start_broker, start_redis
 
@@ -117,11 +116,7 @@ class Lane:
         return read_topic(self.kafka, self.dlq, expect=expect, timeout_s=30)
 
     def committed(self) -> dict[int, int | None]:
-        consumer = KafkaConsumer(bootstrap_servers=self.stack.kafka, group_id=self.group, enable_auto_commit=False)
-        try:
-            return {p: consumer.committed(TopicPartition(self.input, p)) for p in range(PARTITIONS)}
-        finally:
-            consumer.close()
+        return committed_offsets(self.kafka, self.group, self.input, list(range(PARTITIONS)))
 
 
 @pytest.fixture
