@@ -5,8 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 
+import time
+
+from worker import __version__
+from worker.batch.policy import default_max_tokens
 from worker.config import Settings
-from worker.errors import BrokerUnavailableError, ConfigError
+from worker.errors import BrokerUnavailableError, ConfigError, ModelLoadError
+from worker.observe.health import Health
+from worker.observe.metrics import Metrics
 from worker.runner import RunStats, Worker
 
 log = logging.getLogger(__name__)
@@ -26,7 +32,42 @@ def make_dedup(settings: Settings, fingerprint: str):
     return store
 
 
-def run_worker(settings: Settings, stop: threading.Event, exit_when_idle_s: float | None = None) -> RunStats:
+def warm_up(encoder, max_tokens: int) -> None:
+    """One forward pass at the full token budget: a budget that does not fit fails now, not later."""
+    ids = encoder.tokenize(["warm up " * encoder.info.max_length])[0]
+    rows = max(1, max_tokens // len(ids))
+    try:
+        encoder.encode([ids] * rows)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"warm-up at the full token budget ({rows} × {len(ids)} tokens) failed: {type(exc).__name__}: {exc}; "
+            "lower EMBED_BATCH__MAX_TOKENS"
+        ) from exc
+
+
+def run_worker(
+    settings: Settings, stop: threading.Event, exit_when_idle_s: float | None = None, metrics: Metrics | None = None
+) -> RunStats:
+    from kafka.errors import KafkaTimeoutError
+
+    from worker.consume.intake import Intake
+    from worker.encode import load_encoder
+    from worker.observe.server import start_server
+    from worker.publish.producer import Publisher
+
+    metrics = metrics or Metrics()
+    health = Health(settings.metrics.stall_after_s)
+    server = None
+    if settings.metrics.enabled:  # /healthz answers while the model loads; /readyz waits for warm-up
+        server = start_server(settings.metrics.host, settings.metrics.port, metrics.registry, health)
+    try:
+        return _run(settings, stop, exit_when_idle_s, metrics, health)
+    finally:
+        if server is not None:
+            server.shutdown()
+
+
+def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | None, metrics: Metrics, health: Health) -> RunStats:
     from kafka.errors import KafkaTimeoutError
 
     from worker.consume.intake import Intake
@@ -40,19 +81,26 @@ def run_worker(settings: Settings, stop: threading.Event, exit_when_idle_s: floa
             f"no Kafka broker reachable at {settings.kafka.bootstrap_servers} (EMBED_KAFKA__BOOTSTRAP_SERVERS): {exc}"
         ) from None
     try:
+        started = time.monotonic()
         encoder = load_encoder(settings.model)
-        if settings.batch.max_tokens is not None and settings.batch.max_tokens < encoder.info.max_length:
+        info = encoder.info
+        if settings.batch.max_tokens is not None and settings.batch.max_tokens < info.max_length:
             raise ConfigError(
                 f"invalid setting EMBED_BATCH__MAX_TOKENS: {settings.batch.max_tokens} is below the model's max length "
-                f"{encoder.info.max_length}, so a full-length document could never be batched"
+                f"{info.max_length}, so a full-length document could never be batched"
             )
-        dedup = make_dedup(settings, encoder.info.fingerprint)
+        warm_up(encoder, settings.batch.max_tokens or default_max_tokens(info.device.split(":")[0], info.max_length))
+        metrics.model_load_seconds.set(time.monotonic() - started)
+        metrics.build.info({"version": __version__, "model": info.name, "dtype": info.dtype, "device": info.device, "dim": str(info.dim)})
+        health.warmed_up()
+        metrics.ready.set(1)
+        dedup = make_dedup(settings, info.fingerprint)
         intake = Intake(settings.kafka)
     except BaseException:
         publisher.close()
         raise
     try:
-        return Worker(settings, encoder, intake, publisher, dedup, stop).run(exit_when_idle_s)
+        return Worker(settings, encoder, intake, publisher, dedup, stop, metrics=metrics, health=health).run(exit_when_idle_s)
     finally:
         intake.close()
         publisher.close()

@@ -30,8 +30,12 @@ def _install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+def setup_logging(level: str, fmt: str = "text") -> None:
+    from worker.observe.logs import JsonFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
@@ -39,7 +43,7 @@ def _cmd_run(ns: argparse.Namespace, cli_source: CliSettingsSource) -> int:
     from worker.app import run_worker
 
     settings = load_settings(_cli_settings_source=cli_source(parsed_args=ns))
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     stop = threading.Event()
     _install_signal_handlers(stop)
     stats = run_worker(settings, stop, ns.exit_when_idle)

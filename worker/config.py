@@ -145,6 +145,15 @@ class OutputSettings(_Section):
     )
 
 
+class MetricsSettings(_Section):
+    enabled: bool = Field(True, description="Serve /metrics, /healthz and /readyz over HTTP.")
+    host: str = Field("0.0.0.0", description="Address the HTTP endpoint listens on.")
+    port: int = Field(9400, ge=0, le=65535, description="Port of the HTTP endpoint (0: any free port).")
+    stall_after_s: float = Field(
+        120.0, gt=0, description="/healthz fails once the main loop has not polled for this long (a stuck worker)."
+    )
+
+
 class Settings(BaseSettings):
     """All worker settings. Environment: EMBED_<SECTION>__<NAME>, e.g. EMBED_BATCH__MAX_TOKENS."""
 
@@ -163,7 +172,10 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     batch: BatchSettings = BatchSettings()
     output: OutputSettings = OutputSettings()
+    metrics: MetricsSettings = MetricsSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    log_format: Literal["text", "json"] = Field("text", description="text, or json: one JSON object per line.")
+    log_interval_s: float = Field(30.0, gt=0, description="How often one progress line (documents, rate, lag) is logged at INFO.")
 
 
 def env_name(loc: tuple) -> str:

@@ -21,6 +21,9 @@ from worker.config import Settings
 from worker.consume.decode import Document, Reason, Rejection, decode_record, reject_document
 from worker.deadline import Deadline
 from worker.encode.base import Encoder
+from worker.observe.health import Health
+from worker.observe.metrics import Metrics
+from worker.observe.progress import Progress
 from worker.publish import codec
 
 log = logging.getLogger(__name__)
@@ -62,17 +65,30 @@ class RunStats:
 
 
 class Worker:
-    def __init__(self, settings: Settings, encoder: Encoder, intake, publisher, dedup, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        encoder: Encoder,
+        intake,
+        publisher,
+        dedup,
+        stop: threading.Event | None = None,
+        metrics: Metrics | None = None,
+        health: Health | None = None,
+    ) -> None:
         self._s = settings
         self._encoder = encoder
         self._intake = intake
         self._publisher = publisher
         self._dedup = dedup
         self._stop = stop or threading.Event()
+        self._m = metrics or Metrics()
+        self._health = health or Health(settings.metrics.stall_after_s)
         self._tracker = OffsetTracker()
         self._checkpoint = Checkpoint(
-            intake, publisher, self._tracker, dedup, flush_timeout_s=settings.kafka.request_timeout_ms / 1000 * 2
+            intake, publisher, self._tracker, dedup, flush_timeout_s=settings.kafka.request_timeout_ms / 1000 * 2, metrics=self._m
         )
+        self._progress = Progress(self._m, intake, encoder, dedup, settings.log_interval_s)
         b = settings.batch
         max_tokens = b.max_tokens or default_max_tokens(encoder.info.device.split(":")[0], encoder.info.max_length)
         limits = BatchLimits(max_tokens, b.max_size, b.max_wait_ms / 1000, b.lookahead)
@@ -90,8 +106,12 @@ class Worker:
         try:
             while not self._stop.is_set():
                 self._handle_revocations()
-                self._intake.hold(self._tracker.unfinished() >= self._s.batch.max_pending)
+                unfinished = self._tracker.unfinished()
+                self._m.inflight.set(unfinished)
+                self._intake.hold(unfinished >= self._s.batch.max_pending)
                 records = self._intake.poll(self._poll_timeout(next_commit))
+                self._health.polled()
+                self._m.last_poll.set(time.time())
                 if records:
                     last_message = time.monotonic()
                     self._take_in(records)
@@ -103,6 +123,7 @@ class Worker:
                 self._finish(self._checkpoint.resolve())
                 if next_commit.expired():
                     self._finish(self._checkpoint.commit())
+                    self._progress.tick(self.stats)
                     next_commit = Deadline(commit_every)
                     if exit_when_idle_s is not None and self._idle_for(last_message) >= exit_when_idle_s:
                         log.info("no message for %.1f s and nothing in flight: exiting", exit_when_idle_s)
@@ -127,6 +148,8 @@ class Worker:
 
     def _shutdown(self) -> None:
         """Documents still waiting are abandoned uncommitted; everything published is committed."""
+        self._health.stopping()
+        self._m.ready.set(0)
         abandoned = len(self._waiting) + sum(len(b.docs) for b in self._ready)
         if abandoned:
             log.info("abandoning %d waiting documents uncommitted", abandoned)
@@ -140,7 +163,7 @@ class Worker:
         if not revoked:
             return
         dropped = self._waiting.drop(revoked)
-        kept = [Batch([d for d in b.docs if (d.source.topic, d.source.partition) not in revoked], b.cut) for b in self._ready]
+        kept = [Batch([d for d in b.docs if (d.source.topic, d.source.partition) not in revoked], b.cut, b.arrived) for b in self._ready]
         dropped += sum(len(b.docs) for b in self._ready) - sum(len(b.docs) for b in kept)
         self._ready = deque(b for b in kept if b.docs)
         self._tracker.forget(revoked)
@@ -156,6 +179,7 @@ class Worker:
         now = time.monotonic()
         self.stats.first_message = self.stats.first_message or now
         self.stats.received += len(records)
+        started = time.monotonic()
         docs: list[Document] = []
         for r in records:
             self._tracker.track((r.topic, r.partition), r.offset)
@@ -165,6 +189,8 @@ class Worker:
             else:
                 docs.append(item)
 
+        self._m.stage_seconds.labels(stage="decode").observe(time.monotonic() - started)
+
         # Only a document with no earlier message of its id in flight may be skipped or sent ahead.
         first_in_line, seen = [], set()
         for d in docs:
@@ -173,6 +199,9 @@ class Worker:
             seen.add(key)
         lookups = [d for d, first in zip(docs, first_in_line) if first and d.op == "upsert"]
         hits = {id(d) for d, hit in zip(lookups, self._dedup.already_embedded(lookups)) if hit}
+        if self._s.redis.enabled:
+            self._m.dedup_hits.inc(len(hits))
+            self._m.dedup_misses.inc(len(lookups) - len(hits))
 
         to_wait = []
         for d, first in zip(docs, first_in_line):
@@ -186,8 +215,10 @@ class Worker:
             else:
                 to_wait.append(d)
         upserts = [d for d in to_wait if d.op == "upsert"]
+        started = time.monotonic()
         for d, ids in zip(upserts, self._encoder.tokenize([d.text for d in upserts])):
             d.token_ids = ids
+        self._m.stage_seconds.labels(stage="tokenize").observe(time.monotonic() - started)
         self._waiting.add(to_wait, now)
 
     # -- batches -------------------------------------------------------------------------------
@@ -200,6 +231,7 @@ class Worker:
         if not upserts:
             return
         started = time.monotonic()
+        self._m.stage_seconds.labels(stage="queue_wait").observe(started - batch.arrived)
         try:
             vectors = self._encoder.encode([d.token_ids for d in upserts])
         except Exception as exc:  # a model failure must not take the fleet down: retry one by one
@@ -207,11 +239,17 @@ class Worker:
             for d in upserts:
                 self._run_one(d)
             return
-        self.stats.encode_s += time.monotonic() - started
+        forward_s = time.monotonic() - started
+        self.stats.encode_s += forward_s
         self.stats.batches += 1
-        self.stats.padded_tokens += batch.cut.padded_tokens
-        self._publish_vectors(upserts, vectors)
         cut = batch.cut
+        self.stats.padded_tokens += cut.padded_tokens
+        self._m.stage_seconds.labels(stage="forward").observe(forward_s)
+        self._m.batches.labels(reason=cut.reason.value).inc()
+        self._m.batch_size.observe(len(upserts))
+        self._m.batch_tokens.observe(cut.padded_tokens)
+        self._m.padding_efficiency.observe(cut.padding_efficiency)
+        self._publish_vectors(upserts, vectors)
         log.debug("batch: %d docs, %d tokens, %s, padding efficiency %.2f", len(upserts), cut.real_tokens, cut.reason.value, cut.padding_efficiency)
 
     def _run_one(self, d: Document) -> None:
@@ -224,6 +262,7 @@ class Worker:
         self._publish_vectors([d], vectors)
 
     def _publish_vectors(self, docs: list[Document], vectors) -> None:
+        started = time.monotonic()
         now_ms = int(time.time() * 1000)
         topic = self._s.kafka.output_topic
         for d, v in zip(docs, vectors):
@@ -231,14 +270,18 @@ class Worker:
             self._checkpoint.add(Delivery(d.source, [self._publisher.send(topic, msg)], d))
             self.stats.embedded += 1
             self.stats.tokens += d.n_tokens
+            self._m.tokens.inc(d.n_tokens)
             d.token_ids, d.text, d.raw = None, "", (None, None)  # free memory; the content hash stays
+        self._m.documents.inc(len(docs))
         self.stats.last_output = time.monotonic()
+        self._m.stage_seconds.labels(stage="publish").observe(self.stats.last_output - started)
 
     def _send_delete(self, d: Document) -> None:
         msgs = codec.delete_messages(d, self._encoder.info, int(time.time() * 1000), tombstone=self._s.output.tombstones)
         futures = [self._publisher.send(self._s.kafka.output_topic, m) for m in msgs]
         self._checkpoint.add(Delivery(d.source, futures, d))
         self.stats.deletes += 1
+        self._m.deletes.inc()
         self.stats.last_output = time.monotonic()
 
     def _dead_letter(self, rej: Rejection, doc: Document | None = None) -> None:
@@ -246,12 +289,16 @@ class Worker:
         future = self._publisher.send(self._s.kafka.dlq_topic, codec.dead_letter(rej))
         self._checkpoint.add(Delivery(rej.source, [future], doc, mark=False))
         self.stats.dead_lettered[rej.reason] += 1
+        self._m.dlq.labels(reason=rej.reason).inc()
 
     def _finish(self, acked: list[Delivery]) -> None:
-        """Release the per-key hold of acknowledged documents."""
+        """Release the per-key hold of acknowledged documents; record their end-to-end latency."""
+        now = time.time()
         for d in acked:
             if d.doc is None:
                 continue
+            if d.mark and d.source.timestamp_ms > 0:
+                self._m.end_to_end_seconds.observe(max(0.0, now - d.source.timestamp_ms / 1000))
             key = (d.source.partition, d.doc.id)
             if self._open_keys[key] <= 1:
                 self._open_keys.pop(key, None)

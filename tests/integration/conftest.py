@@ -70,6 +70,7 @@ class Lane:
             "EMBED_REDIS__NAMESPACE": self.namespace,
             "HF_HUB_OFFLINE": "1",
             "PYTHONPATH": str(REPO),
+            "EMBED_METRICS__PORT": "0",
         }
         env.update(overrides)
         return env

@@ -14,6 +14,8 @@ Record = namedtuple("Record", "topic partition offset timestamp key value")
 
 
 class Events:
+    rebalances = 1
+
     def take_revoked(self):
         return set()
 
@@ -32,6 +34,9 @@ class FakeIntake:
 
     def assignment(self):
         return {("in", 0)}
+
+    def lag(self):
+        return {("in", 0): len(self.polls)}
 
     def commit(self, offsets):
         self.commits.append(dict(offsets))
@@ -71,10 +76,10 @@ def records(*docs, start=0):
     return [Record("in", 0, start + i, 1000, d[0].encode(), encode_document(*d)) for i, d in enumerate(docs)]
 
 
-def run(polls, dedup=None):
+def run(polls, dedup=None, metrics=None):
     settings = Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64))
     intake, publisher, dedup = FakeIntake(polls), FakePublisher(), dedup or FakeDedup()
-    worker = Worker(settings, DummyEncoder(), intake, publisher, dedup)
+    worker = Worker(settings, DummyEncoder(), intake, publisher, dedup, metrics=metrics)
     stats = worker.run(exit_when_idle_s=0.02)
     outputs = [(topic, decode_output(m.value) if topic == "embeddings" else m) for topic, m in publisher.sent]
     return stats, outputs, intake, dedup
@@ -127,3 +132,25 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_are_committed():
     assert topics.count("documents.dlq") == 1 and topics.count("embeddings") == 2
     assert stats.dead_lettered == {"undecodable": 1}
     assert intake.commits[-1] == {("in", 0): 3}
+
+
+def test_metrics_follow_the_run():
+    from worker.observe.metrics import Metrics
+
+    m = Metrics()
+    bad = Record("in", 0, 2, 1000, b"x", b"\xc1")
+    poll = records(("a", "alpha beta"), ("b", "gamma")) + [bad]
+    poll.append(Record("in", 0, 3, 1000, b"c", encode_document("c", op="delete")))
+    run([poll], metrics=m)
+    value = m.registry.get_sample_value
+    assert value("embed_documents_total") == 2
+    assert value("embed_tokens_total") == 3
+    assert value("embed_deletes_total") == 1
+    assert value("embed_dlq_messages_total", {"reason": "undecodable"}) == 1
+    assert value("embed_batch_size_count") == value("embed_batches_total", {"reason": "deadline"}) >= 1
+    assert value("embed_stage_duration_seconds_count", {"stage": "forward"}) >= 1
+    assert value("embed_stage_duration_seconds_count", {"stage": "commit"}) >= 1
+    assert value("embed_end_to_end_latency_seconds_count") == 3  # two vectors and a delete, not the dead letter
+    assert value("embed_commit_duration_seconds_count") >= 1
+    assert value("embed_rebalances_total") == 1
+    assert value("embed_inflight_documents") == 0

@@ -20,6 +20,7 @@ class Batch:
 
     docs: list[Document]
     cut: Cut
+    arrived: float  # monotonic time the oldest of its documents entered the waiting room
 
 
 class WaitingRoom:
@@ -47,13 +48,14 @@ class WaitingRoom:
         now = time.monotonic() if now is None else now
         eligible, held = self._split_by_key()
         docs = [self._docs[i][1] for i in eligible]
-        oldest_wait = now - self._docs[eligible[0]][0]
+        arrivals = [self._docs[i][0] for i in eligible]
+        oldest_wait = now - arrivals[0]
         cuts = cut_batches([d.n_tokens for d in docs], oldest_wait, self._limits, drain=drain)
         if not cuts:
             return []
         taken = {eligible[i] for cut in cuts for i in cut.indices}
         self._docs = [entry for i, entry in enumerate(self._docs) if i not in taken]
-        batches = [self._batch(docs, cut) for cut in cuts]
+        batches = [Batch([docs[i] for i in cut.indices], cut, min(arrivals[i] for i in cut.indices)) for cut in cuts]
         if drain and held:
             batches.extend(self.take(now, drain=True))
         return batches
@@ -72,7 +74,3 @@ class WaitingRoom:
             (held if k in seen else eligible).append(i)
             seen.add(k)
         return eligible, held
-
-    @staticmethod
-    def _batch(docs: list[Document], cut: Cut) -> Batch:
-        return Batch([docs[i] for i in cut.indices], cut)

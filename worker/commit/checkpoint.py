@@ -47,13 +47,14 @@ class CommitStats:
 
 
 class Checkpoint:
-    def __init__(self, intake, publisher, tracker: OffsetTracker, dedup, *, flush_timeout_s: float) -> None:
+    def __init__(self, intake, publisher, tracker: OffsetTracker, dedup, *, flush_timeout_s: float, metrics=None) -> None:
         self._intake = intake
         self._publisher = publisher
         self._tracker = tracker
         self._dedup = dedup
         self._flush_timeout_s = flush_timeout_s
         self._inflight: list[Delivery] = []
+        self._metrics = metrics
         self.stats = CommitStats()
 
     def add(self, delivery: Delivery) -> None:
@@ -86,6 +87,14 @@ class Checkpoint:
 
     def commit(self) -> list[Delivery]:
         """Steps 1–4 above. Returns the deliveries acknowledged on the way."""
+        started = time.monotonic()
+        try:
+            return self._commit()
+        finally:
+            if self._metrics is not None:
+                self._metrics.stage_seconds.labels(stage="commit").observe(time.monotonic() - started)
+
+    def _commit(self) -> list[Delivery]:
         # 1. flush: every send so far is acknowledged or failed
         try:
             self._publisher.flush(self._flush_timeout_s)
@@ -103,18 +112,25 @@ class Checkpoint:
             self._intake.commit(offsets)
         except CommitFailedError as exc:
             # the group rebalanced under us: the new owner re-reads from the last commit (at-least-once)
-            self.stats.failures += 1
+            self._failed()
             log.warning("commit rejected by a rebalance; partitions will be re-read from the last commit: %s", exc)
             return acked
         except KafkaError as exc:
             # outcome unknown (e.g. timeout): retried at the next checkpoint with fresh offsets
-            self.stats.failures += 1
+            self._failed()
             log.warning("commit outcome unknown, retrying at the next checkpoint: %r", exc)
             return acked
         self.stats.commits += 1
         self.stats.last_latency_s = time.monotonic() - started
         self.stats.committed.update(offsets)
+        if self._metrics is not None:
+            self._metrics.commit_seconds.observe(self.stats.last_latency_s)
         return acked
+
+    def _failed(self) -> None:
+        self.stats.failures += 1
+        if self._metrics is not None:
+            self._metrics.commit_failures.inc()
 
     def forget(self, tps: set[tuple[str, int]]) -> None:
         for tp in tps:

@@ -73,6 +73,15 @@ class Intake:
     def assignment(self) -> set[TopicPartitionKey]:
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
+    def lag(self) -> dict[TopicPartitionKey, int]:
+        """Messages behind the high watermark, per assigned partition with a known watermark."""
+        out = {}
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is not None:
+                out[(tp.topic, tp.partition)] = max(0, high - self._consumer.position(tp))
+        return out
+
     def hold(self, paused: bool) -> None:
         """Pause (or resume) every assigned partition; the consumer keeps polling for heartbeats.
 

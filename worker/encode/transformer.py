@@ -97,6 +97,12 @@ class TransformerEncoder:
         )
         log.info("model %s loaded from %s: %s", settings.name, source, self.info)
 
+    def device_memory(self) -> tuple[int, int] | None:
+        """(allocated, reserved) bytes on the accelerator; None on CPU."""
+        if self._device.type != "cuda":
+            return None
+        return torch.cuda.memory_allocated(self._device), torch.cuda.memory_reserved(self._device)
+
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         if not texts:
             return []

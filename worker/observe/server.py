@@ -1,0 +1,48 @@
+"""The HTTP endpoint: /metrics (Prometheus), /healthz (liveness), /readyz (readiness)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from worker.errors import ConfigError
+from worker.observe.health import Health
+
+log = logging.getLogger(__name__)
+
+
+def start_server(host: str, port: int, registry: CollectorRegistry, health: Health) -> ThreadingHTTPServer:
+    """Serve on a daemon thread; returns the server (``server_address`` holds the bound port)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path in ("/healthz", "/readyz"):
+                ok, why = health.live() if path == "/healthz" else health.ready()
+                self._send(200 if ok else 503, f"{'ok' if ok else 'not ok'}: {why}\n".encode(), "text/plain; charset=utf-8")
+            else:
+                self._send(404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain; charset=utf-8")
+
+        def _send(self, code: int, body: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, fmt: str, *args) -> None:  # scrapes every few seconds: keep them out of the logs
+            log.debug("http: " + fmt, *args)
+
+    try:
+        server = ThreadingHTTPServer((host, port), Handler)
+    except OSError as exc:
+        raise ConfigError(f"invalid setting EMBED_METRICS__PORT: cannot listen on {host}:{port}: {exc.strerror}") from None
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    log.info("metrics and health on http://%s:%d/metrics, /healthz, /readyz", host, server.server_address[1])
+    return server
