@@ -1,47 +1,173 @@
-"""``embed-loadgen``: load documents into the input topic."""
+"""``embed-loadgen``: load documents into the input topic, measure the fleet end to end, compare runs."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
+from pathlib import Path
 
-from loadgen.corpus import CorpusError, read_jsonl, sample_corpus
-from loadgen.publish import make_producer, publish
+from loadgen.corpus import CorpusError, read_jsonl, read_parquet, read_text_lines, sample_corpus
+from loadgen.rate import Burst, Schedule
+from loadgen.synthetic import SyntheticSpec, generate
 from worker.config import load_settings
 from worker.errors import ConfigError
 
 
-def _cmd_publish(ns: argparse.Namespace) -> int:
-    overrides = {k: v for k, v in {"bootstrap_servers": ns.bootstrap_servers, "input_topic": ns.topic}.items() if v}
+def _settings(ns: argparse.Namespace):
+    """Worker settings from the environment (EMBED_*), with this command's overrides."""
     settings = load_settings()
-    kafka = settings.kafka.model_copy(update=overrides)
-    docs = list(read_jsonl(ns.jsonl)) if ns.jsonl else sample_corpus()
+    kafka = {"bootstrap_servers": ns.bootstrap_servers, "input_topic": ns.topic, "output_topic": getattr(ns, "output_topic", None),
+             "dlq_topic": getattr(ns, "dlq_topic", None), "group_id": getattr(ns, "group", None)}
+    kafka = {k: v for k, v in kafka.items() if v}
+    return settings.model_copy(update={"kafka": settings.kafka.model_copy(update=kafka)})
+
+
+def _documents(ns: argparse.Namespace) -> tuple[list[dict], str]:
+    if ns.jsonl:
+        docs, source = list(read_jsonl(ns.jsonl)), f"jsonl:{ns.jsonl}"
+    elif ns.text:
+        docs, source = list(read_text_lines(ns.text)), f"text:{ns.text}"
+    elif ns.parquet:
+        if not ns.text_column:
+            raise CorpusError("--parquet needs --text-column")
+        docs, source = list(read_parquet(ns.parquet, ns.text_column, ns.id_column)), f"parquet:{ns.parquet}"
+    elif ns.synthetic is not None:
+        spec = SyntheticSpec(ns.synthetic, ns.lengths, ns.vocabulary, ns.duplicates, ns.edits, ns.deletes, ns.seed, ns.id_prefix)
+        docs, source = list(generate(spec)), f"synthetic:{spec}"
+    else:
+        docs, source = sample_corpus(), "sample corpus"
     if ns.count is not None:
         docs = docs[: ns.count]
-    producer = make_producer(kafka)
+    return docs, source
+
+
+def _schedule(ns: argparse.Namespace, docs: list[dict]) -> tuple[Schedule | None, list[dict]]:
+    if ns.rate is None:
+        if ns.duration or ns.ramp_to or ns.burst:
+            raise CorpusError("--duration, --ramp-to and --burst need --rate")
+        return None, docs
+    schedule = Schedule(ns.rate, ns.ramp_to, ns.ramp_seconds or 0.0, tuple(Burst.parse(b) for b in ns.burst or []))
+    if ns.duration:  # as many documents as the schedule sends in that time, cycling the source
+        n = schedule.count_for(ns.duration)
+        docs = [docs[i % len(docs)] if i < len(docs) else {**docs[i % len(docs)], "id": f"{docs[i % len(docs)]['id']}~{i // len(docs)}"} for i in range(n)]
+    return schedule, docs
+
+
+def _progress(total: int):
     try:
-        report = publish(producer, kafka.input_topic, docs)
+        from tqdm import tqdm
+    except ImportError:
+        return None, lambda: None
+    bar = tqdm(total=total, unit="msg", unit_scale=True, dynamic_ncols=True, file=sys.stderr)
+    return bar.update, bar.close
+
+
+def _cmd_publish(ns: argparse.Namespace) -> int:
+    from loadgen.publish import publish_parallel
+
+    settings = _settings(ns)
+    docs, source = _documents(ns)
+    schedule, docs = _schedule(ns, docs)
+    update, close = _progress(len(docs))
+    try:
+        report = publish_parallel(settings.kafka, settings.kafka.input_topic, docs, ns.processes, schedule=schedule, progress=update)
     finally:
-        producer.close()
-    summary = {"topic": kafka.input_topic, "messages": report.messages, "bytes": report.bytes, "seconds": round(report.seconds, 3), "messages_per_s": round(report.rate, 1), "end_offsets": report.end_offsets}
-    print(f"published {report.messages} documents ({report.bytes / 1e6:.1f} MB) to {kafka.input_topic} in {report.seconds:.2f} s ({report.rate:,.0f} messages/s)")
+        close()
+    summary = {"topic": settings.kafka.input_topic, "source": source, "messages": report.messages, "bytes": report.bytes,
+               "seconds": round(report.seconds, 3), "messages_per_s": round(report.rate, 1), "end_offsets": report.end_offsets,
+               "late_s": round(report.late_s, 3)}
+    print(f"published {report.messages:,} documents ({report.bytes / 1e6:.1f} MB) to {settings.kafka.input_topic} in {report.seconds:.2f} s "
+          f"({report.rate:,.0f} messages/s{', ' + str(ns.processes) + ' processes' if ns.processes > 1 else ''})")
     if ns.summary_file:
-        with open(ns.summary_file, "w") as f:
-            json.dump(summary, f)
+        Path(ns.summary_file).write_text(json.dumps(summary))
     return 0
 
 
+def _cmd_measure(ns: argparse.Namespace) -> int:
+    from loadgen.report import summary_text, write_charts, write_json
+    from loadgen.session import run_measured
+
+    settings = _settings(ns)
+    docs, source = _documents(ns)
+    schedule, docs = _schedule(ns, docs)
+    label = ns.label or time.strftime("run-%Y%m%d-%H%M%S")
+    update, close = _progress(len(docs))
+    try:
+        report = run_measured(settings, docs, label=label, schedule=schedule, settle_s=ns.settle, timeout_s=ns.timeout,
+                              progress=update, config={"source": source})
+    finally:
+        close()
+    out = Path(ns.report_dir) / label
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(report, out / "report.json")
+    charts = write_charts(report, out)
+    print(summary_text(report))
+    print(f"  report       {out / 'report.json'}; charts {', '.join(c.name for c in charts)}")
+    return 0 if report["counts"]["missing_ids"] == 0 else 1
+
+
+def _cmd_compare(ns: argparse.Namespace) -> int:
+    from loadgen.report import compare_text
+
+    a, b = (json.loads(Path(p).read_text()) for p in (ns.a, ns.b))
+    print(compare_text(a, b))
+    return 0
+
+
+def _add_source(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("documents (the bundled sample corpus when none is given)")
+    src.add_argument("--jsonl", metavar="PATH", help="JSONL (.gz too): one {id, text, metadata?} per line")
+    src.add_argument("--text", metavar="PATH", help="plain text: one document per line")
+    src.add_argument("--parquet", metavar="PATH", help="Parquet file (with --text-column, optionally --id-column)")
+    src.add_argument("--text-column", help="Parquet column holding the text")
+    src.add_argument("--id-column", help="Parquet column holding the id (default: row numbers)")
+    src.add_argument("--synthetic", type=int, metavar="N", help="N seeded synthetic documents")
+    src.add_argument("--lengths", default="mixed", help="synthetic lengths in tokens: short (10-50), long (300-512), mixed, or MIN-MAX")
+    src.add_argument("--vocabulary", type=int, default=5000, help="synthetic vocabulary size (words)")
+    src.add_argument("--duplicates", type=float, default=0.0, help="share of exact re-publishes of earlier ids")
+    src.add_argument("--edits", type=float, default=0.0, help="share of changed texts for earlier ids")
+    src.add_argument("--deletes", type=float, default=0.0, help="share of deletes of earlier ids")
+    src.add_argument("--seed", type=int, default=0, help="synthetic seed (same seed, same documents)")
+    src.add_argument("--id-prefix", default="syn", help="synthetic id prefix")
+    src.add_argument("--count", type=int, help="only the first N documents")
+    rate = p.add_argument_group("rate (as fast as possible when --rate is not given)")
+    rate.add_argument("--rate", type=float, help="open-loop target, messages/s (late messages keep their intended timestamps)")
+    rate.add_argument("--duration", type=float, help="with --rate: run this many seconds, cycling the documents")
+    rate.add_argument("--ramp-to", type=float, help="with --rate: ramp linearly to this rate over --ramp-seconds")
+    rate.add_argument("--ramp-seconds", type=float, help="length of the ramp")
+    rate.add_argument("--burst", action="append", metavar="AT:SECONDS:MULT", help="multiply the rate for a while (repeatable)")
+    kafka = p.add_argument_group("Kafka (defaults: the worker's EMBED_KAFKA__* settings, security included)")
+    kafka.add_argument("--topic", help="input topic")
+    kafka.add_argument("--bootstrap-servers", help="brokers")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="embed-loadgen", description="Publish documents to the embedding fleet's input topic.")
+    parser = argparse.ArgumentParser(prog="embed-loadgen", description="Load documents into the embedding fleet and measure it end to end.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    pub = sub.add_parser("publish", help="publish documents keyed by id (the bundled sample corpus by default)")
-    pub.add_argument("--jsonl", metavar="PATH", help="JSONL file (.gz too): one {id, text, metadata?} per line")
-    pub.add_argument("--count", type=int, help="publish only the first N documents")
-    pub.add_argument("--topic", help="input topic (default: EMBED_KAFKA__INPUT_TOPIC)")
-    pub.add_argument("--bootstrap-servers", help="brokers (default: EMBED_KAFKA__BOOTSTRAP_SERVERS)")
-    pub.add_argument("--summary-file", metavar="PATH", help="write the publish report (incl. end offsets per partition) as JSON")
+
+    pub = sub.add_parser("publish", help="publish documents keyed by id")
+    _add_source(pub)
+    pub.add_argument("--processes", type=int, default=1, help="producer processes (each id stays in one, in order)")
+    pub.add_argument("--summary-file", metavar="PATH", help="write the publish report (end offsets per partition too) as JSON")
     pub.set_defaults(func=_cmd_publish)
+
+    mea = sub.add_parser("measure", help="publish while reading the outputs: latency, throughput, lag, missing ids; JSON and PNG report")
+    _add_source(mea)
+    mea.add_argument("--output-topic", help="output topic (default: EMBED_KAFKA__OUTPUT_TOPIC)")
+    mea.add_argument("--dlq-topic", help="dead-letter topic (default: EMBED_KAFKA__DLQ_TOPIC)")
+    mea.add_argument("--group", help="the workers' consumer group, for lag (default: EMBED_KAFKA__GROUP_ID)")
+    mea.add_argument("--label", help="name of the run (default: run-<time>)")
+    mea.add_argument("--report-dir", default="reports", help="reports go to REPORT_DIR/LABEL/ (default: reports)")
+    mea.add_argument("--settle", type=float, default=15.0, help="stop waiting once no output arrived for this long (s)")
+    mea.add_argument("--timeout", type=float, default=600.0, help="stop waiting after this long in all (s)")
+    mea.set_defaults(func=_cmd_measure)
+
+    cmp_ = sub.add_parser("compare", help="compare two measure reports side by side")
+    cmp_.add_argument("a", help="report.json of the baseline run")
+    cmp_.add_argument("b", help="report.json of the other run")
+    cmp_.set_defaults(func=_cmd_compare)
     return parser
 
 
@@ -49,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     try:
         return ns.func(ns)
-    except (ConfigError, CorpusError) as exc:
+    except (ConfigError, CorpusError, ValueError) as exc:
         print(f"embed-loadgen: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from loadgen.publish import PublishReport, make_producer, publish
+from kafka import KafkaProducer
+
+from loadgen.publish import PublishReport, make_sender, publish
 from loadgen.readback import committed_offsets, read_topic
 from worker.config import KafkaSettings
 from worker.stack.devstack import StackAddresses, create_topics, free_port, start_broker, start_redis
@@ -76,14 +78,14 @@ class Lane:
         return env
 
     def publish(self, docs: list[dict]) -> PublishReport:
-        producer = make_producer(self.kafka)
+        sender = make_sender(self.kafka)
         try:
-            return publish(producer, self.input, docs)
+            return publish(sender, self.input, docs)
         finally:
-            producer.close()
+            sender.close()
 
     def publish_raw(self, messages: list[tuple[bytes | None, bytes | None]]) -> None:
-        producer = make_producer(self.kafka)
+        producer = KafkaProducer(bootstrap_servers=self.stack.kafka)
         try:
             for key, value in messages:
                 producer.send(self.input, key=key, value=value)
