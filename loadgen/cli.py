@@ -108,6 +108,25 @@ def _cmd_measure(ns: argparse.Namespace) -> int:
     return 0 if report["counts"]["missing_ids"] == 0 else 1
 
 
+def _cmd_bench(ns: argparse.Namespace) -> int:
+    from loadgen.bench import run_bench, summary_text, write_chart
+
+    settings = load_settings()
+    docs, source = _documents(ns)
+    docs = [d for d in docs if d.get("op", "upsert") == "upsert" and d.get("text")]
+    skip = set(ns.skip or [])
+    result = run_bench(settings, docs, state_dir=ns.dir, st_batch_sizes=[int(b) for b in ns.st_batch_sizes.split(",")], skip=skip)
+    result["source"] = source
+    label = ns.label or time.strftime("bench-%Y%m%d-%H%M%S")
+    out = Path(ns.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{label}.json").write_text(json.dumps(result, indent=2))
+    chart = write_chart(result, out / f"{label}.png")
+    print(summary_text(result))
+    print(f"results: {out / (label + '.json')}, chart: {chart}")
+    return 0
+
+
 def _cmd_compare(ns: argparse.Namespace) -> int:
     from loadgen.report import compare_text
 
@@ -163,6 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     mea.add_argument("--settle", type=float, default=15.0, help="stop waiting once no output arrived for this long (s)")
     mea.add_argument("--timeout", type=float, default=600.0, help="stop waiting after this long in all (s)")
     mea.set_defaults(func=_cmd_measure)
+
+    ben = sub.add_parser("bench", help="sentence-transformers vs the raw sorted forward pass vs the full pipeline, on the same documents")
+    _add_source(ben)
+    ben.add_argument("--st-batch-sizes", default="16,32,64,128", help="sentence-transformers batch sizes to try (the best is used)")
+    ben.add_argument("--skip", action="append", choices=["st", "pipeline"], help="leave out a measurement (repeatable)")
+    ben.add_argument("--dir", default=".devstack", help="local stack state directory (default: .devstack)")
+    ben.add_argument("--out", default="reports", help="where the JSON result and the PNG chart go (default: reports)")
+    ben.add_argument("--label", help="file name of the result (default: bench-<time>)")
+    ben.set_defaults(func=_cmd_bench)
 
     cmp_ = sub.add_parser("compare", help="compare two measure reports side by side")
     cmp_.add_argument("a", help="report.json of the baseline run")

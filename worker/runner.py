@@ -25,6 +25,7 @@ from worker.observe.health import Health
 from worker.observe.metrics import Metrics
 from worker.observe.progress import Progress
 from worker.publish import codec
+from worker.stats import percentile
 
 log = logging.getLogger(__name__)
 KeyOf = tuple[int, str]
@@ -41,6 +42,7 @@ class RunStats:
     dedup_hits: int = 0
     dead_lettered: Counter = field(default_factory=Counter)
     encode_s: float = 0.0
+    batch_seconds: list[float] = field(default_factory=list, repr=False)
     started: float = field(default_factory=time.monotonic)
     first_message: float | None = None
     last_output: float | None = None
@@ -60,8 +62,14 @@ class RunStats:
             "tokens_per_s": round(self.tokens / busy, 1),
             "padding_efficiency": round(self.tokens / self.padded_tokens, 3) if self.padded_tokens else None,
             "encode_s": round(self.encode_s, 3),
+            "batch_p50_s": _round(percentile(self.batch_seconds, 50)),
+            "batch_p99_s": _round(percentile(self.batch_seconds, 99)),
             "busy_s": round(busy, 3),
         }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 class Worker:
@@ -241,6 +249,7 @@ class Worker:
             return
         forward_s = time.monotonic() - started
         self.stats.encode_s += forward_s
+        self.stats.batch_seconds.append(forward_s)
         self.stats.batches += 1
         cut = batch.cut
         self.stats.padded_tokens += cut.padded_tokens

@@ -1,5 +1,6 @@
 from loadgen.measure import Matcher, Published
-from loadgen.report import compare_text, latency_summary, percentile
+from loadgen.report import compare_text, latency_summary
+from worker.stats import percentile
 
 
 def matcher_with(n):

@@ -1,0 +1,185 @@
+"""The throughput benchmark: three ways to embed the same documents, in one run, on one machine.
+
+1. sentence-transformers ``encode()`` at its best batch size (what a user would otherwise write);
+2. the raw forward pass over length-sorted token-budget batches (the practical limit of the model);
+3. the full pipeline: documents published to the real local broker, one ``embed-worker`` process
+   with Redis dedup on, until the output topic holds every vector.
+
+Ratios 3/1 and 3/2 are what count on noisy machines: all three run back to back in one process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+from worker.batch.policy import BatchLimits, cut_batches, default_max_tokens
+from worker.config import KafkaSettings, Settings
+from worker.stats import percentile
+
+
+def _rates(docs: int, tokens: int, seconds: float) -> dict:
+    return {"docs_per_s": round(docs / seconds, 2), "tokens_per_s": round(tokens / seconds, 1), "seconds": round(seconds, 3)}
+
+
+def bench_sentence_transformers(texts: Sequence[str], model_path: str, device: str, batch_sizes: Sequence[int], tokens: int) -> dict:
+    """Pick the best batch size on a probe of the documents, then time the whole set with it."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(model_path, device=device)
+    probe = list(texts[: min(len(texts), 400)])
+    model.encode(probe[:32], batch_size=32)  # warm-up
+    probe_rates = {}
+    for bs in batch_sizes:
+        started = time.perf_counter()
+        model.encode(probe, batch_size=bs)
+        probe_rates[bs] = len(probe) / (time.perf_counter() - started)
+    best = max(probe_rates, key=probe_rates.get)
+    started = time.perf_counter()
+    model.encode(list(texts), batch_size=best)
+    out = _rates(len(texts), tokens, time.perf_counter() - started)
+    out.update(batch_size=best, probe_docs_per_s={str(k): round(v, 1) for k, v in probe_rates.items()})
+    return out
+
+
+def bench_raw_forward(encoder, token_ids: list[list[int]], max_tokens: int, max_size: int) -> dict:
+    """Every document sorted by length at once and cut into token-budget batches: the model's limit."""
+    lengths = [len(ids) for ids in token_ids]
+    cuts = cut_batches(lengths, 0.0, BatchLimits(max_tokens, max_size, 0.0, lookahead=1), drain=True)
+    encoder.encode([token_ids[i] for i in cuts[0].indices[:4]])  # warm-up
+    seconds = []
+    for cut in cuts:
+        batch = [token_ids[i] for i in cut.indices]
+        started = time.perf_counter()
+        encoder.encode(batch)
+        seconds.append(time.perf_counter() - started)
+    real, padded = sum(c.real_tokens for c in cuts), sum(c.padded_tokens for c in cuts)
+    out = _rates(len(token_ids), real, sum(seconds))
+    out.update(batches=len(cuts), padding_efficiency=round(real / padded, 3), batch_p50_s=round(percentile(seconds, 50), 4), batch_p99_s=round(percentile(seconds, 99), 4))
+    return out
+
+
+def bench_pipeline(docs: list[dict], state_dir: str, extra_env: dict[str, str]) -> dict:
+    """Publish to the local broker, then one worker process drains the topic with dedup on."""
+    from loadgen.publish import make_sender, publish
+    from loadgen.readback import read_topic
+    from worker.stack.devstack import DevStack
+
+    run = f"bench-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    topics = {"input": f"{run}.documents", "output": f"{run}.embeddings", "dlq": f"{run}.dlq"}
+    addrs = DevStack(state_dir).up(topics={topics["input"]: 4, topics["output"]: 4, topics["dlq"]: 1})
+    kafka = KafkaSettings(bootstrap_servers=addrs.kafka)
+    sender = make_sender(kafka)
+    try:
+        publish(sender, topics["input"], docs)
+    finally:
+        sender.close()
+    env = {
+        **os.environ, **addrs.env(), **extra_env,
+        "EMBED_KAFKA__INPUT_TOPIC": topics["input"], "EMBED_KAFKA__OUTPUT_TOPIC": topics["output"],
+        "EMBED_KAFKA__DLQ_TOPIC": topics["dlq"], "EMBED_KAFKA__GROUP_ID": run, "EMBED_REDIS__NAMESPACE": run,
+        "EMBED_KAFKA__MAX_POLL_INTERVAL_MS": extra_env.get("EMBED_KAFKA__MAX_POLL_INTERVAL_MS", "30000"),
+        "EMBED_METRICS__PORT": "0", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        summary_file = Path(tmp, "summary.json")
+        proc = subprocess.run([sys.executable, "-m", "worker", "run", "--exit-when-idle", "3", "--summary-file", str(summary_file)],
+                              env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the worker failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+        summary = json.loads(summary_file.read_text())
+    vectors = sum(1 for r in read_topic(kafka, topics["output"], expect=len(docs), timeout_s=60) if r.value is not None)
+    out = {"docs_per_s": summary["docs_per_s"], "tokens_per_s": summary["tokens_per_s"], "seconds": summary["busy_s"]}
+    out.update(vectors_out=vectors, batches=summary["batches"], padding_efficiency=summary["padding_efficiency"],
+               batch_p50_s=summary["batch_p50_s"], batch_p99_s=summary["batch_p99_s"], dedup_hits=summary["dedup_hits"])
+    return out
+
+
+def environment() -> dict:
+    import torch
+    import transformers
+
+    env = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+           "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "machine": platform.machine()}
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+def run_bench(settings: Settings, docs: list[dict], *, state_dir: str, st_batch_sizes: Sequence[int], skip: set[str]) -> dict:
+    from worker.encode import load_encoder
+    from worker.encode.transformer import resolve_model_path
+
+    encoder = load_encoder(settings.model)
+    info = encoder.info
+    texts = [d["text"] for d in docs]
+    started = time.perf_counter()
+    token_ids = encoder.tokenize(texts)
+    tokenize_s = time.perf_counter() - started
+    lengths = [len(t) for t in token_ids]
+    tokens = sum(lengths)
+    max_tokens = settings.batch.max_tokens or default_max_tokens(info.device.split(":")[0], info.max_length)
+    result = {
+        "environment": environment(),
+        "model": {"name": info.name, "dim": info.dim, "dtype": info.dtype, "device": info.device, "max_length": info.max_length},
+        "settings": {"max_tokens": max_tokens, "max_size": settings.batch.max_size, "max_wait_ms": settings.batch.max_wait_ms, "lookahead": settings.batch.lookahead},
+        "documents": {"count": len(docs), "tokens": tokens, "p50_tokens": percentile(lengths, 50), "p99_tokens": percentile(lengths, 99),
+                      "max_tokens": max(lengths), "tokenize_docs_per_s": round(len(docs) / tokenize_s, 1)},
+    }
+    if "st" not in skip:
+        result["sentence_transformers"] = bench_sentence_transformers(texts, resolve_model_path(info.name), info.device, st_batch_sizes, tokens)
+    result["raw_forward"] = bench_raw_forward(encoder, token_ids, max_tokens, settings.batch.max_size)
+    del encoder
+    if "pipeline" not in skip:
+        result["pipeline"] = bench_pipeline(docs, state_dir, {})
+        pipe = result["pipeline"]["docs_per_s"]
+        result["ratios"] = {"pipeline_over_raw": round(pipe / result["raw_forward"]["docs_per_s"], 3)}
+        if "sentence_transformers" in result:
+            result["ratios"]["pipeline_over_sentence_transformers"] = round(pipe / result["sentence_transformers"]["docs_per_s"], 3)
+    return result
+
+
+def summary_text(r: dict) -> str:
+    rows = [f"{r['documents']['count']:,} documents, {r['documents']['tokens']:,} tokens after truncation "
+            f"(p50 {r['documents']['p50_tokens']}, p99 {r['documents']['p99_tokens']}), {r['model']['name']} {r['model']['dtype']} on {r['model']['device']}",
+            f"{'':40} {'documents/s':>12} {'tokens/s':>12} {'padding eff.':>12} {'batch p50':>10} {'batch p99':>10}"]
+    names = {"sentence_transformers": "1 sentence-transformers encode()", "raw_forward": "2 raw sorted forward (limit)", "pipeline": "3 full pipeline (Kafka, Redis)"}
+    for key, name in names.items():
+        m = r.get(key)
+        if m is None:
+            continue
+        label = name + (f" bs={m['batch_size']}" if key == "sentence_transformers" else "")
+
+        def fmt(v, spec):
+            return format("-", spec[:3]) if v is None else format(v, spec)
+
+        rows.append(f"{label:40} {m['docs_per_s']:>12,.1f} {m['tokens_per_s']:>12,.0f} {fmt(m.get('padding_efficiency'), '>12.3f')} "
+                    f"{fmt(m.get('batch_p50_s'), '>10.3f')} {fmt(m.get('batch_p99_s'), '>10.3f')}")
+    for k, v in r.get("ratios", {}).items():
+        rows.append(f"ratio {k.replace('_', ' ')}: {v:.2f}x")
+    return "\n".join(rows)
+
+
+def write_chart(r: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in ("sentence_transformers", "raw_forward", "pipeline") if k in r]
+    labels = {"sentence_transformers": "sentence-transformers\nencode()", "raw_forward": "raw sorted\nforward", "pipeline": "full pipeline\n(Kafka + Redis)"}
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    bars = ax.bar([labels[k] for k in keys], [r[k]["docs_per_s"] for k in keys], color=["tab:gray", "tab:blue", "tab:green"][: len(keys)])
+    ax.bar_label(bars, fmt="%.1f")
+    ax.set(ylabel="documents / s", title=f"{r['model']['name']} on {r['model']['device']}: {r['documents']['count']:,} documents")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
