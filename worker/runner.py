@@ -20,7 +20,7 @@ from worker.commit.watermark import OffsetTracker
 from worker.config import Settings
 from worker.consume.decode import Document, Reason, Rejection, decode_record, reject_document
 from worker.deadline import Deadline
-from worker.encode.base import Encoder
+from worker.encode.base import Encoder, is_out_of_memory
 from worker.observe.health import Health
 from worker.observe.metrics import Metrics
 from worker.observe.progress import Progress
@@ -242,10 +242,8 @@ class Worker:
         self._m.stage_seconds.labels(stage="queue_wait").observe(started - batch.arrived)
         try:
             vectors = self._encoder.encode([d.token_ids for d in upserts])
-        except Exception as exc:  # a model failure must not take the fleet down: retry one by one
-            log.warning("batch of %d failed in the model (%r); retrying documents one at a time", len(upserts), exc)
-            for d in upserts:
-                self._run_one(d)
+        except Exception as exc:  # a model failure must not take the fleet down
+            self._recover(upserts, exc)
             return
         forward_s = time.monotonic() - started
         self.stats.encode_s += forward_s
@@ -261,14 +259,28 @@ class Worker:
         self._publish_vectors(upserts, vectors)
         log.debug("batch: %d docs, %d tokens, %s, padding efficiency %.2f", len(upserts), cut.real_tokens, cut.reason.value, cut.padding_efficiency)
 
-    def _run_one(self, d: Document) -> None:
-        try:
-            vectors = self._encoder.encode([d.token_ids])
-        except Exception as exc:
-            self._dead_letter(reject_document(d, Reason.ENCODE_FAILED, f"{type(exc).__name__}: {exc}"[:300]), d)
+    def _recover(self, docs: list[Document], exc: Exception) -> None:
+        """A batch failed in the model. Out of accelerator memory: free the cache and retry each half,
+        down to single documents. Any other error: retry documents one at a time. A document that
+        fails alone is dead-lettered with the reason; nothing is skipped or committed unpublished."""
+        oom = is_out_of_memory(exc)
+        if oom:
+            self._m.oom_splits.inc()
+            getattr(self._encoder, "free_memory", lambda: None)()
+        if len(docs) == 1:
+            reason = Reason.OUT_OF_MEMORY if oom else Reason.ENCODE_FAILED
+            self._dead_letter(reject_document(docs[0], reason, f"{type(exc).__name__}: {exc}"[:300]), docs[0])
             return
-        self.stats.padded_tokens += d.n_tokens
-        self._publish_vectors([d], vectors)
+        parts = [docs[: len(docs) // 2], docs[len(docs) // 2 :]] if oom else [[d] for d in docs]
+        log.warning("batch of %d failed in the model (%s); retrying as %d parts", len(docs), type(exc).__name__, len(parts))
+        for part in parts:
+            try:
+                vectors = self._encoder.encode([d.token_ids for d in part])
+            except Exception as again:
+                self._recover(part, again)
+                continue
+            self.stats.padded_tokens += max(d.n_tokens for d in part) * len(part)
+            self._publish_vectors(part, vectors)
 
     def _publish_vectors(self, docs: list[Document], vectors) -> None:
         started = time.monotonic()

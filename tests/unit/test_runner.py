@@ -76,10 +76,10 @@ def records(*docs, start=0):
     return [Record("in", 0, start + i, 1000, d[0].encode(), encode_document(*d)) for i, d in enumerate(docs)]
 
 
-def run(polls, dedup=None, metrics=None):
+def run(polls, dedup=None, metrics=None, encoder=None):
     settings = Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64))
     intake, publisher, dedup = FakeIntake(polls), FakePublisher(), dedup or FakeDedup()
-    worker = Worker(settings, DummyEncoder(), intake, publisher, dedup, metrics=metrics)
+    worker = Worker(settings, encoder or DummyEncoder(), intake, publisher, dedup, metrics=metrics)
     stats = worker.run(exit_when_idle_s=0.02)
     outputs = [(topic, decode_output(m.value) if topic == "embeddings" else m) for topic, m in publisher.sent]
     return stats, outputs, intake, dedup
@@ -154,3 +154,44 @@ def test_metrics_follow_the_run():
     assert value("embed_commit_duration_seconds_count") >= 1
     assert value("embed_rebalances_total") == 1
     assert value("embed_inflight_documents") == 0
+
+
+class OomEncoder(DummyEncoder):
+    """Runs out of accelerator memory (torch's own error type) above two rows, or on any document
+    of more than 10 tokens even alone."""
+
+    def encode(self, token_ids):
+        import torch
+
+        if len(token_ids) > 2 or any(len(ids) > 10 for ids in token_ids):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().encode(token_ids)
+
+
+class PoisonEncoder(DummyEncoder):
+    def encode(self, token_ids):
+        if any(len(ids) == 7 for ids in token_ids):
+            raise ValueError("the model cannot take this one")
+        return super().encode(token_ids)
+
+
+def test_out_of_memory_splits_the_batch_until_it_fits_and_dead_letters_what_never_does():
+    from worker.observe.metrics import Metrics
+
+    m = Metrics()
+    docs = [(f"d{i}", "word " * 3) for i in range(8)] + [("huge", "word " * 12)]
+    stats, outputs, intake, _ = run([records(*docs)], metrics=m, encoder=OomEncoder())
+    vectors = sorted(o["id"] for t, o in outputs if t == "embeddings")
+    assert vectors == [f"d{i}" for i in range(8)]
+    letters = [o for t, o in outputs if t == "documents.dlq"]
+    assert len(letters) == 1 and dict(letters[0].headers)["embed-dlq-reason"] == b"out_of_memory"
+    assert m.registry.get_sample_value("embed_oom_splits_total") >= 3
+    assert intake.commits[-1] == {("in", 0): 9}  # everything published or dead-lettered, all committed
+
+
+def test_other_model_errors_retry_one_by_one():
+    docs = [("a", "one two three"), ("b", "one two three four five six seven"), ("c", "x y")]
+    stats, outputs, intake, _ = run([records(*docs)], encoder=PoisonEncoder())
+    assert sorted(o["id"] for t, o in outputs if t == "embeddings") == ["a", "c"]
+    assert stats.dead_lettered == {"encode_failed": 1}
+    assert intake.commits[-1] == {("in", 0): 3}

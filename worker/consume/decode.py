@@ -26,6 +26,7 @@ class Reason:
     UNKNOWN_OP = "unknown_op"
     KEY_MISMATCH = "key_mismatch"
     ENCODE_FAILED = "encode_failed"
+    OUT_OF_MEMORY = "out_of_memory"
 
 
 @dataclass(frozen=True, slots=True)

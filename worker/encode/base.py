@@ -31,6 +31,12 @@ class ModelInfo:
         return hashlib.blake2b(blob, digest_size=8).hexdigest()
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether a model failure means the accelerator ran out of memory (torch.cuda.OutOfMemoryError,
+    or the RuntimeError older torch raised), told without importing torch."""
+    return type(exc).__name__ == "OutOfMemoryError" or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
 class Encoder(Protocol):
     info: ModelInfo
 

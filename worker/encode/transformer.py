@@ -97,6 +97,11 @@ class TransformerEncoder:
         )
         log.info("model %s loaded from %s: %s", settings.name, source, self.info)
 
+    def free_memory(self) -> None:
+        """Return cached accelerator memory after an out-of-memory error, before retrying smaller."""
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
+
     def device_memory(self) -> tuple[int, int] | None:
         """(allocated, reserved) bytes on the accelerator; None on CPU."""
         if self._device.type != "cuda":
