@@ -66,6 +66,27 @@ def bench_raw_forward(encoder, token_ids: list[list[int]], max_tokens: int, max_
     return out
 
 
+def accuracy_vs_fp32(encoder, settings: Settings, token_ids: list[list[int]], max_tokens: int) -> dict:
+    """How far a quantized model's vectors are from the fp32 model's, on the benchmark documents."""
+    import numpy as np
+
+    from worker.encode import load_encoder
+
+    reference = load_encoder(settings.model.model_copy(update={"quantize": "none", "dtype": "float32"}))
+    lengths = [len(t) for t in token_ids]
+    ours, ref = np.zeros((len(token_ids), encoder.info.dim), np.float32), np.zeros((len(token_ids), encoder.info.dim), np.float32)
+    for cut in cut_batches(lengths, 0.0, BatchLimits(max_tokens, settings.batch.max_size, 0.0, lookahead=1), drain=True):
+        idx = list(cut.indices)
+        ours[idx] = encoder.encode([token_ids[i] for i in idx])
+        ref[idx] = reference.encode([token_ids[i] for i in idx])
+    cos = (ours * ref).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(ref, axis=1))
+    sim_ours, sim_ref = ours @ ours.T, ref @ ref.T
+    np.fill_diagonal(sim_ours, -np.inf)
+    np.fill_diagonal(sim_ref, -np.inf)
+    return {"cosine_mean": round(float(cos.mean()), 5), "cosine_p1": round(float(np.percentile(cos, 1)), 5), "cosine_min": round(float(cos.min()), 5),
+            "top1_neighbour_agreement": round(float((sim_ours.argmax(1) == sim_ref.argmax(1)).mean()), 4)}
+
+
 def bench_pipeline(docs: list[dict], state_dir: str, extra_env: dict[str, str]) -> dict:
     """Publish to the local broker, then one worker process drains the topic with dedup on."""
     from loadgen.publish import make_sender, publish
@@ -128,7 +149,7 @@ def run_bench(settings: Settings, docs: list[dict], *, state_dir: str, st_batch_
     max_tokens = settings.batch.max_tokens or default_max_tokens(info.device.split(":")[0], info.max_length)
     result = {
         "environment": environment(),
-        "model": {"name": info.name, "dim": info.dim, "dtype": info.dtype, "device": info.device, "max_length": info.max_length},
+        "model": {"name": info.name, "dim": info.dim, "dtype": info.dtype, "device": info.device, "max_length": info.max_length, "quantize": info.quantize},
         "settings": {"max_tokens": max_tokens, "max_size": settings.batch.max_size, "max_wait_ms": settings.batch.max_wait_ms, "lookahead": settings.batch.lookahead},
         "documents": {"count": len(docs), "tokens": tokens, "p50_tokens": percentile(lengths, 50), "p99_tokens": percentile(lengths, 99),
                       "max_tokens": max(lengths), "tokenize_docs_per_s": round(len(docs) / tokenize_s, 1)},
@@ -136,6 +157,8 @@ def run_bench(settings: Settings, docs: list[dict], *, state_dir: str, st_batch_
     if "st" not in skip:
         result["sentence_transformers"] = bench_sentence_transformers(texts, resolve_model_path(info.name), info.device, st_batch_sizes, tokens)
     result["raw_forward"] = bench_raw_forward(encoder, token_ids, max_tokens, settings.batch.max_size)
+    if info.quantize != "none":
+        result["accuracy_vs_fp32"] = accuracy_vs_fp32(encoder, settings, token_ids, max_tokens)
     del encoder
     if "pipeline" not in skip:
         result["pipeline"] = bench_pipeline(docs, state_dir, {})
@@ -164,6 +187,10 @@ def summary_text(r: dict) -> str:
                     f"{fmt(m.get('batch_p50_s'), '>10.3f')} {fmt(m.get('batch_p99_s'), '>10.3f')}")
     for k, v in r.get("ratios", {}).items():
         rows.append(f"ratio {k.replace('_', ' ')}: {v:.2f}x")
+    if "accuracy_vs_fp32" in r:
+        a = r["accuracy_vs_fp32"]
+        rows.append(f"{r['model']['quantize']} vs fp32: cosine mean {a['cosine_mean']:.4f}, p1 {a['cosine_p1']:.4f}, min {a['cosine_min']:.4f}; "
+                    f"top-1 neighbour agreement {a['top1_neighbour_agreement']:.1%}")
     return "\n".join(rows)
 
 

@@ -106,6 +106,10 @@ class ModelSettings(_Section):
         None, gt=0, description="Truncate documents to this many tokens; unset reads sentence_bert_config.json or the model's limit."
     )
     torch_threads: int | None = Field(None, gt=0, description="Torch CPU threads (unset: torch's default).")
+    quantize: Literal["none", "int8"] = Field(
+        "none",
+        description="CPU only: int8 dynamic quantization of the linear layers (per channel). all-MiniLM-L6-v2: 1.5x faster, cosine to fp32 0.975 on average.",
+    )
 
     @field_validator("device")
     @classmethod

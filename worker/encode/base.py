@@ -22,6 +22,7 @@ class ModelInfo:
     normalize: bool
     max_length: int
     revision: str | None = None
+    quantize: str = "none"
 
     @property
     def fingerprint(self) -> str:

@@ -74,6 +74,12 @@ class TransformerEncoder:
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load model {settings.name!r} (EMBED_MODEL__NAME): {exc}".splitlines()[0]) from exc
         self._model.eval().to(self._device)
+        if settings.quantize == "int8":
+            if self._device.type != "cpu":
+                raise ModelLoadError("EMBED_MODEL__QUANTIZE=int8 runs on CPU only; use EMBED_MODEL__DTYPE on accelerators")
+            self._model = torch.ao.quantization.quantize_dynamic(
+                self._model, {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}, dtype=torch.qint8
+            )
 
         st = read_sentence_transformers_config(Path(source)) if Path(source).is_dir() else PoolingConfig()
         limit = min(getattr(self._model.config, "max_position_embeddings", 512) or 512, self._tokenizer.model_max_length or 10**9)
@@ -94,6 +100,7 @@ class TransformerEncoder:
             normalize=self._normalize,
             max_length=max_length,
             revision=settings.revision,
+            quantize=settings.quantize,
         )
         log.info("model %s loaded from %s: %s", settings.name, source, self.info)
 

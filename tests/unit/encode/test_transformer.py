@@ -113,3 +113,11 @@ def test_unusable_model_settings_fail_clearly(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ModelLoadError, match="CUDA is not available"):
             TransformerEncoder(ModelSettings(device="cuda"))
+
+
+def test_int8_quantization_on_cpu_is_close_to_fp32_and_changes_the_fingerprint():
+    fp32 = TransformerEncoder(ModelSettings())
+    int8 = TransformerEncoder(ModelSettings(quantize="int8"))
+    assert int8.info.quantize == "int8" and int8.info.fingerprint != fp32.info.fingerprint
+    texts = [t for t in TEXTS if len(t) > 5]
+    assert cosine(encode(int8, texts), encode(fp32, texts)).min() >= 0.9
