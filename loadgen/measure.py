@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 import msgpack
 from kafka import KafkaConsumer, TopicPartition
 
+from loadgen.readback import topic_partitions
 from worker.config import KafkaSettings
+from worker.deadline import Deadline
 from worker.kafka_options import client_options
 
 
@@ -109,14 +111,7 @@ class Collector(threading.Thread):
     def _run(self) -> None:
         consumer = KafkaConsumer(**client_options(self._settings), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest")
         try:
-            tps = []
-            for topic in self._topics:
-                deadline = time.monotonic() + 30
-                parts = consumer.partitions_for_topic(topic)
-                while parts is None and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                    parts = consumer.partitions_for_topic(topic)
-                tps += [TopicPartition(topic, p) for p in sorted(parts or [])]
+            tps = [tp for topic in self._topics for tp in topic_partitions(consumer, topic, Deadline(30))]
             consumer.assign(tps)
             self._seek_near_start(consumer, tps)
             while not self._halt.is_set():

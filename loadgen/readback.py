@@ -17,19 +17,23 @@ from worker.deadline import Deadline
 from worker.kafka_options import client_options
 
 
+def topic_partitions(consumer: KafkaConsumer, topic: str, deadline: Deadline) -> list[TopicPartition]:
+    """The topic's partitions, waiting for its metadata until ``deadline`` (empty if it never shows)."""
+    partitions = consumer.partitions_for_topic(topic)
+    while partitions is None and not deadline.expired():
+        time.sleep(0.2)
+        partitions = consumer.partitions_for_topic(topic)
+    return [TopicPartition(topic, p) for p in sorted(partitions or [])]
+
+
 def read_topic(settings: KafkaSettings, topic: str, *, expect: int | None = None, timeout_s: float = 30.0) -> list[ConsumerRecord]:
     """Every record of ``topic``, once each partition's end is reached (and ``expect`` records, if given)."""
     consumer = KafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest")
     try:
         deadline = Deadline(timeout_s)
-        partitions = None
-        while partitions is None and not deadline.expired():
-            partitions = consumer.partitions_for_topic(topic)
-            if partitions is None:
-                time.sleep(0.2)
-        if not partitions:
+        tps = topic_partitions(consumer, topic, deadline)
+        if not tps:
             return []
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         records: list[ConsumerRecord] = []
