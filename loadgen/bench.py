@@ -10,12 +10,8 @@ Ratios 3/1 and 3/2 are what count on noisy machines: all three run back to back 
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
@@ -87,36 +83,21 @@ def accuracy_vs_fp32(encoder, settings: Settings, token_ids: list[list[int]], ma
             "top1_neighbour_agreement": round(float((sim_ours.argmax(1) == sim_ref.argmax(1)).mean()), 4)}
 
 
-def bench_pipeline(docs: list[dict], state_dir: str, extra_env: dict[str, str]) -> dict:
+def bench_pipeline(docs: list[dict], state_dir: str) -> dict:
     """Publish to the local broker, then one worker process drains the topic with dedup on."""
     from loadgen.publish import make_sender, publish
     from loadgen.readback import read_topic
-    from worker.stack.devstack import DevStack
+    from worker.stack.devstack import LocalRun
 
-    run = f"bench-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    topics = {"input": f"{run}.documents", "output": f"{run}.embeddings", "dlq": f"{run}.dlq"}
-    addrs = DevStack(state_dir).up(topics={topics["input"]: 4, topics["output"]: 4, topics["dlq"]: 1})
-    kafka = KafkaSettings(bootstrap_servers=addrs.kafka)
+    run = LocalRun.start("bench", state_dir)
+    kafka = KafkaSettings(bootstrap_servers=run.addresses.kafka)
     sender = make_sender(kafka)
     try:
-        publish(sender, topics["input"], docs)
+        publish(sender, run.input_topic, docs)
     finally:
         sender.close()
-    env = {
-        **os.environ, **addrs.env(), **extra_env,
-        "EMBED_KAFKA__INPUT_TOPIC": topics["input"], "EMBED_KAFKA__OUTPUT_TOPIC": topics["output"],
-        "EMBED_KAFKA__DLQ_TOPIC": topics["dlq"], "EMBED_KAFKA__GROUP_ID": run, "EMBED_REDIS__NAMESPACE": run,
-        "EMBED_KAFKA__MAX_POLL_INTERVAL_MS": extra_env.get("EMBED_KAFKA__MAX_POLL_INTERVAL_MS", "30000"),
-        "EMBED_METRICS__PORT": "0", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        summary_file = Path(tmp, "summary.json")
-        proc = subprocess.run([sys.executable, "-m", "worker", "run", "--exit-when-idle", "3", "--summary-file", str(summary_file)],
-                              env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"the worker failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
-        summary = json.loads(summary_file.read_text())
-    vectors = sum(1 for r in read_topic(kafka, topics["output"], expect=len(docs), timeout_s=60) if r.value is not None)
+    summary = run.run_worker(idle_s=3, quiet=True)
+    vectors = sum(1 for r in read_topic(kafka, run.output_topic, expect=len(docs), timeout_s=60) if r.value is not None)
     out = {"docs_per_s": summary["docs_per_s"], "tokens_per_s": summary["tokens_per_s"], "seconds": summary["busy_s"]}
     out.update(vectors_out=vectors, batches=summary["batches"], padding_efficiency=summary["padding_efficiency"],
                batch_p50_s=summary["batch_p50_s"], batch_p99_s=summary["batch_p99_s"], dedup_hits=summary["dedup_hits"])
@@ -161,7 +142,7 @@ def run_bench(settings: Settings, docs: list[dict], *, state_dir: str, st_batch_
         result["accuracy_vs_fp32"] = accuracy_vs_fp32(encoder, settings, token_ids, max_tokens)
     del encoder
     if "pipeline" not in skip:
-        result["pipeline"] = bench_pipeline(docs, state_dir, {})
+        result["pipeline"] = bench_pipeline(docs, state_dir)
         pipe = result["pipeline"]["docs_per_s"]
         result["ratios"] = {"pipeline_over_raw": round(pipe / result["raw_forward"]["docs_per_s"], 3)}
         if "sentence_transformers" in result:

@@ -8,7 +8,6 @@ prints documents/s and tokens/s, and answers one nearest-neighbour query over th
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ import numpy as np
 
 from worker.config import KafkaSettings, ModelSettings
 from worker.publish.codec import decode_output
-from worker.stack.devstack import DevStack
+from worker.stack.devstack import LocalRun
 
 
 def _step(text: str) -> None:
@@ -30,36 +29,19 @@ def run_demo(*, docs: int, state_dir: str, query: str, baseline: bool = False) -
     from loadgen.corpus import sample_corpus
     from loadgen.readback import committed_offsets, read_topic
 
-    run_id = time.strftime("%Y%m%d-%H%M%S")
-    names = {"input": f"demo-{run_id}.documents", "output": f"demo-{run_id}.embeddings", "dlq": f"demo-{run_id}.dlq"}
     _step(f"starting the local stack (broker + Redis) in {state_dir}")
-    stack = DevStack(state_dir)
-    addrs = stack.up(topics={names["input"]: 4, names["output"]: 4, names["dlq"]: 1})
-    env = {
-        **os.environ,
-        **addrs.env(),
-        "EMBED_KAFKA__INPUT_TOPIC": names["input"],
-        "EMBED_KAFKA__OUTPUT_TOPIC": names["output"],
-        "EMBED_KAFKA__DLQ_TOPIC": names["dlq"],
-        "EMBED_KAFKA__GROUP_ID": f"demo-{run_id}",
-        "EMBED_REDIS__NAMESPACE": f"demo-{run_id}",
-        # the local broker holds a new group's first join for the whole rebalance timeout
-        # (max.poll.interval): keep it short so the demo starts in seconds, not half a minute
-        "EMBED_KAFKA__MAX_POLL_INTERVAL_MS": "10000",
-        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-    }
+    run = LocalRun.start("demo", state_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        pub_file, run_file = Path(tmp, "publish.json"), Path(tmp, "run.json")
+        pub_file = Path(tmp, "publish.json")
         _step(f"publishing {docs} documents of the sample corpus with embed-loadgen")
-        subprocess.run([sys.executable, "-m", "loadgen", "publish", "--count", str(docs), "--summary-file", str(pub_file)], env=env, check=True)
-        _step("running one embed-worker until the topic is drained (--exit-when-idle 3)")
-        subprocess.run([sys.executable, "-m", "worker", "run", "--exit-when-idle", "3", "--summary-file", str(run_file)], env=env, check=True)
+        subprocess.run([sys.executable, "-m", "loadgen", "publish", "--count", str(docs), "--summary-file", str(pub_file)], env=run.env(), check=True)
         publish_report = json.loads(pub_file.read_text())
-        published = publish_report["messages"]
-        summary = json.loads(run_file.read_text())
+    published = publish_report["messages"]
+    _step("running one embed-worker until the topic is drained (--exit-when-idle 3)")
+    summary = run.run_worker(idle_s=3)
 
-    kafka = KafkaSettings(bootstrap_servers=addrs.kafka)
-    outputs = [decode_output(r.value) for r in read_topic(kafka, names["output"], expect=published)]
+    kafka = KafkaSettings(bootstrap_servers=run.addresses.kafka)
+    outputs = [decode_output(r.value) for r in read_topic(kafka, run.output_topic, expect=published)]
     vectors = {o["id"]: o["vector"] for o in outputs if o["op"] == "upsert"}
     print(
         f"\n{published} documents in, {len(vectors)} vectors out, {summary['dead_lettered']} dead-lettered\n"
@@ -67,7 +49,7 @@ def run_demo(*, docs: int, state_dir: str, query: str, baseline: bool = False) -
         f"({summary['batches']} batches, padding efficiency {summary['padding_efficiency']})"
     )
     ends = {int(p): off for p, off in publish_report["end_offsets"].items()}
-    committed = committed_offsets(kafka, env["EMBED_KAFKA__GROUP_ID"], names["input"], sorted(ends))
+    committed = committed_offsets(kafka, run.name, run.input_topic, sorted(ends))
     print(f"committed offsets {'equal' if committed == ends else 'DIFFER FROM'} the topic's end offsets: {committed}")
     corpus = sample_corpus(docs)
     if baseline:

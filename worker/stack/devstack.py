@@ -7,11 +7,14 @@ processes whose pids live in a state directory, so ``up`` and ``down`` can be se
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,3 +181,55 @@ def stop_process(pid: int, timeout_s: float = 5.0) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    """One run on the local stack with its own topics, consumer group and Redis namespace, so runs
+    never see each other's documents or dedup marks (the demo and the benchmark use it)."""
+
+    name: str
+    addresses: StackAddresses
+
+    @classmethod
+    def start(cls, prefix: str, state_dir: str | Path, partitions: int = 4) -> "LocalRun":
+        name = f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        topics = {f"{name}.documents": partitions, f"{name}.embeddings": partitions, f"{name}.dlq": 1}
+        return cls(name, DevStack(state_dir).up(topics=topics))
+
+    @property
+    def input_topic(self) -> str:
+        return f"{self.name}.documents"
+
+    @property
+    def output_topic(self) -> str:
+        return f"{self.name}.embeddings"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            **self.addresses.env(),
+            "EMBED_KAFKA__INPUT_TOPIC": self.input_topic,
+            "EMBED_KAFKA__OUTPUT_TOPIC": self.output_topic,
+            "EMBED_KAFKA__DLQ_TOPIC": f"{self.name}.dlq",
+            "EMBED_KAFKA__GROUP_ID": self.name,
+            "EMBED_REDIS__NAMESPACE": self.name,
+            # the local broker holds a new group's first join for the whole rebalance timeout
+            # (max.poll.interval): keep it short so a run starts in seconds, not half a minute
+            "EMBED_KAFKA__MAX_POLL_INTERVAL_MS": "10000",
+            "EMBED_METRICS__PORT": "0",  # never clash with a worker already serving the default port
+            "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+        }
+
+    def run_worker(self, *, idle_s: float = 3.0, quiet: bool = False) -> dict:
+        """Run ``embed-worker run --exit-when-idle`` to completion; returns its run summary."""
+        with tempfile.TemporaryDirectory() as tmp:
+            summary = Path(tmp, "summary.json")
+            proc = subprocess.run(
+                [sys.executable, "-m", "worker", "run", "--exit-when-idle", str(idle_s), "--summary-file", str(summary)],
+                env=self.env(), capture_output=quiet, text=True,
+            )
+            if proc.returncode != 0:
+                last = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+                raise StackError(f"the worker of run {self.name} failed: {last[0]}")
+            return json.loads(summary.read_text())
