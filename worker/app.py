@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-
 import time
 
 from worker import __version__
@@ -48,12 +47,7 @@ def warm_up(encoder, max_tokens: int) -> None:
 def run_worker(
     settings: Settings, stop: threading.Event, exit_when_idle_s: float | None = None, metrics: Metrics | None = None
 ) -> RunStats:
-    from kafka.errors import KafkaTimeoutError
-
-    from worker.consume.intake import Intake
-    from worker.encode import load_encoder
     from worker.observe.server import start_server
-    from worker.publish.producer import Publisher
 
     metrics = metrics or Metrics()
     health = Health(settings.metrics.stall_after_s)

@@ -13,7 +13,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from worker.batch.policy import BatchLimits, default_max_tokens
+from worker.batch.policy import BatchLimits, default_max_tokens, padded_cost
 from worker.batch.waiting import Batch, WaitingRoom
 from worker.commit.checkpoint import Checkpoint, Delivery
 from worker.commit.watermark import OffsetTracker
@@ -187,7 +187,6 @@ class Worker:
         now = time.monotonic()
         self.stats.first_message = self.stats.first_message or now
         self.stats.received += len(records)
-        started = time.monotonic()
         docs: list[Document] = []
         for r in records:
             self._tracker.track((r.topic, r.partition), r.offset)
@@ -197,7 +196,7 @@ class Worker:
             else:
                 docs.append(item)
 
-        self._m.stage_seconds.labels(stage="decode").observe(time.monotonic() - started)
+        self._m.stage_seconds.labels(stage="decode").observe(time.monotonic() - now)
 
         # Only a document with no earlier message of its id in flight may be skipped or sent ahead.
         first_in_line, seen = [], set()
@@ -279,21 +278,22 @@ class Worker:
             except Exception as again:
                 self._recover(part, again)
                 continue
-            self.stats.padded_tokens += max(d.n_tokens for d in part) * len(part)
+            self.stats.padded_tokens += padded_cost([d.n_tokens for d in part])
             self._publish_vectors(part, vectors)
 
     def _publish_vectors(self, docs: list[Document], vectors) -> None:
         started = time.monotonic()
         now_ms = int(time.time() * 1000)
         topic = self._s.kafka.output_topic
+        tokens = sum(d.n_tokens for d in docs)
         for d, v in zip(docs, vectors):
             msg = codec.vector_message(d, v, self._encoder.info, self._s.output.vector_dtype, now_ms)
             self._checkpoint.add(Delivery(d.source, [self._publisher.send(topic, msg)], d))
-            self.stats.embedded += 1
-            self.stats.tokens += d.n_tokens
-            self._m.tokens.inc(d.n_tokens)
             d.token_ids, d.text, d.raw = None, "", (None, None)  # free memory; the content hash stays
+        self.stats.embedded += len(docs)
+        self.stats.tokens += tokens
         self._m.documents.inc(len(docs))
+        self._m.tokens.inc(tokens)
         self.stats.last_output = time.monotonic()
         self._m.stage_seconds.labels(stage="publish").observe(self.stats.last_output - started)
 
