@@ -20,13 +20,17 @@ from worker.kafka_options import client_options
 class PublishReport:
     messages: int = 0
     bytes: int = 0
-    seconds: float = 0.0
     end_offsets: dict[int, int] = field(default_factory=dict)  # partition -> last offset written + 1
     # (partition, offset, index into the documents, intended send time in ms) of every message
     sent: list[tuple[int, int, int, int]] = field(default_factory=list)
     late_s: float = 0.0  # how far the sender fell behind its schedule at worst
     started_at: float = 0.0  # wall time of the first send
     finished_at: float = 0.0  # wall time the last acknowledgement was in
+
+    @property
+    def seconds(self) -> float:
+        """The send window: first send to the last acknowledgement."""
+        return self.finished_at - self.started_at
 
     @property
     def rate(self) -> float:
@@ -38,7 +42,6 @@ class PublishReport:
         self.late_s = max(self.late_s, other.late_s)
         self.started_at = min(self.started_at or other.started_at, other.started_at)
         self.finished_at = max(self.finished_at, other.finished_at)
-        self.seconds = self.finished_at - self.started_at
         self.sent.extend(other.sent)
         for p, off in other.end_offsets.items():
             self.end_offsets[p] = max(self.end_offsets.get(p, 0), off)
@@ -185,7 +188,6 @@ def publish(
         report.sent.append((partition, offset, i, intended.get(i, stamp)))
         report.end_offsets[partition] = max(report.end_offsets.get(partition, 0), offset + 1)
     report.messages = len(acks)
-    report.seconds = time.monotonic() - mono0
     return report
 
 
@@ -247,6 +249,6 @@ def publish_parallel(settings: KafkaSettings, topic: str, docs: Sequence[dict], 
         watcher.join()
         _shared.clear()
     total = PublishReport()
-    for part in parts:  # the rate is over the send window: first send to last acknowledgement
+    for part in parts:
         total.merge(part)
     return total
