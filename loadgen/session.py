@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Callable, Sequence
 
 from loadgen.measure import Collector, LagSampler, Matcher, Published
@@ -14,22 +13,16 @@ from worker.config import Settings
 
 
 def count_tokens(settings: Settings, docs: Sequence[dict]) -> list[int]:
-    """Tokens each document costs the worker (truncated to the model's max length); whitespace words
-    + 2 where the model's tokenizer is not available here."""
+    """Tokens each document costs the worker, by the worker's own tokenizer and truncation rules;
+    whitespace words + 2 where the model's tokenizer is not available here."""
     texts = [d.get("text") or "" for d in docs]
     try:
-        from transformers import AutoTokenizer
+        from worker.encode.transformer import TextTokenizer
 
-        from worker.encode.pooling import read_sentence_transformers_config
-        from worker.encode.transformer import resolve_model_path
-
-        source = resolve_model_path(settings.model.name)
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        limit = settings.model.max_length or (read_sentence_transformers_config(Path(source)).max_length if Path(source).is_dir() else None) or 512
-        ids = tokenizer(texts, truncation=True, max_length=limit, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
-        return [len(i) if t else 0 for i, t in zip(ids, texts)]
+        ids = TextTokenizer(settings.model).tokenize(texts)
     except Exception:
         return [len(t.split()) + 2 if t else 0 for t in texts]
+    return [len(i) if t else 0 for i, t in zip(ids, texts)]
 
 
 def run_measured(

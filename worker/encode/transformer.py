@@ -55,24 +55,64 @@ def resolve_dtype(setting: str, device: torch.device) -> tuple[torch.dtype, bool
     return getattr(torch, setting), False
 
 
+def _load_failed(settings: ModelSettings, exc: Exception) -> ModelLoadError:
+    return ModelLoadError(f"cannot load model {settings.name!r} (EMBED_MODEL__NAME): {exc}".splitlines()[0])
+
+
+class TextTokenizer:
+    """The model's tokenizer with the worker's truncation rules: what a document costs in tokens.
+
+    The encoder uses it, and so does the load generator (which needs token counts, not weights)."""
+
+    def __init__(self, settings: ModelSettings, source: str | None = None) -> None:
+        from transformers import AutoConfig, AutoTokenizer  # heavy import, kept off the CLI's --help path
+
+        self.source = source or resolve_model_path(settings.name)
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(self.source, revision=settings.revision)
+            self.config = AutoConfig.from_pretrained(self.source, revision=settings.revision)
+        except (OSError, ValueError) as exc:
+            raise _load_failed(settings, exc) from exc
+        self.st = read_sentence_transformers_config(Path(self.source)) if Path(self.source).is_dir() else PoolingConfig()
+        limit = min(getattr(self.config, "max_position_embeddings", 512) or 512, self._tokenizer.model_max_length or 10**9)
+        self.max_length = settings.max_length or self.st.max_length or limit
+        if self.max_length > limit:
+            raise ModelLoadError(f"EMBED_MODEL__MAX_LENGTH={self.max_length} exceeds the model's limit of {limit} tokens")
+        self.pad_id = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else 0
+        self.wants_type_ids = "token_type_ids" in self._tokenizer.model_input_names
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, special tokens included, truncated to ``max_length``."""
+        if not texts:
+            return []
+        cap = self.max_length * CHARS_PER_TOKEN_CAP
+        capped = [t.strip()[:cap] for t in texts]
+        return self._tokenizer(
+            capped,
+            truncation=True,
+            max_length=self.max_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+
+
 class TransformerEncoder:
     def __init__(self, settings: ModelSettings) -> None:
-        from transformers import AutoModel, AutoTokenizer  # heavy import, kept off the CLI's --help path
+        from transformers import AutoModel  # heavy import, kept off the CLI's --help path
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
 
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
-        source = resolve_model_path(settings.name)
         self._device = resolve_device(settings.device)
         self._dtype, self._autocast = resolve_dtype(settings.dtype, self._device)
+        self._text = TextTokenizer(settings)
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(source, revision=settings.revision)
             weights_dtype = torch.float32 if self._autocast else self._dtype
-            self._model = AutoModel.from_pretrained(source, revision=settings.revision, dtype=weights_dtype)
+            self._model = AutoModel.from_pretrained(self._text.source, revision=settings.revision, dtype=weights_dtype)
         except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"cannot load model {settings.name!r} (EMBED_MODEL__NAME): {exc}".splitlines()[0]) from exc
+            raise _load_failed(settings, exc) from exc
         self._model.eval().to(self._device)
         if settings.quantize == "int8":
             if self._device.type != "cpu":
@@ -81,28 +121,21 @@ class TransformerEncoder:
                 self._model, {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}, dtype=torch.qint8
             )
 
-        st = read_sentence_transformers_config(Path(source)) if Path(source).is_dir() else PoolingConfig()
-        limit = min(getattr(self._model.config, "max_position_embeddings", 512) or 512, self._tokenizer.model_max_length or 10**9)
-        max_length = settings.max_length or st.max_length or limit
-        if max_length > limit:
-            raise ModelLoadError(f"EMBED_MODEL__MAX_LENGTH={max_length} exceeds the model's limit of {limit} tokens")
+        st = self._text.st
         self._pooling = st.pooling if settings.pooling == "auto" else settings.pooling
         self._normalize = st.normalize if settings.normalize is None else settings.normalize
-        self._pad_id = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else 0
-        self._wants_type_ids = "token_type_ids" in self._tokenizer.model_input_names
-        dim = int(getattr(self._model.config, "hidden_size"))
         self.info = ModelInfo(
             name=settings.name,
-            dim=dim,
+            dim=int(getattr(self._model.config, "hidden_size")),
             dtype=str(self._dtype).removeprefix("torch."),
             device=str(self._device),
             pooling=self._pooling,
             normalize=self._normalize,
-            max_length=max_length,
+            max_length=self._text.max_length,
             revision=settings.revision,
             quantize=settings.quantize,
         )
-        log.info("model %s loaded from %s: %s", settings.name, source, self.info)
+        log.info("model %s loaded from %s: %s", settings.name, self._text.source, self.info)
 
     def free_memory(self) -> None:
         """Return cached accelerator memory after an out-of-memory error, before retrying smaller."""
@@ -116,28 +149,18 @@ class TransformerEncoder:
         return torch.cuda.memory_allocated(self._device), torch.cuda.memory_reserved(self._device)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        if not texts:
-            return []
-        cap = self.info.max_length * CHARS_PER_TOKEN_CAP
-        capped = [t.strip()[:cap] for t in texts]
-        return self._tokenizer(
-            capped,
-            truncation=True,
-            max_length=self.info.max_length,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )["input_ids"]
+        return self._text.tokenize(texts)
 
     def encode(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
         longest = max(len(ids) for ids in token_ids)
-        ids = torch.full((len(token_ids), longest), self._pad_id, dtype=torch.long)
+        ids = torch.full((len(token_ids), longest), self._text.pad_id, dtype=torch.long)
         mask = torch.zeros((len(token_ids), longest), dtype=torch.long)
         for row, seq in enumerate(token_ids):
             ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
             mask[row, : len(seq)] = 1
         ids, mask = ids.to(self._device, non_blocking=True), mask.to(self._device, non_blocking=True)
         inputs = {"input_ids": ids, "attention_mask": mask}
-        if self._wants_type_ids:
+        if self._text.wants_type_ids:
             inputs["token_type_ids"] = torch.zeros_like(ids)
         autocast = torch.autocast(self._device.type, dtype=self._dtype) if self._autocast else contextlib.nullcontext()
         with torch.inference_mode(), autocast:

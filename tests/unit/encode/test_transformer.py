@@ -121,3 +121,17 @@ def test_int8_quantization_on_cpu_is_close_to_fp32_and_changes_the_fingerprint()
     assert int8.info.quantize == "int8" and int8.info.fingerprint != fp32.info.fingerprint
     texts = [t for t in TEXTS if len(t) > 5]
     assert cosine(encode(int8, texts), encode(fp32, texts)).min() >= 0.9
+
+
+def test_the_load_generator_counts_tokens_as_the_encoder_truncates(tmp_path):
+    from loadgen.session import count_tokens
+    from worker.config import Settings
+    from worker.encode.transformer import TextTokenizer
+
+    ours = TransformerEncoder(ModelSettings())
+    docs = [{"id": str(i), "text": t} for i, t in enumerate(TEXTS + ["word " * 2_000_000])] + [{"id": "gone", "op": "delete"}]
+    counts = count_tokens(Settings(), docs)
+    assert counts == [len(ids) for ids in ours.tokenize([d["text"] for d in docs[:-1]])] + [0]
+    assert counts[-2] == 256
+    # a plain transformers model: the limit comes from its own config, not a fixed 512
+    assert TextTokenizer(ModelSettings(name=str(tiny_bert(tmp_path, pooling=None)))).max_length == 64
