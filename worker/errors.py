@@ -31,3 +31,7 @@ class StackError(EmbedError):
 
 class BrokerUnavailableError(EmbedError):
     """No Kafka broker answered at the configured bootstrap servers."""
+
+
+class StageError(EmbedError):
+    """A pipeline stage thread failed; the original error is chained as the cause."""
