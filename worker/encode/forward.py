@@ -1,0 +1,100 @@
+"""The forward step: one batch through the encoder, recovering from model failures.
+
+Runs on the forward stage's thread(s). Out of accelerator memory, the cache is freed and each half
+is retried, down to single documents; any other model error retries documents one at a time. A
+document that fails alone is handed back as failed, with its reason, to be dead-lettered: nothing
+is dropped and nothing is committed unpublished. A batch whose vectors are not finite (an fp16
+overflow, say) fails like any other model error, so no NaN vector is ever published.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from worker.batch.policy import padded_cost
+from worker.batch.waiting import Batch
+from worker.consume.decode import Document, Reason
+from worker.encode.base import Encoder, is_out_of_memory
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteVectorError(ValueError):
+    """The model produced NaN or infinite values."""
+
+
+@dataclass(slots=True)
+class Failed:
+    doc: Document
+    reason: str
+    detail: str
+
+
+@dataclass(slots=True)
+class Encoded:
+    """What came out of one batch: vectors per part that succeeded, and documents that never did."""
+
+    batch: Batch
+    parts: list[tuple[list[Document], np.ndarray]] = field(default_factory=list)
+    failed: list[Failed] = field(default_factory=list)
+    forward_s: float = 0.0  # the first, whole-batch attempt (the batch latency), recovery excluded
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    oom_splits: int = 0
+
+    @property
+    def docs(self) -> list[Document]:
+        return [d for docs, _ in self.parts for d in docs]
+
+
+def _encode(encoder: Encoder, docs: list[Document]) -> np.ndarray:
+    vectors = encoder.encode([d.token_ids for d in docs])
+    if not np.isfinite(vectors).all():
+        raise NonFiniteVectorError("the model produced non-finite values")
+    return vectors
+
+
+def forward(encoder: Encoder, batch: Batch) -> Encoded:
+    """Vectors for the batch's upserts (deletes pass the forward step by)."""
+    out = Encoded(batch)
+    docs = [d for d in batch.docs if d.op == "upsert"]
+    if not docs:
+        return out
+    started = time.monotonic()
+    try:
+        vectors = _encode(encoder, docs)
+    except Exception as exc:  # a model failure must not take the fleet down
+        out.forward_s = time.monotonic() - started
+        _recover(encoder, docs, exc, out)
+        return out
+    out.forward_s = time.monotonic() - started
+    out.padded_tokens = batch.cut.padded_tokens
+    out.real_tokens = sum(d.n_tokens for d in docs)
+    out.parts.append((docs, vectors))
+    return out
+
+
+def _recover(encoder: Encoder, docs: list[Document], exc: Exception, out: Encoded) -> None:
+    oom = is_out_of_memory(exc)
+    if oom:
+        out.oom_splits += 1
+        getattr(encoder, "free_memory", lambda: None)()
+    if len(docs) == 1:
+        reason = Reason.OUT_OF_MEMORY if oom else Reason.ENCODE_FAILED
+        out.failed.append(Failed(docs[0], reason, f"{type(exc).__name__}: {exc}"[:300]))
+        return
+    parts = [docs[: len(docs) // 2], docs[len(docs) // 2 :]] if oom else [[d] for d in docs]
+    log.warning("batch of %d failed in the model (%s); retrying as %d parts", len(docs), type(exc).__name__, len(parts))
+    for part in parts:
+        try:
+            vectors = _encode(encoder, part)
+        except Exception as again:
+            _recover(encoder, part, again, out)
+            continue
+        out.padded_tokens += padded_cost([d.n_tokens for d in part])
+        out.real_tokens += sum(d.n_tokens for d in part)
+        out.parts.append((part, vectors))

@@ -1,0 +1,66 @@
+"""Serialize outputs and hand them to the producer; each comes back as a ``Delivery`` to checkpoint.
+
+``publish`` runs on the publish stage's thread (the producer is thread-safe); deletes and dead
+letters of undecodable input are sent from the main loop. Nothing here waits for the broker: the
+checkpoint does, before anything is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from worker.commit.checkpoint import Delivery
+from worker.config import Settings
+from worker.consume.decode import Document, Rejection, reject_document
+from worker.encode.base import ModelInfo
+from worker.encode.forward import Encoded
+from worker.publish import codec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Sent:
+    """One batch handed to the producer: its deliveries, and the reasons of any dead letters."""
+
+    encoded: Encoded
+    deliveries: list[Delivery] = field(default_factory=list)
+    dead_letters: list[str] = field(default_factory=list)
+    publish_s: float = 0.0
+
+
+class Sender:
+    def __init__(self, publisher, info: ModelInfo, settings: Settings) -> None:
+        self._publisher = publisher
+        self._info = info
+        self._topic = settings.kafka.output_topic
+        self._dlq = settings.kafka.dlq_topic
+        self._dtype = settings.output.vector_dtype
+        self._tombstones = settings.output.tombstones
+
+    def publish(self, encoded: Encoded) -> Sent:
+        """Send a vector message per embedded document and a dead letter per failed one."""
+        started = time.monotonic()
+        sent = Sent(encoded)
+        now_ms = int(time.time() * 1000)
+        for docs, vectors in encoded.parts:
+            for d, v in zip(docs, vectors):
+                msg = codec.vector_message(d, v, self._info, self._dtype, now_ms)
+                sent.deliveries.append(Delivery(d.source, [self._publisher.send(self._topic, msg)], d))
+                d.token_ids, d.text, d.raw = None, "", (None, None)  # free memory; the content hash stays
+        for f in encoded.failed:
+            sent.deliveries.append(self.dead_letter(reject_document(f.doc, f.reason, f.detail), f.doc))
+            sent.dead_letters.append(f.reason)
+        sent.publish_s = time.monotonic() - started
+        return sent
+
+    def delete(self, doc: Document) -> Delivery:
+        msgs = codec.delete_messages(doc, self._info, int(time.time() * 1000), tombstone=self._tombstones)
+        return Delivery(doc.source, [self._publisher.send(self._topic, m) for m in msgs], doc)
+
+    def dead_letter(self, rej: Rejection, doc: Document | None = None) -> Delivery:
+        src = rej.source
+        log.warning("dead-lettering %s:%d@%d: %s (%s)", src.topic, src.partition, src.offset, rej.reason, rej.detail)
+        return Delivery(src, [self._publisher.send(self._dlq, codec.dead_letter(rej))], doc, mark=False)
