@@ -1,8 +1,9 @@
-"""The main loop: consume → decode → dedup → batch → encode → publish → commit.
+"""The main loop: consume → decode → dedup → (tokenize) → batch → (forward → publish) → commit.
 
-Everything here runs on one thread, so the Kafka consumer is only ever touched from it. Per-key
-order: a document whose id still has an earlier message in flight in this worker is neither
-dedup-checked nor published ahead of it; it waits in the waiting room behind its predecessor.
+The loop runs on one thread, the only one that touches the Kafka consumer; tokenize, forward and
+publish run on the pipeline's threads (``worker.pipeline``). Per-key order: a document whose id
+still has an earlier message in flight in this worker is neither dedup-checked nor published ahead
+of it; it waits in the waiting room until its predecessor has been handed to the producer.
 """
 
 from __future__ import annotations
@@ -13,22 +14,24 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from worker.batch.policy import BatchLimits, default_max_tokens, padded_cost
+from worker.batch.policy import BatchLimits, default_max_tokens
 from worker.batch.waiting import Batch, WaitingRoom
 from worker.commit.checkpoint import Checkpoint, Delivery
 from worker.commit.watermark import OffsetTracker
 from worker.config import Settings
-from worker.consume.decode import Document, Reason, Rejection, decode_record, reject_document
+from worker.consume.decode import Document, Rejection, decode_record
 from worker.deadline import Deadline
-from worker.encode.base import Encoder, is_out_of_memory
+from worker.encode.base import Encoder
 from worker.observe.health import Health
 from worker.observe.metrics import Metrics
 from worker.observe.progress import Progress
-from worker.publish import codec
+from worker.pipeline import Pipeline
+from worker.publish.sender import Sender, Sent
 from worker.stats import percentile
 
 log = logging.getLogger(__name__)
 KeyOf = tuple[int, str]
+TICK_S = 0.01  # longest poll while the pipeline works: how soon its results are picked up
 
 
 @dataclass
@@ -102,7 +105,13 @@ class Worker:
         limits = BatchLimits(max_tokens, b.max_size, b.max_wait_ms / 1000, b.lookahead)
         self._waiting = WaitingRoom(limits)
         self._ready: deque[Batch] = deque()
-        self._open_keys: Counter[KeyOf] = Counter()
+        self._open_keys: Counter[KeyOf] = Counter()  # from intake until acknowledged
+        self._busy_keys: Counter[KeyOf] = Counter()  # cut into a batch, not yet handed to the producer
+        self._sender = Sender(publisher, encoder.info, settings)
+        stage_seconds = self._m.stage_seconds
+        self._pipeline = Pipeline(
+            encoder, self._sender, replicas=settings.model.replicas, observe=lambda stage, s: stage_seconds.labels(stage=stage).observe(s)
+        )
         self.stats = RunStats()
 
     # -- main loop ---------------------------------------------------------------------------
@@ -113,10 +122,11 @@ class Worker:
         last_message: float | None = None  # the idle clock starts once partitions are assigned
         try:
             while not self._stop.is_set():
+                self._pipeline.check()
                 self._handle_revocations()
                 unfinished = self._tracker.unfinished()
                 self._m.inflight.set(unfinished)
-                self._intake.hold(unfinished >= self._s.batch.max_pending)
+                self._intake.hold(unfinished >= self._s.batch.max_pending or not self._pipeline.has_room())
                 records = self._intake.poll(self._poll_timeout(next_commit))
                 self._health.polled()
                 self._m.last_poll.set(time.time())
@@ -125,9 +135,11 @@ class Worker:
                     self._take_in(records)
                 elif last_message is None and self._intake.assignment():
                     last_message = time.monotonic()
-                self._ready.extend(self._waiting.take())
-                if self._ready:  # one batch per turn, so poll() runs between batches
-                    self._run_batch(self._ready.popleft())
+                for docs, arrived in self._pipeline.tokenized():
+                    self._waiting.add(docs, arrived)
+                self._queue(self._waiting.take(busy=self._busy_keys))
+                self._dispatch()
+                self._collect(self._pipeline.published())
                 self._finish(self._checkpoint.resolve())
                 if next_commit.expired():
                     self._finish(self._checkpoint.commit())
@@ -141,28 +153,34 @@ class Worker:
         return self.stats
 
     def _idle_for(self, last_message: float | None) -> float:
-        if last_message is None or self._ready or len(self._waiting) or self._tracker.unfinished():
+        if last_message is None or self._ready or len(self._waiting) or self._pipeline.busy or self._tracker.unfinished():
             return 0.0
         return time.monotonic() - last_message
 
     def _poll_timeout(self, next_commit: Deadline) -> float:
-        if self._ready:
-            return 0.0
         wait = min(next_commit.remaining(), 0.5)
         batch_due = self._waiting.next_deadline()
         if batch_due is not None:
             wait = min(wait, max(0.0, batch_due - time.monotonic()))
+        if self._ready or self._pipeline.busy:  # progress comes from the pipeline: look again soon
+            wait = min(max(wait, TICK_S / 10), TICK_S)
         return wait
 
     def _shutdown(self) -> None:
-        """Documents still waiting are abandoned uncommitted; everything published is committed."""
+        """Batches in the pipeline get the grace period to be published; documents still waiting
+        are abandoned uncommitted; everything acknowledged is committed."""
         self._health.stopping()
         self._m.ready.set(0)
-        abandoned = len(self._waiting) + sum(len(b.docs) for b in self._ready)
-        if abandoned:
-            log.info("abandoning %d waiting documents uncommitted", abandoned)
+        grace = Deadline(self._s.shutdown_grace_s)
         try:
+            if not self._pipeline.close(grace):
+                log.warning("in-flight batches did not finish within %.1f s (EMBED_SHUTDOWN_GRACE_S): abandoned uncommitted", self._s.shutdown_grace_s)
+            self._collect(self._pipeline.published())
+            abandoned = len(self._waiting) + sum(len(b.docs) for b in self._ready) + sum(len(d) for d, _ in self._pipeline.tokenized())
+            if abandoned:
+                log.info("abandoning %d waiting documents uncommitted", abandoned)
             self._finish(self._checkpoint.commit())
+            self._m.inflight.set(self._tracker.unfinished())
         finally:
             log.info("run summary: %s", self.stats.summary())
 
@@ -221,94 +239,85 @@ class Worker:
                 self._send_delete(d)
             else:
                 to_wait.append(d)
-        upserts = [d for d in to_wait if d.op == "upsert"]
-        started = time.monotonic()
-        for d, ids in zip(upserts, self._encoder.tokenize([d.text for d in upserts])):
-            d.token_ids = ids
-        self._m.stage_seconds.labels(stage="tokenize").observe(time.monotonic() - started)
-        self._waiting.add(to_wait, now)
+        if to_wait:
+            self._pipeline.tokenize(to_wait, now)
 
     # -- batches -------------------------------------------------------------------------------
 
-    def _run_batch(self, batch: Batch) -> None:
-        upserts = [d for d in batch.docs if d.op == "upsert"]
-        for d in batch.docs:
-            if d.op == "delete":
-                self._send_delete(d)
-        if not upserts:
-            return
-        started = time.monotonic()
-        self._m.stage_seconds.labels(stage="queue_wait").observe(started - batch.arrived)
-        try:
-            vectors = self._encoder.encode([d.token_ids for d in upserts])
-        except Exception as exc:  # a model failure must not take the fleet down
-            self._recover(upserts, exc)
-            return
-        forward_s = time.monotonic() - started
-        self.stats.encode_s += forward_s
-        self.stats.batch_seconds.append(forward_s)
-        self.stats.batches += 1
-        cut = batch.cut
-        self.stats.padded_tokens += cut.padded_tokens
-        self._m.stage_seconds.labels(stage="forward").observe(forward_s)
-        self._m.batches.labels(reason=cut.reason.value).inc()
-        self._m.batch_size.observe(len(upserts))
-        self._m.batch_tokens.observe(cut.padded_tokens)
-        self._m.padding_efficiency.observe(cut.padding_efficiency)
-        self._publish_vectors(upserts, vectors)
-        log.debug("batch: %d docs, %d tokens, %s, padding efficiency %.2f", len(upserts), cut.real_tokens, cut.reason.value, cut.padding_efficiency)
+    def _queue(self, batches: list[Batch]) -> None:
+        for b in batches:
+            self._busy_keys.update((d.source.partition, d.id) for d in b.docs)
+            self._ready.append(b)
 
-    def _recover(self, docs: list[Document], exc: Exception) -> None:
-        """A batch failed in the model. Out of accelerator memory: free the cache and retry each half,
-        down to single documents. Any other error: retry documents one at a time. A document that
-        fails alone is dead-lettered with the reason; nothing is skipped or committed unpublished."""
-        oom = is_out_of_memory(exc)
-        if oom:
-            self._m.oom_splits.inc()
-            getattr(self._encoder, "free_memory", lambda: None)()
-        if len(docs) == 1:
-            reason = Reason.OUT_OF_MEMORY if oom else Reason.ENCODE_FAILED
-            self._dead_letter(reject_document(docs[0], reason, f"{type(exc).__name__}: {exc}"[:300]), docs[0])
-            return
-        parts = [docs[: len(docs) // 2], docs[len(docs) // 2 :]] if oom else [[d] for d in docs]
-        log.warning("batch of %d failed in the model (%s); retrying as %d parts", len(docs), type(exc).__name__, len(parts))
-        for part in parts:
-            try:
-                vectors = self._encoder.encode([d.token_ids for d in part])
-            except Exception as again:
-                self._recover(part, again)
-                continue
-            self.stats.padded_tokens += padded_cost([d.n_tokens for d in part])
-            self._publish_vectors(part, vectors)
+    def _dispatch(self) -> None:
+        """Hand ready batches to the forward stage while it has room; deletes go out here."""
+        while self._ready:
+            batch = self._ready[0]
+            if any(d.op == "upsert" for d in batch.docs) and not self._pipeline.dispatch(batch):
+                return
+            self._ready.popleft()
+            self._m.stage_seconds.labels(stage="queue_wait").observe(time.monotonic() - batch.arrived)
+            for d in batch.docs:
+                if d.op == "delete":
+                    self._send_delete(d)
+                    self._release(d)
 
-    def _publish_vectors(self, docs: list[Document], vectors) -> None:
-        started = time.monotonic()
-        now_ms = int(time.time() * 1000)
-        topic = self._s.kafka.output_topic
-        tokens = sum(d.n_tokens for d in docs)
-        for d, v in zip(docs, vectors):
-            msg = codec.vector_message(d, v, self._encoder.info, self._s.output.vector_dtype, now_ms)
-            self._checkpoint.add(Delivery(d.source, [self._publisher.send(topic, msg)], d))
-            d.token_ids, d.text, d.raw = None, "", (None, None)  # free memory; the content hash stays
-        self.stats.embedded += len(docs)
-        self.stats.tokens += tokens
-        self._m.documents.inc(len(docs))
-        self._m.tokens.inc(tokens)
-        self.stats.last_output = time.monotonic()
-        self._m.stage_seconds.labels(stage="publish").observe(self.stats.last_output - started)
+    def _release(self, d: Document) -> None:
+        key = (d.source.partition, d.id)
+        if self._busy_keys[key] <= 1:
+            self._busy_keys.pop(key, None)
+        else:
+            self._busy_keys[key] -= 1
+
+    def _collect(self, sent: list[Sent]) -> None:
+        """Take in batches the publish stage handed to the producer: checkpoint, stats, metrics."""
+        owned = self._intake.assignment() if sent else set()
+        for s in sent:
+            enc = s.encoded
+            for d in enc.batch.docs:
+                if d.op == "upsert":
+                    self._release(d)
+            for delivery in s.deliveries:
+                if delivery.tp in owned:  # a revoked partition's output went out, but is not ours to commit
+                    self._checkpoint.add(delivery)
+            self._record(s, enc.docs)
+
+    def _record(self, s: Sent, docs: list[Document]) -> None:
+        enc, m, st = s.encoded, self._m, self.stats
+        for reason in s.dead_letters:
+            st.dead_lettered[reason] += 1
+            m.dlq.labels(reason=reason).inc()
+        m.oom_splits.inc(enc.oom_splits)
+        st.padded_tokens += enc.padded_tokens
+        if not docs:
+            return
+        tokens = enc.real_tokens
+        st.embedded += len(docs)
+        st.tokens += tokens
+        st.last_output = time.monotonic()
+        m.documents.inc(len(docs))
+        m.tokens.inc(tokens)
+        m.stage_seconds.labels(stage="publish").observe(s.publish_s)
+        if enc.forward_s and not enc.failed and len(enc.parts) == 1:  # a whole batch in one forward pass
+            cut = enc.batch.cut
+            st.encode_s += enc.forward_s
+            st.batch_seconds.append(enc.forward_s)
+            st.batches += 1
+            m.stage_seconds.labels(stage="forward").observe(enc.forward_s)
+            m.batches.labels(reason=cut.reason.value).inc()
+            m.batch_size.observe(len(docs))
+            m.batch_tokens.observe(cut.padded_tokens)
+            m.padding_efficiency.observe(cut.padding_efficiency)
+            log.debug("batch: %d docs, %d tokens, %s, padding efficiency %.2f", len(docs), cut.real_tokens, cut.reason.value, cut.padding_efficiency)
 
     def _send_delete(self, d: Document) -> None:
-        msgs = codec.delete_messages(d, self._encoder.info, int(time.time() * 1000), tombstone=self._s.output.tombstones)
-        futures = [self._publisher.send(self._s.kafka.output_topic, m) for m in msgs]
-        self._checkpoint.add(Delivery(d.source, futures, d))
+        self._checkpoint.add(self._sender.delete(d))
         self.stats.deletes += 1
         self._m.deletes.inc()
         self.stats.last_output = time.monotonic()
 
-    def _dead_letter(self, rej: Rejection, doc: Document | None = None) -> None:
-        log.warning("dead-lettering %s:%d@%d: %s (%s)", rej.source.topic, rej.source.partition, rej.source.offset, rej.reason, rej.detail)
-        future = self._publisher.send(self._s.kafka.dlq_topic, codec.dead_letter(rej))
-        self._checkpoint.add(Delivery(rej.source, [future], doc, mark=False))
+    def _dead_letter(self, rej: Rejection) -> None:
+        self._checkpoint.add(self._sender.dead_letter(rej))
         self.stats.dead_lettered[rej.reason] += 1
         self._m.dlq.labels(reason=rej.reason).inc()
 

@@ -1,10 +1,14 @@
 """The main loop with the dummy encoder and in-memory stand-ins for Kafka and Redis."""
 
+import random
+import threading
+import time
 from collections import namedtuple
 
+import numpy as np
 from kafka.future import Future
 
-from worker.config import BatchSettings, KafkaSettings, Settings
+from worker.config import BatchSettings, KafkaSettings, ModelSettings, Settings
 from worker.consume.decode import encode_document
 from worker.encode.base import DummyEncoder
 from worker.publish.codec import decode_output
@@ -76,8 +80,8 @@ def records(*docs, start=0):
     return [Record("in", 0, start + i, 1000, d[0].encode(), encode_document(*d)) for i, d in enumerate(docs)]
 
 
-def run(polls, dedup=None, metrics=None, encoder=None):
-    settings = Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64))
+def run(polls, dedup=None, metrics=None, encoder=None, settings=None):
+    settings = settings or Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64))
     intake, publisher, dedup = FakeIntake(polls), FakePublisher(), dedup or FakeDedup()
     worker = Worker(settings, encoder or DummyEncoder(), intake, publisher, dedup, metrics=metrics)
     stats = worker.run(exit_when_idle_s=0.02)
@@ -195,3 +199,94 @@ def test_other_model_errors_retry_one_by_one():
     assert sorted(o["id"] for t, o in outputs if t == "embeddings") == ["a", "c"]
     assert stats.dead_lettered == {"encode_failed": 1}
     assert intake.commits[-1] == {("in", 0): 3}
+
+
+class NanEncoder(DummyEncoder):
+    """An fp16 overflow, as the runner sees it: a batch holding the 5-token document comes back NaN."""
+
+    def encode(self, token_ids):
+        out = super().encode(token_ids)
+        if any(len(ids) == 5 for ids in token_ids):
+            out[:] = np.nan
+        return out
+
+
+def test_non_finite_vectors_are_never_published():
+    docs = [("a", "one two"), ("b", "one two three four five"), ("c", "x y z")]
+    stats, outputs, intake, _ = run([records(*docs)], encoder=NanEncoder())
+    vectors = {o["id"]: o["vector"] for t, o in outputs if t == "embeddings"}
+    assert sorted(vectors) == ["a", "c"]
+    assert all(np.isfinite(v).all() for v in vectors.values())
+    letters = [dict(m.headers) for t, m in outputs if t == "documents.dlq"]
+    assert len(letters) == 1 and letters[0]["embed-dlq-reason"] == b"encode_failed"
+    assert b"non-finite" in letters[0]["embed-dlq-detail"]
+    assert intake.commits[-1] == {("in", 0): 3}
+
+
+class JitterEncoder(DummyEncoder):
+    """Batches take a random time, so two forward threads finish out of order."""
+
+    def __init__(self):
+        super().__init__()
+        self.rng = random.Random(7)
+        self.lock = threading.Lock()
+
+    def encode(self, token_ids):
+        with self.lock:
+            delay = self.rng.uniform(0, 0.01)
+        time.sleep(delay)
+        return super().encode(token_ids)
+
+
+def test_versions_of_one_id_stay_in_order_with_two_replicas():
+    rng = random.Random(3)
+    polls, offset = [], 0
+    for _ in range(20):  # 20 polls of 10 messages over 5 ids, of random lengths
+        docs = [(f"id{rng.randrange(5)}", " ".join(["w"] * rng.randint(1, 30))) for _ in range(10)]
+        polls.append(records(*docs, start=offset))
+        offset += len(docs)
+    settings = Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64), model=ModelSettings(replicas=2))
+    stats, outputs, intake, _ = run(polls, encoder=JitterEncoder(), settings=settings)
+    offsets_by_id: dict[str, list[int]] = {}
+    for _, o in outputs:
+        offsets_by_id.setdefault(o["id"], []).append(o["source"]["offset"])
+    assert sum(len(v) for v in offsets_by_id.values()) == offset
+    assert all(v == sorted(v) for v in offsets_by_id.values()), offsets_by_id
+    assert stats.batches > 20  # many batches were in flight at once
+    assert intake.commits[-1] == {("in", 0): offset}
+
+
+class SlowEncoder(DummyEncoder):
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+        self.started = threading.Event()
+
+    def encode(self, token_ids):
+        self.started.set()
+        time.sleep(self.seconds)
+        return super().encode(token_ids)
+
+
+def _stop_during_a_batch(grace_s):
+    settings = Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64), shutdown_grace_s=grace_s)
+    intake, publisher, encoder, stop = FakeIntake([records(("a", "alpha beta"), ("b", "gamma"))]), FakePublisher(), SlowEncoder(0.5), threading.Event()
+    worker = Worker(settings, encoder, intake, publisher, FakeDedup(), stop)
+    threading.Thread(target=lambda: encoder.started.wait(5) and stop.set(), daemon=True).start()
+    began = time.monotonic()
+    worker.run()
+    return time.monotonic() - began, publisher, intake
+
+
+def test_on_stop_the_batch_in_flight_is_published_and_committed_within_the_grace():
+    seconds, publisher, intake = _stop_during_a_batch(grace_s=5)
+    assert sorted(decode_output(m.value)["id"] for _, m in publisher.sent) == ["a", "b"]
+    assert intake.commits[-1] == {("in", 0): 2}
+    assert seconds < 5
+
+
+def test_a_batch_that_outlasts_the_grace_is_abandoned_uncommitted():
+    seconds, publisher, intake = _stop_during_a_batch(grace_s=0.05)
+    assert publisher.sent == []
+    assert all(c.get(("in", 0), 0) == 0 for c in intake.commits)
+    assert seconds < 0.5  # the worker did not wait for the model

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Container, Iterable
 
 from worker.batch.policy import BatchLimits, Cut, cut_batches
 from worker.consume.decode import Document
@@ -41,12 +41,17 @@ class WaitingRoom:
             return None
         return self._docs[0][0] + self._limits.max_wait_s
 
-    def take(self, now: float | None = None, *, drain: bool = False) -> list[Batch]:
-        """Remove and return the batches the policy says to run now."""
+    def take(self, now: float | None = None, *, drain: bool = False, busy: Container[tuple[int, str]] = ()) -> list[Batch]:
+        """Remove and return the batches the policy says to run now.
+
+        Documents whose (partition, id) is in ``busy`` (an earlier message of the id is still in
+        the pipeline) are held back, like those behind an earlier message waiting here."""
         if not self._docs:
             return []
         now = time.monotonic() if now is None else now
-        eligible, held = self._split_by_key()
+        eligible, held = self._split_by_key(busy)
+        if not eligible:
+            return []
         docs = [self._docs[i][1] for i in eligible]
         arrivals = [self._docs[i][0] for i in eligible]
         oldest_wait = now - arrivals[0]
@@ -57,7 +62,7 @@ class WaitingRoom:
         self._docs = [entry for i, entry in enumerate(self._docs) if i not in taken]
         batches = [Batch([docs[i] for i in cut.indices], cut, min(arrivals[i] for i in cut.indices)) for cut in cuts]
         if drain and held:
-            batches.extend(self.take(now, drain=True))
+            batches.extend(self.take(now, drain=True, busy=busy))
         return batches
 
     def drop(self, partitions: set[tuple[str, int]]) -> int:
@@ -66,11 +71,11 @@ class WaitingRoom:
         self._docs = [(t, d) for t, d in self._docs if (d.source.topic, d.source.partition) not in partitions]
         return before - len(self._docs)
 
-    def _split_by_key(self) -> tuple[list[int], list[int]]:
+    def _split_by_key(self, busy: Container[tuple[int, str]]) -> tuple[list[int], list[int]]:
         seen: set[tuple[int, str]] = set()
         eligible, held = [], []
         for i, (_, doc) in enumerate(self._docs):
             k = (doc.source.partition, doc.id)
-            (held if k in seen else eligible).append(i)
+            (held if k in seen or k in busy else eligible).append(i)
             seen.add(k)
         return eligible, held
