@@ -135,3 +135,14 @@ def test_the_load_generator_counts_tokens_as_the_encoder_truncates(tmp_path):
     assert counts[-2] == 256
     # a plain transformers model: the limit comes from its own config, not a fixed 512
     assert TextTokenizer(ModelSettings(name=str(tiny_bert(tmp_path, pooling=None)))).max_length == 64
+
+
+def test_auto_precision_is_a_half_model_on_cuda_and_float32_on_cpu():
+    from worker.encode.transformer import resolve_dtype
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert resolve_dtype("auto", False, cuda) == (torch.float16, False)
+    assert resolve_dtype("auto", True, cpu) == (torch.float32, False)
+    assert resolve_dtype("bfloat16", True, cuda) == (torch.bfloat16, True)
+    assert resolve_dtype("bfloat16", False, cuda) == (torch.bfloat16, False)
+    assert resolve_dtype("float32", True, cuda) == (torch.float32, False)  # nothing to autocast to
