@@ -46,6 +46,11 @@ def _cmd_run(ns: argparse.Namespace, cli_source: CliSettingsSource) -> int:
     setup_logging(settings.log_level, settings.log_format)
     stop = threading.Event()
     _install_signal_handlers(stop)
+    if settings.processes > 1:
+        from worker.fleet import Fleet
+
+        run_args = ns.argv[ns.argv.index("run") + 1 :]  # the children get the same flags, then their own
+        return Fleet(settings, run_args, ns.summary_file).run(stop)
     stats = run_worker(settings, stop, ns.exit_when_idle)
     summary = stats.summary()
     if ns.summary_file:
@@ -135,7 +140,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, CliSettingsSource]:
 
 def main(argv: list[str] | None = None) -> int:
     parser, cli_source = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     ns = parser.parse_args(argv)
+    ns.argv = argv
     try:
         return ns.func(ns, cli_source)
     except ConfigError as exc:

@@ -93,7 +93,12 @@ class ModelSettings(_Section):
     )
     revision: str | None = Field(None, description="Hub revision (ignored for local directories).")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto", description="Compute precision: auto is bf16 (fp16 where bf16 is unsupported) autocast on CUDA, fp32 on CPU."
+        "auto",
+        description="Compute precision: auto is a float16 model on CUDA and float32 on CPU. float16/bfloat16 convert the weights (see autocast).",
+    )
+    autocast: bool = Field(
+        False,
+        description="With float16/bfloat16 on CUDA: keep float32 weights and run under autocast instead of converting the weights.",
     )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N. auto picks CUDA when available.")
     pooling: Literal["auto", "mean", "cls", "last"] = Field(
@@ -105,7 +110,15 @@ class ModelSettings(_Section):
     max_length: int | None = Field(
         None, gt=0, description="Truncate documents to this many tokens; unset reads sentence_bert_config.json or the model's limit."
     )
-    torch_threads: int | None = Field(None, gt=0, description="Torch CPU threads (unset: torch's default).")
+    torch_threads: int | None = Field(
+        None, gt=0, description="Torch CPU threads (unset: torch's default, or the cores divided by EMBED_PROCESSES)."
+    )
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Forward threads sharing the model's weights, each on its own CUDA stream: 2-4 keep a GPU busy with a small model. Leave 1 on CPU.",
+    )
     quantize: Literal["none", "int8"] = Field(
         "none",
         description="CPU only: int8 dynamic quantization of the linear layers (per channel). all-MiniLM-L6-v2: 1.5x faster, cosine to fp32 0.975 on average.",
@@ -180,6 +193,17 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_format: Literal["text", "json"] = Field("text", description="text, or json: one JSON object per line.")
     log_interval_s: float = Field(30.0, gt=0, description="How often one progress line (documents, rate, lag) is logged at INFO.")
+    shutdown_grace_s: float = Field(
+        30.0,
+        ge=0,
+        description="On SIGTERM, how long batches already in the pipeline get to be published and committed; the rest is left uncommitted for the next owner. Keep below the pod's terminationGracePeriodSeconds.",
+    )
+    processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Worker processes `embed-worker run` starts on this machine, in one group; process i serves metrics on port + i.",
+    )
 
 
 def env_name(loc: tuple) -> str:

@@ -197,3 +197,14 @@ def test_an_unreachable_broker_is_one_clear_line(lane):
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("embed-worker: error: no Kafka broker reachable at 127.0.0.1:1")
+
+
+def test_two_processes_share_the_partitions_and_lose_nothing(lane):
+    docs = sample_corpus(300)
+    report = lane.publish(docs)
+    summary = lane.run_worker(EMBED_PROCESSES="2", idle_s=4)
+    assert len(summary["processes"]) == 2
+    assert summary["embedded"] == len(docs) == sum(p["embedded"] for p in summary["processes"])
+    outputs = [decode_output(r.value) for r in lane.outputs(expect=len(docs))]
+    assert sorted(o["id"] for o in outputs) == sorted(d["id"] for d in docs)
+    assert lane.committed() == {p: report.end_offsets.get(p) for p in lane.committed()}

@@ -1,0 +1,36 @@
+"""The supervisor's policies: what each child is told, how the fleet exits, one summary for all."""
+
+from worker.config import KafkaSettings, MetricsSettings, ModelSettings, Settings
+from worker.fleet import child_overrides, exit_code, merge_summaries
+
+
+def test_each_child_gets_its_port_client_id_and_share_of_the_cores():
+    s = Settings(processes=4, metrics=MetricsSettings(port=9400), kafka=KafkaSettings(client_id="emb"))
+    flags = child_overrides(s, 2, cores=16)
+    pairs = dict(zip(flags[::2], flags[1::2]))
+    assert pairs == {"--processes": "1", "--kafka.client-id": "emb-2", "--metrics.port": "9402", "--model.torch-threads": "4"}
+
+
+def test_explicit_threads_and_an_any_port_are_left_alone():
+    s = Settings(processes=3, metrics=MetricsSettings(port=0), model=ModelSettings(torch_threads=2))
+    pairs = dict(zip(*[iter(child_overrides(s, 1, cores=2))] * 2))
+    assert "--metrics.port" not in pairs and "--model.torch-threads" not in pairs
+
+
+def test_a_child_gets_at_least_one_thread():
+    pairs = dict(zip(*[iter(child_overrides(Settings(processes=4), 0, cores=2))] * 2))
+    assert pairs["--model.torch-threads"] == "1"
+
+
+def test_the_fleet_exits_with_the_first_failure():
+    assert exit_code([0, 0, 0]) == 0
+    assert exit_code([0, 2, 1]) == 2
+    assert exit_code([0, -9]) == 137  # killed by SIGKILL, as a shell reports it
+
+
+def test_summaries_are_summed_and_kept():
+    a = {"received": 10, "embedded": 8, "docs_per_s": 4.0, "padding_efficiency": 0.9}
+    b = {"received": 5, "embedded": 5, "docs_per_s": 2.5, "padding_efficiency": None}
+    merged = merge_summaries([a, b])
+    assert merged["received"] == 15 and merged["embedded"] == 13 and merged["docs_per_s"] == 6.5
+    assert merged["processes"] == [a, b]

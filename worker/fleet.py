@@ -1,0 +1,105 @@
+"""``embed-worker run`` with ``EMBED_PROCESSES=N``: N worker processes on one machine, in one consumer group.
+
+One Python process cannot keep a fast GPU fed with a small model (tokenization and message handling
+hold the GIL), and on CPU two processes with half the threads each often beat one with all of them.
+The supervisor starts the children, gives each its own metrics port, client id and share of the CPU
+threads, forwards SIGINT/SIGTERM, and stops the rest as soon as one child fails, so the pod restarts
+as a whole and the group rebalances cleanly. It consumes nothing itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Sequence
+
+from worker.config import Settings
+
+log = logging.getLogger(__name__)
+
+SUM_KEYS = ("received", "embedded", "deletes", "dedup_hits", "dead_lettered", "batches", "tokens", "docs_per_s", "tokens_per_s")
+POLL_S = 0.2
+
+
+def child_overrides(settings: Settings, index: int, cores: int) -> list[str]:
+    """Flags appended to child ``index``'s command line; later flags win over the user's own."""
+    flags = ["--processes", "1", "--kafka.client-id", f"{settings.kafka.client_id}-{index}"]
+    if settings.metrics.port:
+        flags += ["--metrics.port", str(settings.metrics.port + index)]
+    if settings.model.torch_threads is None:
+        flags += ["--model.torch-threads", str(max(1, cores // settings.processes))]
+    return flags
+
+
+def exit_code(codes: Sequence[int | None]) -> int:
+    """The fleet's exit status: 0 when every child stopped cleanly, else the first failure (signals as 128 + n)."""
+    for code in codes:
+        if code:
+            return 128 - code if code < 0 else code
+    return 0
+
+
+def merge_summaries(parts: list[dict]) -> dict:
+    """One run summary for the fleet: counts and rates summed, each child's summary kept."""
+    merged: dict = {key: sum(p.get(key) or 0 for p in parts) for key in SUM_KEYS}
+    merged["processes"] = parts
+    return merged
+
+
+class Fleet:
+    def __init__(self, settings: Settings, argv: Sequence[str], summary_file: str | None = None):
+        self.settings = settings
+        self.argv = list(argv)
+        self.summary_file = summary_file
+        self.children: list[subprocess.Popen] = []
+
+    def _command(self, index: int) -> list[str]:
+        cmd = [sys.executable, "-m", "worker", "run", *self.argv, *child_overrides(self.settings, index, os.cpu_count() or 1)]
+        if self.summary_file:
+            cmd += ["--summary-file", f"{self.summary_file}.{index}"]
+        return cmd
+
+    def _signal_all(self, signum: int) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    def run(self, stop: threading.Event) -> int:
+        # Own sessions: a terminal's Ctrl-C reaches only the supervisor, which forwards one SIGTERM.
+        self.children = [subprocess.Popen(self._command(i), start_new_session=True) for i in range(self.settings.processes)]
+        log.info("started %d worker processes: pids %s", len(self.children), [c.pid for c in self.children])
+        stopping = False
+        try:
+            while any(c.poll() is None for c in self.children):
+                failed = [c for c in self.children if c.poll() not in (None, 0)]
+                if not stopping and (stop.is_set() or failed):
+                    if failed:
+                        log.error("worker process %d exited with %s: stopping the others", failed[0].pid, failed[0].returncode)
+                    self._signal_all(signal.SIGTERM)
+                    stopping = True
+                time.sleep(POLL_S)
+        finally:
+            self._signal_all(signal.SIGKILL)  # only reached with children alive when the supervisor itself fails
+            for child in self.children:
+                child.wait()
+        self._write_summary()
+        return exit_code([c.returncode for c in self.children])
+
+    def _write_summary(self) -> None:
+        if not self.summary_file:
+            return
+        parts = []
+        for i in range(len(self.children)):
+            path = f"{self.summary_file}.{i}"
+            if os.path.exists(path):
+                with open(path) as f:
+                    parts.append(json.load(f))
+                os.remove(path)
+        with open(self.summary_file, "w") as f:
+            json.dump(merge_summaries(parts), f)
