@@ -65,34 +65,39 @@ def forward(encoder: Encoder, batch: Batch) -> Encoded:
     if not docs:
         return out
     started = time.monotonic()
-    try:
-        vectors = _encode(encoder, docs)
-    except Exception as exc:  # a model failure must not take the fleet down
-        out.forward_s = time.monotonic() - started
-        _recover(encoder, docs, exc, out)
-        return out
+    vectors, failure = _attempt(encoder, docs)
     out.forward_s = time.monotonic() - started
+    if failure is not None:  # a model failure must not take the fleet down
+        _recover(encoder, docs, failure, out)
+        return out
     out.padded_tokens = batch.cut.padded_tokens
     out.real_tokens = sum(d.n_tokens for d in docs)
     out.parts.append((docs, vectors))
     return out
 
 
-def _recover(encoder: Encoder, docs: list[Document], exc: Exception, out: Encoded) -> None:
-    oom = is_out_of_memory(exc)
+def _attempt(encoder: Encoder, docs: list[Document]) -> tuple[np.ndarray | None, tuple[bool, str] | None]:
+    """(vectors, None), or (None, (out of memory?, what failed)). The exception is not kept: its
+    traceback holds the failed pass's tensors, and a retry must find that memory free."""
+    try:
+        return _encode(encoder, docs), None
+    except Exception as exc:
+        return None, (is_out_of_memory(exc), f"{type(exc).__name__}: {exc}"[:300])
+
+
+def _recover(encoder: Encoder, docs: list[Document], failure: tuple[bool, str], out: Encoded) -> None:
+    oom, detail = failure
     if oom:
         out.oom_splits += 1
         getattr(encoder, "free_memory", lambda: None)()
     if len(docs) == 1:
-        reason = Reason.OUT_OF_MEMORY if oom else Reason.ENCODE_FAILED
-        out.failed.append(Failed(docs[0], reason, f"{type(exc).__name__}: {exc}"[:300]))
+        out.failed.append(Failed(docs[0], Reason.OUT_OF_MEMORY if oom else Reason.ENCODE_FAILED, detail))
         return
     parts = [docs[: len(docs) // 2], docs[len(docs) // 2 :]] if oom else [[d] for d in docs]
-    log.warning("batch of %d failed in the model (%s); retrying as %d parts", len(docs), type(exc).__name__, len(parts))
+    log.warning("batch of %d failed in the model (%s); retrying as %d parts", len(docs), detail.split(":")[0], len(parts))
     for part in parts:
-        try:
-            vectors = _encode(encoder, part)
-        except Exception as again:
+        vectors, again = _attempt(encoder, part)
+        if again is not None:
             _recover(encoder, part, again, out)
             continue
         out.padded_tokens += padded_cost([d.n_tokens for d in part])
