@@ -34,7 +34,10 @@ class FakeIntake:
         pass
 
     def poll(self, timeout_s):
-        return self.polls.pop(0) if self.polls else []
+        if self.polls:
+            return self.polls.pop(0)
+        time.sleep(timeout_s)  # as a real consumer waits for records, releasing the GIL
+        return []
 
     def assignment(self):
         return {("in", 0)}
