@@ -23,7 +23,7 @@ from worker.config import Settings
 
 log = logging.getLogger(__name__)
 
-SUM_KEYS = ("received", "embedded", "deletes", "dedup_hits", "dead_lettered", "batches", "tokens", "docs_per_s", "tokens_per_s")
+SUM_KEYS = ("received", "embedded", "deletes", "dedup_hits", "dead_lettered", "batches", "tokens")
 POLL_S = 0.2
 
 
@@ -46,8 +46,21 @@ def exit_code(codes: Sequence[int | None]) -> int:
 
 
 def merge_summaries(parts: list[dict]) -> dict:
-    """One run summary for the fleet: counts and rates summed, each child's summary kept."""
+    """One run summary for the fleet: counts summed, rates over the window from the first message
+    any child took to the last output any child published, each child's summary kept."""
     merged: dict = {key: sum(p.get(key) or 0 for p in parts) for key in SUM_KEYS}
+    starts = [p["first_message_at"] for p in parts if p.get("first_message_at")]
+    ends = [p["last_output_at"] for p in parts if p.get("last_output_at")]
+    busy = max(ends) - min(starts) if starts and ends else 0.0
+    merged["busy_s"] = round(busy, 3)
+    merged["docs_per_s"] = round(merged["embedded"] / busy, 1) if busy > 0 else 0.0
+    merged["tokens_per_s"] = round(merged["tokens"] / busy, 1) if busy > 0 else 0.0
+    padded = sum(p["tokens"] / p["padding_efficiency"] for p in parts if p.get("padding_efficiency"))
+    merged["padding_efficiency"] = round(merged["tokens"] / padded, 3) if padded else None
+    p50s = sorted(p["batch_p50_s"] for p in parts if p.get("batch_p50_s") is not None)
+    p99s = [p["batch_p99_s"] for p in parts if p.get("batch_p99_s") is not None]
+    merged["batch_p50_s"] = p50s[len(p50s) // 2] if p50s else None  # the median process's median
+    merged["batch_p99_s"] = max(p99s) if p99s else None  # the worst process's p99
     merged["processes"] = parts
     return merged
 

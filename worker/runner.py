@@ -53,6 +53,7 @@ class RunStats:
     def summary(self) -> dict:
         busy = (self.last_output or time.monotonic()) - (self.first_message or self.started)
         busy = max(busy, 1e-9)
+        to_wall = time.time() - time.monotonic()  # epoch times let a fleet's summaries share one window
         return {
             "received": self.received,
             "embedded": self.embedded,
@@ -68,6 +69,8 @@ class RunStats:
             "batch_p50_s": _round(percentile(self.batch_seconds, 50)),
             "batch_p99_s": _round(percentile(self.batch_seconds, 99)),
             "busy_s": round(busy, 3),
+            "first_message_at": _round(self.first_message and self.first_message + to_wall),
+            "last_output_at": _round(self.last_output and self.last_output + to_wall),
         }
 
 

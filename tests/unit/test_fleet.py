@@ -28,9 +28,19 @@ def test_the_fleet_exits_with_the_first_failure():
     assert exit_code([0, -9]) == 137  # killed by SIGKILL, as a shell reports it
 
 
-def test_summaries_are_summed_and_kept():
-    a = {"received": 10, "embedded": 8, "docs_per_s": 4.0, "padding_efficiency": 0.9}
-    b = {"received": 5, "embedded": 5, "docs_per_s": 2.5, "padding_efficiency": None}
+def test_summaries_are_summed_over_one_window_and_kept():
+    a = {"received": 10, "embedded": 8, "tokens": 90, "padding_efficiency": 0.9, "first_message_at": 100.0, "last_output_at": 102.0,
+         "batch_p50_s": 0.1, "batch_p99_s": 0.3}
+    b = {"received": 5, "embedded": 5, "tokens": 40, "padding_efficiency": 0.8, "first_message_at": 101.0, "last_output_at": 104.5,
+         "batch_p50_s": 0.2, "batch_p99_s": 0.5}
     merged = merge_summaries([a, b])
-    assert merged["received"] == 15 and merged["embedded"] == 13 and merged["docs_per_s"] == 6.5
+    assert merged["received"] == 15 and merged["embedded"] == 13 and merged["tokens"] == 130
+    assert merged["busy_s"] == 4.5 and merged["docs_per_s"] == round(13 / 4.5, 1)
+    assert merged["padding_efficiency"] == round(130 / (100 + 50), 3)
+    assert merged["batch_p99_s"] == 0.5
     assert merged["processes"] == [a, b]
+
+
+def test_a_fleet_that_saw_nothing_reports_no_rate():
+    merged = merge_summaries([{"received": 0, "embedded": 0, "first_message_at": None, "last_output_at": None}])
+    assert merged["docs_per_s"] == 0.0 and merged["padding_efficiency"] is None
