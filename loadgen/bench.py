@@ -83,13 +83,14 @@ def accuracy_vs_fp32(encoder, settings: Settings, token_ids: list[list[int]], ma
             "top1_neighbour_agreement": round(float((sim_ours.argmax(1) == sim_ref.argmax(1)).mean()), 4)}
 
 
-def bench_pipeline(docs: list[dict], state_dir: str) -> dict:
-    """Publish to the local broker, then one worker process drains the topic with dedup on."""
+def bench_pipeline(docs: list[dict], state_dir: str, partitions: int = 4) -> dict:
+    """Publish to the local broker, then one ``embed-worker run`` (EMBED_PROCESSES processes)
+    drains the topic with dedup on."""
     from loadgen.publish import make_sender, publish
     from loadgen.readback import read_topic
     from worker.stack.devstack import LocalRun
 
-    run = LocalRun.start("bench", state_dir)
+    run = LocalRun.start("bench", state_dir, partitions)
     kafka = KafkaSettings(bootstrap_servers=run.addresses.kafka)
     sender = make_sender(kafka)
     try:
@@ -115,7 +116,9 @@ def environment() -> dict:
     return env
 
 
-def run_bench(settings: Settings, docs: list[dict], *, state_dir: str, st_batch_sizes: Sequence[int], skip: set[str]) -> dict:
+def run_bench(
+    settings: Settings, docs: list[dict], *, state_dir: str, st_batch_sizes: Sequence[int], skip: set[str], partitions: int = 4
+) -> dict:
     from worker.encode import load_encoder
     from worker.encode.transformer import resolve_model_path
 
@@ -131,7 +134,8 @@ def run_bench(settings: Settings, docs: list[dict], *, state_dir: str, st_batch_
     result = {
         "environment": environment(),
         "model": {"name": info.name, "dim": info.dim, "dtype": info.dtype, "device": info.device, "max_length": info.max_length, "quantize": info.quantize},
-        "settings": {"max_tokens": max_tokens, "max_size": settings.batch.max_size, "max_wait_ms": settings.batch.max_wait_ms, "lookahead": settings.batch.lookahead},
+        "settings": {"max_tokens": max_tokens, "max_size": settings.batch.max_size, "max_wait_ms": settings.batch.max_wait_ms, "lookahead": settings.batch.lookahead,
+                     "replicas": settings.model.replicas, "processes": settings.processes, "partitions": partitions, "autocast": settings.model.autocast},
         "documents": {"count": len(docs), "tokens": tokens, "p50_tokens": percentile(lengths, 50), "p99_tokens": percentile(lengths, 99),
                       "max_tokens": max(lengths), "tokenize_docs_per_s": round(len(docs) / tokenize_s, 1)},
     }
@@ -142,7 +146,7 @@ def run_bench(settings: Settings, docs: list[dict], *, state_dir: str, st_batch_
         result["accuracy_vs_fp32"] = accuracy_vs_fp32(encoder, settings, token_ids, max_tokens)
     del encoder
     if "pipeline" not in skip:
-        result["pipeline"] = bench_pipeline(docs, state_dir)
+        result["pipeline"] = bench_pipeline(docs, state_dir, partitions)
         pipe = result["pipeline"]["docs_per_s"]
         result["ratios"] = {"pipeline_over_raw": round(pipe / result["raw_forward"]["docs_per_s"], 3)}
         if "sentence_transformers" in result:

