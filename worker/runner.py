@@ -123,14 +123,18 @@ class Worker:
         commit_every = self._s.kafka.commit_interval_ms / 1000
         next_commit = Deadline(commit_every)
         last_message: float | None = None  # the idle clock starts once partitions are assigned
+        rebalances = self._intake.events.rebalances
         try:
             while not self._stop.is_set():
                 self._pipeline.check()
-                self._handle_revocations()
+                revoked = self._handle_revocations()
+                if revoked or rebalances != self._intake.events.rebalances:  # partitions moving: not idle
+                    rebalances = self._intake.events.rebalances
+                    last_message = time.monotonic() if last_message is not None else None
                 unfinished = self._tracker.unfinished()
                 self._m.inflight.set(unfinished)
                 self._intake.hold(unfinished >= self._s.batch.max_pending or not self._pipeline.has_room())
-                records = self._intake.poll(self._poll_timeout(next_commit))
+                records = self._handle_assignments(self._intake.poll(self._poll_timeout(next_commit)))
                 self._health.polled()
                 self._m.last_poll.set(time.time())
                 if records:
@@ -157,6 +161,8 @@ class Worker:
 
     def _idle_for(self, last_message: float | None) -> float:
         if last_message is None or self._ready or len(self._waiting) or self._pipeline.busy or self._tracker.unfinished():
+            return 0.0
+        if not self._intake.assignment():  # mid-rebalance: the partitions coming back may hold uncommitted work
             return 0.0
         return time.monotonic() - last_message
 
@@ -187,20 +193,47 @@ class Worker:
         finally:
             log.info("run summary: %s", self.stats.summary())
 
-    def _handle_revocations(self) -> None:
+    def _handle_revocations(self) -> bool:
         revoked = self._intake.events.take_revoked()
         if not revoked:
-            return
-        dropped = self._waiting.drop(revoked)
-        kept = [Batch([d for d in b.docs if (d.source.topic, d.source.partition) not in revoked], b.cut, b.arrived) for b in self._ready]
-        dropped += sum(len(b.docs) for b in self._ready) - sum(len(b.docs) for b in kept)
-        self._ready = deque(b for b in kept if b.docs)
-        self._tracker.forget(revoked)
-        self._checkpoint.forget(revoked)
-        partitions = {p for _, p in revoked}
+            return False
+        log.info("dropped %d waiting documents of revoked partitions (not committed)", self._forget(revoked))
+        return True
+
+    def _handle_assignments(self, records: list) -> list:
+        """Start every newly assigned partition from its committed offset.
+
+        kafka-python keeps its in-memory position for a partition revoked and assigned back, which
+        would skip the work dropped at the revocation; so positions are reset from the group's
+        commit, and this poll's records of those partitions (read from the old position) are
+        dropped uncommitted, to be read again."""
+        assigned = self._intake.events.take_assigned()
+        if not assigned:
+            return records
+        self._forget(assigned)
+        self._intake.rewind(assigned)
+        return [r for r in records if (r.topic, r.partition) not in assigned]
+
+    def _forget(self, tps: set[tuple[str, int]]) -> int:
+        """Drop all local state of these partitions (nothing of theirs is committed); returns how
+        many waiting documents were dropped. Batches already in the pipeline finish and are
+        published, but only acknowledged offsets still tracked are ever committed."""
+        dropped = self._waiting.drop(tps)
+        ready, self._ready = self._ready, deque()
+        for b in ready:
+            kept = [d for d in b.docs if (d.source.topic, d.source.partition) not in tps]
+            for d in b.docs:
+                if (d.source.topic, d.source.partition) in tps:
+                    self._release(d)
+            dropped += len(b.docs) - len(kept)
+            if kept:
+                self._ready.append(Batch(kept, b.cut, b.arrived))
+        self._tracker.forget(tps)
+        self._checkpoint.forget(tps)
+        partitions = {p for _, p in tps}
         for key in [k for k in self._open_keys if k[0] in partitions]:
             del self._open_keys[key]
-        log.info("dropped %d waiting documents of revoked partitions (not committed)", dropped)
+        return dropped
 
     # -- intake ------------------------------------------------------------------------------
 

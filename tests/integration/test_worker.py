@@ -204,7 +204,10 @@ def test_two_processes_share_the_partitions_and_lose_nothing(lane):
     report = lane.publish(docs)
     summary = lane.run_worker(EMBED_PROCESSES="2", idle_s=4)
     assert len(summary["processes"]) == 2
-    assert summary["embedded"] == len(docs) == sum(p["embedded"] for p in summary["processes"])
+    assert summary["embedded"] == sum(p["embedded"] for p in summary["processes"])
+    # a rebalance may hand a partition over after its vectors went out but before their commit:
+    # the new owner re-reads them and finds them in Redis, so each is embedded or skipped, never lost
+    assert summary["embedded"] + summary["dedup_hits"] >= len(docs)
     outputs = [decode_output(r.value) for r in lane.outputs(expect=len(docs))]
     assert sorted(o["id"] for o in outputs) == sorted(d["id"] for d in docs)
     assert lane.committed() == {p: report.end_offsets.get(p) for p in lane.committed()}

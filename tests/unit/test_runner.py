@@ -20,8 +20,14 @@ Record = namedtuple("Record", "topic partition offset timestamp key value")
 class Events:
     rebalances = 1
 
+    def __init__(self):
+        self.assigned = []  # what take_assigned answers, one poll after another
+
     def take_revoked(self):
         return set()
+
+    def take_assigned(self):
+        return self.assigned.pop(0) if self.assigned else set()
 
 
 class FakeIntake:
@@ -29,6 +35,10 @@ class FakeIntake:
         self.polls = list(polls)
         self.events = Events()
         self.commits = []
+        self.rewound = []
+
+    def rewind(self, tps):
+        self.rewound.append(set(tps))
 
     def hold(self, paused):
         pass
@@ -293,3 +303,16 @@ def test_a_batch_that_outlasts_the_grace_is_abandoned_uncommitted():
     assert publisher.sent == []
     assert all(c.get(("in", 0), 0) == 0 for c in intake.commits)
     assert seconds < 0.5  # the worker did not wait for the model
+
+
+def test_a_partition_assigned_again_is_read_from_its_commit_not_from_the_kept_position():
+    # the poll that brings an assignment returns records read from the position kafka-python kept
+    stale = records(("x", "from the old position"), start=40)
+    fresh = records(("a", "alpha"), ("b", "beta"))
+    settings = Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64))
+    intake, publisher = FakeIntake([stale, fresh]), FakePublisher()
+    intake.events.assigned = [{("in", 0)}]
+    Worker(settings, DummyEncoder(), intake, publisher, FakeDedup()).run(exit_when_idle_s=0.02)
+    assert intake.rewound == [{("in", 0)}]
+    assert sorted(decode_output(m.value)["id"] for _, m in publisher.sent) == ["a", "b"]  # the stale read is dropped
+    assert intake.commits[-1] == {("in", 0): 2}

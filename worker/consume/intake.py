@@ -25,6 +25,7 @@ class RebalanceEvents(ConsumerRebalanceListener):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._revoked: set[TopicPartitionKey] = set()
+        self._assigned: set[TopicPartitionKey] = set()
         self.rebalances = 0
 
     def on_partitions_revoked(self, revoked) -> None:
@@ -37,6 +38,7 @@ class RebalanceEvents(ConsumerRebalanceListener):
         log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
         with self._lock:
             self.rebalances += 1
+            self._assigned.update((tp.topic, tp.partition) for tp in assigned)
 
     def _record(self, tps, what: str) -> None:
         if tps:
@@ -48,6 +50,11 @@ class RebalanceEvents(ConsumerRebalanceListener):
         with self._lock:
             revoked, self._revoked = self._revoked, set()
         return revoked
+
+    def take_assigned(self) -> set[TopicPartitionKey]:
+        with self._lock:
+            assigned, self._assigned = self._assigned, set()
+        return assigned
 
 
 class Intake:
@@ -65,6 +72,7 @@ class Intake:
         )
         self._consumer.subscribe([settings.input_topic], listener=self.events)
         self._paused = False
+        self._reset = settings.auto_offset_reset
 
     def poll(self, timeout_s: float) -> list[ConsumerRecord]:
         batches = self._consumer.poll(timeout_ms=max(0, int(timeout_s * 1000)))
@@ -72,6 +80,21 @@ class Intake:
 
     def assignment(self) -> set[TopicPartitionKey]:
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def rewind(self, tps: set[TopicPartitionKey]) -> None:
+        """Read these partitions again from the group's committed offset (or the reset policy's
+        end when none was committed), whatever position the consumer kept."""
+        for topic, partition in tps:
+            tp = TopicPartition(topic, partition)
+            if tp not in self._consumer.assignment():
+                continue  # already moved on by a later rebalance
+            committed = self._consumer.committed(tp)
+            if committed is not None:
+                self._consumer.seek(tp, committed)
+            elif self._reset == "earliest":
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek_to_end(tp)
 
     def lag(self) -> dict[TopicPartitionKey, int]:
         """Messages behind the high watermark, per assigned partition with a known watermark."""
