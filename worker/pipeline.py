@@ -116,6 +116,3 @@ class Pipeline:
             finished = stage.join(grace) and finished
         self._abort.set()
         return finished
-
-    def abort(self) -> None:
-        self._abort.set()
