@@ -23,7 +23,7 @@ from worker.config import Settings
 
 log = logging.getLogger(__name__)
 
-SUM_KEYS = ("received", "embedded", "deletes", "dedup_hits", "dead_lettered", "batches", "tokens")
+SUM_KEYS = ("received", "embedded", "deletes", "dedup_hits", "dead_lettered", "batches", "tokens", "padded_tokens")
 POLL_S = 0.2
 
 
@@ -55,7 +55,7 @@ def merge_summaries(parts: list[dict]) -> dict:
     merged["busy_s"] = round(busy, 3)
     merged["docs_per_s"] = round(merged["embedded"] / busy, 1) if busy > 0 else 0.0
     merged["tokens_per_s"] = round(merged["tokens"] / busy, 1) if busy > 0 else 0.0
-    padded = sum(p["tokens"] / p["padding_efficiency"] for p in parts if p.get("padding_efficiency"))
+    padded = merged["padded_tokens"]
     merged["padding_efficiency"] = round(merged["tokens"] / padded, 3) if padded else None
     p50s = sorted(p["batch_p50_s"] for p in parts if p.get("batch_p50_s") is not None)
     p99s = [p["batch_p99_s"] for p in parts if p.get("batch_p99_s") is not None]

@@ -62,6 +62,7 @@ class RunStats:
             "dead_lettered": sum(self.dead_lettered.values()),
             "batches": self.batches,
             "tokens": self.tokens,
+            "padded_tokens": self.padded_tokens,
             "docs_per_s": round(self.embedded / busy, 1),
             "tokens_per_s": round(self.tokens / busy, 1),
             "padding_efficiency": round(self.tokens / self.padded_tokens, 3) if self.padded_tokens else None,

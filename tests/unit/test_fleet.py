@@ -29,9 +29,9 @@ def test_the_fleet_exits_with_the_first_failure():
 
 
 def test_summaries_are_summed_over_one_window_and_kept():
-    a = {"received": 10, "embedded": 8, "tokens": 90, "padding_efficiency": 0.9, "first_message_at": 100.0, "last_output_at": 102.0,
+    a = {"received": 10, "embedded": 8, "tokens": 90, "padded_tokens": 100, "first_message_at": 100.0, "last_output_at": 102.0,
          "batch_p50_s": 0.1, "batch_p99_s": 0.3}
-    b = {"received": 5, "embedded": 5, "tokens": 40, "padding_efficiency": 0.8, "first_message_at": 101.0, "last_output_at": 104.5,
+    b = {"received": 5, "embedded": 5, "tokens": 40, "padded_tokens": 50, "first_message_at": 101.0, "last_output_at": 104.5,
          "batch_p50_s": 0.2, "batch_p99_s": 0.5}
     merged = merge_summaries([a, b])
     assert merged["received"] == 15 and merged["embedded"] == 13 and merged["tokens"] == 130
