@@ -2,6 +2,8 @@
 
 Input message: key = document id (bytes, optional); value = msgpack map with ``id`` (str),
 ``text`` (str), optional ``metadata`` (map, passed through), optional ``op`` (``upsert`` | ``delete``).
+Limits that keep every output readable downstream: ids of at most ``MAX_ID_BYTES`` UTF-8 bytes
+(the common vector-store id limit) and metadata nested at most ``MAX_METADATA_DEPTH`` levels.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 import msgpack
 
 OPS = ("upsert", "delete")
+MAX_ID_BYTES = 512
+MAX_METADATA_DEPTH = 32
 
 
 class Reason:
@@ -27,6 +31,9 @@ class Reason:
     KEY_MISMATCH = "key_mismatch"
     ENCODE_FAILED = "encode_failed"
     OUT_OF_MEMORY = "out_of_memory"
+    ID_TOO_LONG = "id_too_long"
+    METADATA_TOO_DEEP = "metadata_too_deep"
+    OUTPUT_TOO_LARGE = "output_too_large"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +98,10 @@ def decode_record(topic: str, partition: int, offset: int, timestamp_ms: int, ke
         return reject(Reason.MISSING_FIELD, "'id' is required")
     if not isinstance(doc_id, str) or not doc_id:
         return reject(Reason.WRONG_TYPE, "'id' must be a non-empty string")
-    if key is not None and key != doc_id.encode("utf-8", "surrogatepass"):
+    id_bytes = doc_id.encode("utf-8", "surrogatepass")
+    if len(id_bytes) > MAX_ID_BYTES:
+        return reject(Reason.ID_TOO_LONG, f"'id' is {len(id_bytes)} bytes; at most {MAX_ID_BYTES}")
+    if key is not None and key != id_bytes:
         return reject(Reason.KEY_MISMATCH, "the message key must equal the document id")
 
     op = body.get("op", "upsert")
@@ -100,6 +110,8 @@ def decode_record(topic: str, partition: int, offset: int, timestamp_ms: int, ke
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         return reject(Reason.WRONG_TYPE, "'metadata' must be a map")
+    if metadata and _depth(metadata, MAX_METADATA_DEPTH + 1) > MAX_METADATA_DEPTH:
+        return reject(Reason.METADATA_TOO_DEEP, f"'metadata' is nested more than {MAX_METADATA_DEPTH} levels")
 
     text = body.get("text")
     if op == "delete":
@@ -111,6 +123,14 @@ def decode_record(topic: str, partition: int, offset: int, timestamp_ms: int, ke
     if not text.strip():
         return reject(Reason.EMPTY_TEXT, "'text' is empty or whitespace")
     return Document(doc_id, text, op, metadata, source, content_hash(text), (key, value))
+
+
+def _depth(value: Any, stop: int) -> int:
+    """Nesting depth of maps and arrays (a scalar is 0), counted no further than ``stop``."""
+    if stop <= 0 or not isinstance(value, (dict, list, tuple)):
+        return 0
+    children = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(c, stop - 1) for c in children), default=0)
 
 
 def encode_document(doc_id: str, text: str | None = None, *, op: str = "upsert", metadata: dict | None = None) -> bytes:

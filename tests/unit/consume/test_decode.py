@@ -1,7 +1,7 @@
 import msgpack
 import pytest
 
-from worker.consume.decode import Document, Reason, Rejection, content_hash, decode_record, encode_document
+from worker.consume.decode import MAX_ID_BYTES, MAX_METADATA_DEPTH, Document, Reason, Rejection, content_hash, decode_record, encode_document
 
 
 def decode(value, key=b"doc-1"):
@@ -48,3 +48,33 @@ def test_bad_messages_are_rejected_with_their_reason_and_original_bytes(value, r
     assert r.reason == reason and r.detail
     assert r.value == value and r.key == b"doc-1"
     assert (r.source.partition, r.source.offset) == (2, 41)
+
+
+def _nested(levels: int) -> dict:
+    meta: dict = {"leaf": 1}
+    for _ in range(levels - 1):
+        meta = {"m": meta}
+    return meta
+
+
+def test_metadata_nested_up_to_the_limit_passes_and_deeper_is_rejected():
+    ok = decode(encode_document("doc-1", "x", metadata=_nested(MAX_METADATA_DEPTH)))
+    assert isinstance(ok, Document)
+    deep = decode(encode_document("doc-1", "x", metadata=_nested(MAX_METADATA_DEPTH + 1)))
+    assert isinstance(deep, Rejection) and deep.reason == Reason.METADATA_TOO_DEEP
+    lists = decode(encode_document("doc-1", "x", metadata={"a": [[[[1]]]] * 3}))
+    assert isinstance(lists, Document)
+
+
+def test_an_id_longer_than_the_limit_is_rejected_even_when_the_key_matches():
+    at_limit = "é" * (MAX_ID_BYTES // 2)  # 2 bytes each: exactly the limit
+    assert isinstance(decode(encode_document(at_limit, "x"), key=at_limit.encode()), Document)
+    over = at_limit + "a"
+    r = decode(encode_document(over, "x"), key=over.encode())
+    assert isinstance(r, Rejection) and r.reason == Reason.ID_TOO_LONG and str(MAX_ID_BYTES) in r.detail
+
+
+@pytest.mark.parametrize("text", ["吾輩は猫である", "🙂🚀 👩‍👩‍👧‍👦", "nul\x00inside\x00", "في البدء كانت الكلمة"])
+def test_non_latin_emoji_and_nul_text_decodes_unchanged(text):
+    d = decode(encode_document("doc-1", text))
+    assert isinstance(d, Document) and d.text == text and d.content_hash == content_hash(text)
