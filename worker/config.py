@@ -57,6 +57,18 @@ class KafkaSettings(_Section):
     sasl_username: str | None = Field(None, description="SASL user name.")
     sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
     ssl_cafile: str | None = Field(None, description="CA bundle for SSL connections.")
+    ssl_certfile: str | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
+    ssl_keyfile: str | None = Field(None, description="Private key (PEM) of the client certificate.")
+    ssl_password: SecretStr | None = Field(None, description="Password of the client private key (never logged).")
+    assignment_strategy: Literal["range", "roundrobin", "cooperative-sticky"] = Field(
+        "range",
+        description="How the group spreads partitions. cooperative-sticky moves only the partitions that change owner, so a scale-up does not stop the whole group.",
+    )
+    group_instance_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="Static membership: a restart with the same id within the session timeout keeps its partitions without a rebalance (e.g. the pod name of a StatefulSet).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "KafkaSettings":
@@ -65,6 +77,8 @@ class KafkaSettings(_Section):
             raise ValueError("EMBED_KAFKA__INPUT_TOPIC, EMBED_KAFKA__OUTPUT_TOPIC and EMBED_KAFKA__DLQ_TOPIC must be three different topics")
         if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
             raise ValueError("EMBED_KAFKA__SASL_MECHANISM is required with a SASL EMBED_KAFKA__SECURITY_PROTOCOL")
+        if self.sasl_mechanism and not (self.sasl_username and self.sasl_password):
+            raise ValueError("EMBED_KAFKA__SASL_USERNAME and EMBED_KAFKA__SASL_PASSWORD are required with EMBED_KAFKA__SASL_MECHANISM")
         if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
             raise ValueError("EMBED_KAFKA__HEARTBEAT_INTERVAL_MS must be at most a third of EMBED_KAFKA__SESSION_TIMEOUT_MS")
         return self
@@ -78,7 +92,14 @@ class RedisSettings(_Section):
     dedup: bool = Field(True, description="Skip documents already embedded with the same content and model configuration.")
     ttl_s: int = Field(7 * 24 * 3600, gt=0, description="How long a dedup mark lives, in seconds.")
     namespace: str = Field("embed", min_length=1, description="Prefix of every Redis key the worker writes.")
+    password: SecretStr | None = Field(None, description="Redis AUTH password, when not in the URL (never logged).")
+    username: str | None = Field(None, description="Redis ACL user name, with the password.")
+    ssl_ca_certs: str | None = Field(None, description="CA bundle for a TLS (rediss://) connection.")
     timeout_s: float = Field(2.0, gt=0, description="Socket timeout of one Redis call.")
+    on_error: Literal["open", "closed"] = Field(
+        "open",
+        description="When Redis fails: open keeps embedding without dedup (at-least-once; counted and logged); closed pauses consumption until Redis answers again.",
+    )
 
     @property
     def enabled(self) -> bool:

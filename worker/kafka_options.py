@@ -18,6 +18,9 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
         opts["sasl_mechanism"] = settings.sasl_mechanism
         opts["sasl_plain_username"] = settings.sasl_username
         opts["sasl_plain_password"] = settings.sasl_password.get_secret_value() if settings.sasl_password else None
-    if settings.ssl_cafile:
-        opts["ssl_cafile"] = settings.ssl_cafile
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        if getattr(settings, name):
+            opts[name] = getattr(settings, name)
+    if settings.ssl_password:
+        opts["ssl_password"] = settings.ssl_password.get_secret_value()
     return opts

@@ -41,6 +41,10 @@ def test_redis_url_is_secret_and_switches_dedup(monkeypatch):
         ("EMBED_MODEL__DEVICE", "gpu", "EMBED_MODEL__DEVICE"),
         ("EMBED_KAFKA__OUTPUT_TOPIC", "documents", "EMBED_KAFKA__OUTPUT_TOPIC"),
         ("EMBED_KAFKA__SECURITY_PROTOCOL", "SASL_SSL", "EMBED_KAFKA__SASL_MECHANISM"),
+        ("EMBED_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512", "EMBED_KAFKA__SASL_USERNAME"),
+        ("EMBED_KAFKA__ASSIGNMENT_STRATEGY", "sticky-ish", "EMBED_KAFKA__ASSIGNMENT_STRATEGY"),
+        ("EMBED_KAFKA__GROUP_INSTANCE_ID", "pod 0/with spaces", "EMBED_KAFKA__GROUP_INSTANCE_ID"),
+        ("EMBED_REDIS__ON_ERROR", "ignore", "EMBED_REDIS__ON_ERROR"),
     ],
 )
 def test_bad_settings_fail_with_one_line_naming_the_setting(monkeypatch, env, value, needle):
@@ -72,3 +76,36 @@ def test_the_readme_holds_the_current_settings_table():
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert settings_table() in readme, "README is stale: paste the output of `embed-worker config --markdown`"
+
+
+def test_secrets_never_appear_in_settings_dumps_or_error_lines(monkeypatch):
+    secrets = {"EMBED_KAFKA__SASL_PASSWORD": "kafka-s3cret", "EMBED_KAFKA__SSL_PASSWORD": "key-s3cret",
+               "EMBED_REDIS__PASSWORD": "redis-s3cret", "EMBED_REDIS__URL": "rediss://u:url-s3cret@r:6380/0"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("EMBED_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("EMBED_KAFKA__SASL_MECHANISM", "SCRAM-SHA-256")
+    monkeypatch.setenv("EMBED_KAFKA__SASL_USERNAME", "svc")
+    s = load_settings()
+    shown = repr(s) + s.model_dump_json() + str(s.model_dump())
+    assert not any(v in shown for v in secrets.values())
+    monkeypatch.setenv("EMBED_KAFKA__SASL_PASSWORD", "")  # still a valid (empty) secret, so break another setting
+    monkeypatch.setenv("EMBED_BATCH__MAX_SIZE", "-1")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert not any(v in str(info.value) for v in secrets.values())
+
+
+def test_kafka_security_settings_reach_the_client_options(monkeypatch):
+    from worker.kafka_options import client_options
+
+    monkeypatch.setenv("EMBED_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("EMBED_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("EMBED_KAFKA__SASL_USERNAME", "svc")
+    monkeypatch.setenv("EMBED_KAFKA__SASL_PASSWORD", "pw")
+    monkeypatch.setenv("EMBED_KAFKA__SSL_CAFILE", "/etc/ca.pem")
+    monkeypatch.setenv("EMBED_KAFKA__SSL_CERTFILE", "/etc/client.pem")
+    opts = client_options(load_settings().kafka)
+    assert opts["security_protocol"] == "SASL_SSL" and opts["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (opts["sasl_plain_username"], opts["sasl_plain_password"]) == ("svc", "pw")
+    assert (opts["ssl_cafile"], opts["ssl_certfile"]) == ("/etc/ca.pem", "/etc/client.pem") and "ssl_keyfile" not in opts

@@ -11,7 +11,11 @@ import logging
 import threading
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from worker.config import KafkaSettings
@@ -19,6 +23,7 @@ from worker.kafka_options import client_options
 
 log = logging.getLogger(__name__)
 TopicPartitionKey = tuple[str, int]
+ASSIGNORS = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor, "cooperative-sticky": CooperativeStickyAssignor}
 
 
 class RebalanceEvents(ConsumerRebalanceListener):
@@ -69,7 +74,10 @@ class Intake:
             max_poll_interval_ms=settings.max_poll_interval_ms,
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            partition_assignment_strategy=(ASSIGNORS[settings.assignment_strategy],),
+            group_instance_id=settings.group_instance_id,
         )
+        self._timeout_ms = settings.request_timeout_ms
         self._consumer.subscribe([settings.input_topic], listener=self.events)
         self._paused = False
         self._reset = settings.auto_offset_reset
@@ -83,12 +91,13 @@ class Intake:
 
     def rewind(self, tps: set[TopicPartitionKey]) -> None:
         """Read these partitions again from the group's committed offset (or the reset policy's
-        end when none was committed), whatever position the consumer kept."""
-        for topic, partition in tps:
+        end when none was committed), whatever position the consumer kept. Raises a
+        ``KafkaError`` (e.g. a timeout while the broker is away) if an offset cannot be fetched."""
+        for topic, partition in sorted(tps):
             tp = TopicPartition(topic, partition)
             if tp not in self._consumer.assignment():
                 continue  # already moved on by a later rebalance
-            committed = self._consumer.committed(tp)
+            committed = self._consumer.committed(tp, timeout_ms=self._timeout_ms)
             if committed is not None:
                 self._consumer.seek(tp, committed)
             elif self._reset == "earliest":
@@ -101,8 +110,14 @@ class Intake:
         out = {}
         for tp in self._consumer.assignment():
             high = self._consumer.highwater(tp)
-            if high is not None:
-                out[(tp.topic, tp.partition)] = max(0, high - self._consumer.position(tp))
+            if high is None:
+                continue
+            try:
+                position = self._consumer.position(tp, timeout_ms=self._timeout_ms)
+            except KafkaError:  # a position still being looked up while the broker is away
+                continue
+            if position is not None:
+                out[(tp.topic, tp.partition)] = max(0, high - position)
         return out
 
     def hold(self, paused: bool) -> None:
@@ -118,7 +133,9 @@ class Intake:
 
     def commit(self, offsets: dict[TopicPartitionKey, int]) -> None:
         """Synchronous commit of ``offset`` (the next offset to read) per partition."""
-        self._consumer.commit({TopicPartition(t, p): OffsetAndMetadata(off, "", -1) for (t, p), off in offsets.items()})
+        self._consumer.commit(
+            {TopicPartition(t, p): OffsetAndMetadata(off, "", -1) for (t, p), off in offsets.items()}, timeout_ms=self._timeout_ms
+        )
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)
