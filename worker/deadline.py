@@ -29,3 +29,34 @@ class Deadline:
 
     def remaining_ms(self, *, now: float | None = None) -> int:
         return int(self.remaining(now=now) * 1000)
+
+
+class Backoff:
+    """Exponential retry delays (``first`` doubling up to ``cap``) after consecutive failures."""
+
+    __slots__ = ("_first", "_cap", "failures", "_until")
+
+    def __init__(self, first: float = 0.5, cap: float = 30.0) -> None:
+        self._first, self._cap = first, cap
+        self.failures = 0
+        self._until = Deadline(0.0)
+
+    def failed(self) -> float:
+        """Record a failure; returns how long to wait before the next attempt."""
+        delay = min(self._cap, self._first * 2**self.failures)
+        self.failures += 1
+        self._until = Deadline(delay)
+        return delay
+
+    def succeeded(self) -> bool:
+        """Record a success; returns whether it ended a run of failures."""
+        recovered, self.failures = self.failures > 0, 0
+        self._until = Deadline(0.0)
+        return recovered
+
+    def waiting(self) -> bool:
+        """Whether the delay after the last failure is still running."""
+        return not self._until.expired()
+
+    def remaining(self) -> float:
+        return self._until.remaining()

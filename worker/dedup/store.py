@@ -4,7 +4,13 @@ One key per (model configuration, document id) holds the content hash last embed
 acknowledged. Keying by id rather than by content means a document that changes A → B → A is
 embedded again on the way back to A (a content-keyed mark for A would still be alive and would
 wrongly skip it). The mark is written only after the broker acknowledged the vector, with a TTL.
-Redis failures fail open: the worker keeps embedding (at-least-once) and counts the error.
+
+When Redis fails, the store stops calling it for a backoff (0.5 s doubling to 30 s) and tries again
+after it, so a dead Redis costs no socket timeouts on the hot path and is picked up again by itself.
+Meanwhile ``on_error=open`` answers "not embedded" (the worker embeds without dedup, at-least-once)
+and ``on_error=closed`` raises ``DedupError`` (the worker holds those documents and pauses
+consumption until Redis answers). Marks that cannot be written are skipped in both modes: a missing
+mark only costs a re-embedding later.
 """
 
 from __future__ import annotations
@@ -16,19 +22,23 @@ import redis
 
 from worker.config import RedisSettings
 from worker.consume.decode import Document
+from worker.deadline import Backoff
 from worker.dedup.keys import dedup_key
+from worker.errors import DedupError
 
 log = logging.getLogger(__name__)
 
 
 class DedupStore:
-    def __init__(self, settings: RedisSettings, model_fingerprint: str, client: redis.Redis | None = None) -> None:
+    def __init__(self, settings: RedisSettings, model_fingerprint: str, client: redis.Redis | None = None, retry: Backoff | None = None) -> None:
         self._ns = settings.namespace
         self._model = model_fingerprint
         self._ttl_ms = settings.ttl_s * 1000
-        url = settings.url.get_secret_value() if settings.url else None
-        self._client = client or redis.Redis.from_url(url, socket_timeout=settings.timeout_s, socket_connect_timeout=settings.timeout_s)
-        self.errors = 0
+        self._client = client or connect(settings)
+        self._fail_closed = settings.on_error == "closed"
+        self._backoff = retry or Backoff(0.5, 30.0)
+        self.errors = 0  # calls that failed
+        self.unchecked = 0  # documents embedded without a lookup while Redis was down (fail-open)
 
     def ping(self) -> None:
         self._client.ping()
@@ -40,16 +50,22 @@ class DedupStore:
         """For each upsert, whether the same content was already embedded with this model."""
         if not docs:
             return []
-        try:
-            values = self._client.mget([self._key(d.id) for d in docs])
-        except redis.RedisError as exc:
-            self._failed("lookup", exc)
-            return [False] * len(docs)
-        return [v is not None and v.decode() == d.content_hash for v, d in zip(values, docs)]
+        if not self._backoff.waiting():
+            try:
+                values = self._client.mget([self._key(d.id) for d in docs])
+            except redis.RedisError as exc:
+                self._failed("lookup", exc)
+            else:
+                self._answered()
+                return [v is not None and v.decode() == d.content_hash for v, d in zip(values, docs)]
+        if self._fail_closed:
+            raise DedupError(f"Redis unavailable; retrying in {self._backoff.remaining():.1f} s (EMBED_REDIS__ON_ERROR=closed)")
+        self.unchecked += len(docs)
+        return [False] * len(docs)
 
     def mark(self, docs: Sequence[Document]) -> None:
         """Record acknowledged embeddings (upserts) and forget deleted ids, in one round trip."""
-        if not docs:
+        if not docs or self._backoff.waiting():
             return
         pipe = self._client.pipeline(transaction=False)
         for d in docs:
@@ -61,19 +77,43 @@ class DedupStore:
             pipe.execute()
         except redis.RedisError as exc:
             self._failed("mark", exc)
+        else:
+            self._answered()
 
     def _failed(self, what: str, exc: Exception) -> None:
         self.errors += 1
-        log.warning("dedup %s failed, embedding without dedup (at-least-once): %s", what, type(exc).__name__)
+        first = self._backoff.failures == 0
+        delay = self._backoff.failed()
+        if first:
+            then = "pausing consumption" if self._fail_closed else "embedding without dedup (at-least-once)"
+            log.warning("Redis %s failed (%s): %s until it answers; next try in %.1f s", what, type(exc).__name__, then, delay)
+
+    def _answered(self) -> None:
+        if self._backoff.succeeded():
+            log.info("Redis answers again: dedup resumed")
 
     def close(self) -> None:
         self._client.close()
+
+
+def connect(settings: RedisSettings) -> redis.Redis:
+    """A client from the URL, with the password, user and CA bundle given separately (if any)."""
+    url = settings.url.get_secret_value() if settings.url else "redis://127.0.0.1:6379/0"
+    extra = {}
+    if settings.password is not None:
+        extra["password"] = settings.password.get_secret_value()
+    if settings.username:
+        extra["username"] = settings.username
+    if settings.ssl_ca_certs:
+        extra["ssl_ca_certs"] = settings.ssl_ca_certs
+    return redis.Redis.from_url(url, socket_timeout=settings.timeout_s, socket_connect_timeout=settings.timeout_s, **extra)
 
 
 class NoDedup:
     """Used when Redis is not configured or dedup is turned off."""
 
     errors = 0
+    unchecked = 0
 
     def ping(self) -> None:
         pass

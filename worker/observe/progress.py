@@ -20,6 +20,7 @@ class Progress:
         self._interval_s = interval_s
         self._seen_rebalances = 0
         self._seen_redis_errors = 0
+        self._seen_unchecked = 0
         self._lag_series: set[tuple[str, str]] = set()
         self._last_log = time.monotonic()
         self._last_embedded = 0
@@ -38,6 +39,8 @@ class Progress:
         self._seen_rebalances = rebalances
         self._m.redis_errors.inc(self._dedup.errors - self._seen_redis_errors)
         self._seen_redis_errors = self._dedup.errors
+        self._m.dedup_unchecked.inc(self._dedup.unchecked - self._seen_unchecked)
+        self._seen_unchecked = self._dedup.unchecked
 
         memory = getattr(self._encoder, "device_memory", lambda: None)()
         if memory is not None:

@@ -1,0 +1,98 @@
+"""The dedup store against stand-in Redis clients: answers, fail-open, fail-closed, recovery."""
+
+import time
+
+import pytest
+import redis
+
+from worker.config import RedisSettings
+from worker.consume.decode import Document, Source, content_hash
+from worker.deadline import Backoff
+from worker.dedup.store import DedupStore
+from worker.errors import DedupError
+
+
+class FakeRedis:
+    def __init__(self):
+        self.data, self.calls, self.down = {}, 0, False
+
+    def _call(self):
+        self.calls += 1
+        if self.down:
+            raise redis.ConnectionError("Connection refused")
+
+    def mget(self, keys):
+        self._call()
+        return [self.data.get(k) for k in keys]
+
+    def pipeline(self, transaction=False):
+        store = self
+
+        class Pipe:
+            ops = []
+
+            def set(self, k, v, px=None):
+                self.ops.append((k, v))
+
+            def delete(self, k):
+                self.ops.append((k, None))
+
+            def execute(self):
+                store._call()
+                for k, v in self.ops:
+                    if v is None:
+                        store.data.pop(k, None)
+                    else:
+                        store.data[k] = v.encode()
+
+        return Pipe()
+
+
+def doc(i, text="hello"):
+    return Document(f"d{i}", text, "upsert", None, Source("in", 0, i, 0), content_hash(text))
+
+
+def store(mode="open"):
+    fake = FakeRedis()
+    s = DedupStore(RedisSettings(url="redis://x:1/0", on_error=mode), "model-fp", client=fake, retry=Backoff(0.05, 0.05))
+    return s, fake
+
+
+def test_marked_content_is_found_and_changed_content_is_not():
+    s, _ = store()
+    s.mark([doc(1), doc(2)])
+    assert s.already_embedded([doc(1), doc(2, "changed"), doc(3)]) == [True, False, False]
+
+
+def test_fail_open_embeds_without_asking_a_dead_redis_again_until_the_backoff_ends():
+    s, fake = store("open")
+    s.mark([doc(1)])
+    fake.down = True
+    assert s.already_embedded([doc(1)]) == [False]  # fails open
+    calls = fake.calls
+    assert s.already_embedded([doc(1), doc(2)]) == [False, False]
+    s.mark([doc(2)])
+    assert fake.calls == calls  # no call (and no socket timeout) while backing off
+    assert s.errors == 1 and s.unchecked == 3
+    fake.down = False
+    time.sleep(0.06)
+    assert s.already_embedded([doc(1)]) == [True]  # recovered by itself
+
+
+def test_fail_closed_raises_until_redis_answers_again():
+    s, fake = store("closed")
+    s.mark([doc(1)])
+    fake.down = True
+    with pytest.raises(DedupError, match="EMBED_REDIS__ON_ERROR=closed"):
+        s.already_embedded([doc(1)])
+    with pytest.raises(DedupError):
+        s.already_embedded([doc(1)])
+    fake.down = False
+    time.sleep(0.06)
+    assert s.already_embedded([doc(1)]) == [True] and s.unchecked == 0
+
+
+def test_backoff_doubles_up_to_its_cap_and_resets_on_success():
+    b = Backoff(0.5, 3.0)
+    assert [b.failed() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert b.waiting() and b.succeeded() and not b.waiting() and not b.succeeded()
