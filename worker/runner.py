@@ -20,8 +20,11 @@ from worker.commit.checkpoint import Checkpoint, Delivery
 from worker.commit.watermark import OffsetTracker
 from worker.config import Settings
 from worker.consume.decode import Document, Rejection, decode_record
-from worker.deadline import Deadline
+from kafka.errors import KafkaError
+
+from worker.deadline import Backoff, Deadline
 from worker.encode.base import Encoder
+from worker.errors import DedupError, PublishError
 from worker.observe.health import Health
 from worker.observe.metrics import Metrics
 from worker.observe.progress import Progress
@@ -116,6 +119,10 @@ class Worker:
         self._pipeline = Pipeline(
             encoder, self._sender, replicas=settings.model.replicas, observe=lambda stage, s: stage_seconds.labels(stage=stage).observe(s)
         )
+        self._unscreened: deque[tuple[list[Document], float]] = deque()  # decoded, awaiting the dedup lookup (Redis down, fail-closed)
+        self._to_rewind: set[tuple[str, int]] = set()  # owned partitions to read again from their commit before anything else
+        self._backoff = Backoff(0.5, 30.0)  # after a publish failure or a broker that does not answer
+        self._rewinds = 0
         self.stats = RunStats()
 
     # -- main loop ---------------------------------------------------------------------------
@@ -124,44 +131,75 @@ class Worker:
         commit_every = self._s.kafka.commit_interval_ms / 1000
         next_commit = Deadline(commit_every)
         last_message: float | None = None  # the idle clock starts once partitions are assigned
-        rebalances = self._intake.events.rebalances
+        rebalances = (self._intake.events.rebalances, self._rewinds)
         try:
             while not self._stop.is_set():
-                self._pipeline.check()
-                revoked = self._handle_revocations()
-                if revoked or rebalances != self._intake.events.rebalances:  # partitions moving: not idle
-                    rebalances = self._intake.events.rebalances
-                    last_message = time.monotonic() if last_message is not None else None
-                unfinished = self._tracker.unfinished()
-                self._m.inflight.set(unfinished)
-                self._intake.hold(unfinished >= self._s.batch.max_pending or not self._pipeline.has_room())
-                records = self._handle_assignments(self._intake.poll(self._poll_timeout(next_commit)))
-                self._health.polled()
-                self._m.last_poll.set(time.time())
-                if records:
-                    last_message = time.monotonic()
-                    self._take_in(records)
-                elif last_message is None and self._intake.assignment():
-                    last_message = time.monotonic()
-                for docs, arrived in self._pipeline.tokenized():
-                    self._waiting.add(docs, arrived)
-                self._queue(self._waiting.take(busy=self._busy_keys))
-                self._dispatch()
-                self._collect(self._pipeline.published())
-                self._finish(self._checkpoint.resolve())
-                if next_commit.expired():
-                    self._finish(self._checkpoint.commit())
-                    self._progress.tick(self.stats)
+                try:
+                    self._pipeline.check()
+                    revoked = self._handle_revocations()
+                    unfinished = self._tracker.unfinished()
+                    self._m.inflight.set(unfinished)
+                    self._intake.hold(self._must_hold(unfinished))
+                    records = self._handle_assignments(self._intake.poll(self._poll_timeout(next_commit)))
+                    moved = (self._intake.events.rebalances, self._rewinds)
+                    if revoked or rebalances != moved:  # partitions moving or read again: not idle
+                        rebalances = moved
+                        last_message = time.monotonic() if last_message is not None else None
+                    self._health.polled()
+                    self._m.last_poll.set(time.time())
+                    if records:
+                        last_message = time.monotonic()
+                        self._take_in(records)
+                    elif last_message is None and self._intake.assignment():
+                        last_message = time.monotonic()
+                    self._screen_waiting()
+                    for docs, arrived in self._pipeline.tokenized():
+                        self._waiting.add(docs, arrived)
+                    self._queue(self._waiting.take(busy=self._busy_keys))
+                    self._dispatch()
+                    self._collect(self._pipeline.published())
+                    self._finish(self._checkpoint.resolve())
+                    if next_commit.expired():
+                        acked = self._checkpoint.commit()
+                        self._finish(acked)
+                        if acked and self._backoff.succeeded():
+                            log.info("the broker acknowledges again: publishing resumed")
+                        self._progress.tick(self.stats)
+                        next_commit = Deadline(commit_every)
+                        if exit_when_idle_s is not None and self._idle_for(last_message) >= exit_when_idle_s:
+                            log.info("no message for %.1f s and nothing in flight: exiting", exit_when_idle_s)
+                            break
+                except PublishError as exc:
+                    self._publish_failed(exc)
                     next_commit = Deadline(commit_every)
-                    if exit_when_idle_s is not None and self._idle_for(last_message) >= exit_when_idle_s:
-                        log.info("no message for %.1f s and nothing in flight: exiting", exit_when_idle_s)
-                        break
         finally:
             self._shutdown()
         return self.stats
 
+    def _must_hold(self, unfinished: int) -> bool:
+        """Pause consumption: too much in flight, a full pipeline, documents waiting for Redis
+        (fail-closed), partitions still to be rewound, or a broker outage's backoff."""
+        full = unfinished >= self._s.batch.max_pending or not self._pipeline.has_room()
+        return full or bool(self._unscreened) or bool(self._to_rewind) or self._backoff.waiting()
+
+    def _publish_failed(self, exc: PublishError) -> None:
+        """A send failed or was not acknowledged in time (e.g. the broker is away). Nothing of it
+        was committed; every owned partition is read again from its last commit, after a backoff
+        (0.5 s doubling to 30 s) during which consumption is paused and nothing is dropped that
+        was acknowledged."""
+        delay = self._backoff.failed()
+        self._m.publish_failures.inc()
+        log.warning("%s; reading every partition again from its last commit after %.1f s", exc, delay)
+        self._checkpoint.drop_unresolved()
+        owned = self._intake.assignment()
+        self._forget(owned)
+        self._to_rewind |= owned
+        self._stop.wait(delay)
+
     def _idle_for(self, last_message: float | None) -> float:
         if last_message is None or self._ready or len(self._waiting) or self._pipeline.busy or self._tracker.unfinished():
+            return 0.0
+        if self._unscreened or self._to_rewind:
             return 0.0
         if not self._intake.assignment():  # mid-rebalance: the partitions coming back may hold uncommitted work
             return 0.0
@@ -186,10 +224,14 @@ class Worker:
             if not self._pipeline.close(grace):
                 log.warning("in-flight batches did not finish within %.1f s (EMBED_SHUTDOWN_GRACE_S): abandoned uncommitted", self._s.shutdown_grace_s)
             self._collect(self._pipeline.published())
-            abandoned = len(self._waiting) + sum(len(b.docs) for b in self._ready) + sum(len(d) for d, _ in self._pipeline.tokenized())
+            lists = [b.docs for b in self._ready] + [d for d, _ in self._unscreened] + [d for d, _ in self._pipeline.tokenized()]
+            abandoned = len(self._waiting) + sum(map(len, lists))
             if abandoned:
                 log.info("abandoning %d waiting documents uncommitted", abandoned)
-            self._finish(self._checkpoint.commit())
+            try:
+                self._finish(self._checkpoint.commit())
+            except PublishError as exc:
+                log.warning("final commit skipped: %s; the next owner reads from the last commit", exc)
             self._m.inflight.set(self._tracker.unfinished())
         finally:
             log.info("run summary: %s", self.stats.summary())
@@ -209,17 +251,35 @@ class Worker:
         commit, and this poll's records of those partitions (read from the old position) are
         dropped uncommitted, to be read again."""
         assigned = self._intake.events.take_assigned()
-        if not assigned:
-            return records
-        self._forget(assigned)
-        self._intake.rewind(assigned)
-        return [r for r in records if (r.topic, r.partition) not in assigned]
+        if assigned:
+            self._forget(assigned)
+            self._to_rewind |= assigned
+        self._rewind()
+        skip = assigned | self._to_rewind
+        return [r for r in records if (r.topic, r.partition) not in skip] if skip else records
+
+    def _rewind(self) -> None:
+        if not self._to_rewind or self._backoff.waiting():
+            return
+        try:
+            self._intake.rewind(self._to_rewind)
+        except KafkaError as exc:  # the broker did not answer: try again after a backoff, consumption paused
+            log.warning("could not read the committed offsets of %d partitions (%r); retrying in %.1f s", len(self._to_rewind), exc, self._backoff.failed())
+            return
+        self._to_rewind.clear()
+        self._rewinds += 1
 
     def _forget(self, tps: set[tuple[str, int]]) -> int:
         """Drop all local state of these partitions (nothing of theirs is committed); returns how
         many waiting documents were dropped. Batches already in the pipeline finish and are
         published, but only acknowledged offsets still tracked are ever committed."""
         dropped = self._waiting.drop(tps)
+        unscreened, self._unscreened = self._unscreened, deque()
+        for docs, arrived in unscreened:
+            kept = [d for d in docs if (d.source.topic, d.source.partition) not in tps]
+            dropped += len(docs) - len(kept)
+            if kept:
+                self._unscreened.append((kept, arrived))
         ready, self._ready = self._ready, deque()
         for b in ready:
             kept = [d for d in b.docs if (d.source.topic, d.source.partition) not in tps]
@@ -252,7 +312,21 @@ class Worker:
                 docs.append(item)
 
         self._m.stage_seconds.labels(stage="decode").observe(time.monotonic() - now)
+        if docs:
+            self._unscreened.append((docs, now))
 
+    def _screen_waiting(self) -> None:
+        """Dedup-check decoded documents in arrival order; with Redis down and fail-closed they
+        stay here (consumption paused) until it answers."""
+        while self._unscreened:
+            docs, arrived = self._unscreened[0]
+            try:
+                self._screen(docs, arrived)
+            except DedupError:
+                return
+            self._unscreened.popleft()
+
+    def _screen(self, docs: list[Document], now: float) -> None:
         # Only a document with no earlier message of its id in flight may be skipped or sent ahead.
         first_in_line, seen = [], set()
         for d in docs:

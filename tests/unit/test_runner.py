@@ -6,11 +6,14 @@ import time
 from collections import namedtuple
 
 import numpy as np
+from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.future import Future
 
 from worker.config import BatchSettings, KafkaSettings, ModelSettings, Settings
 from worker.consume.decode import encode_document
 from worker.encode.base import DummyEncoder
+from worker.errors import DedupError
+from worker.observe.metrics import Metrics
 from worker.publish.codec import decode_output
 from worker.runner import Worker
 
@@ -77,6 +80,7 @@ class FakeDedup:
     def __init__(self):
         self.marks = {}
         self.errors = 0
+        self.unchecked = 0
 
     def already_embedded(self, docs):
         return [self.marks.get(d.id) == d.content_hash for d in docs]
@@ -316,3 +320,120 @@ def test_a_partition_assigned_again_is_read_from_its_commit_not_from_the_kept_po
     assert intake.rewound == [{("in", 0)}]
     assert sorted(decode_output(m.value)["id"] for _, m in publisher.sent) == ["a", "b"]  # the stale read is dropped
     assert intake.commits[-1] == {("in", 0): 2}
+
+
+class FailingPublisher(FakePublisher):
+    """Sends of the listed ids fail once each (as a send does when the broker stays away past the
+    delivery timeout)."""
+
+    def __init__(self, fail_ids):
+        super().__init__()
+        self.fail = set(fail_ids)
+
+    def send(self, topic, msg):
+        if msg.key and msg.key.decode() in self.fail:
+            self.fail.discard(msg.key.decode())
+            f = Future()
+            f.failure(KafkaTimeoutError("Batch expired"))
+            return f
+        return super().send(topic, msg)
+
+
+class RereadIntake(FakeIntake):
+    """A rewind makes the consumer read ``reread`` next, as it would from the committed offset."""
+
+    def __init__(self, polls, reread):
+        super().__init__(polls)
+        self.reread = reread
+        self.commits_before_rewind = None
+
+    def rewind(self, tps):
+        super().rewind(tps)
+        if self.commits_before_rewind is None:
+            self.commits_before_rewind = list(self.commits)
+            self.polls.insert(0, self.reread)
+
+
+def test_a_failed_publish_commits_nothing_past_it_and_everything_is_read_again_from_the_commit():
+    first = records(("a", "alpha"), ("b", "beta"), ("c", "gamma"))
+    again = records(("b", "beta"), ("c", "gamma"), start=1)
+    settings = Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64))
+    intake, publisher, metrics = RereadIntake([first], again), FailingPublisher({"b"}), Metrics()
+    stats = Worker(settings, DummyEncoder(), intake, publisher, FakeDedup(), metrics=metrics).run(exit_when_idle_s=0.05)
+    assert intake.rewound == [{("in", 0)}]
+    assert all(c[("in", 0)] <= 1 for c in intake.commits_before_rewind)  # never past the failed "b" at offset 1
+    assert intake.commits[-1] == {("in", 0): 3}
+    assert {decode_output(m.value)["id"] for _, m in publisher.sent} == {"a", "b", "c"}
+    assert metrics.publish_failures._value.get() == 1 and stats.embedded >= 3
+
+
+class ClosedDedup(FakeDedup):
+    """Redis down for ``down_s``, with EMBED_REDIS__ON_ERROR=closed."""
+
+    def __init__(self, down_s):
+        super().__init__()
+        self.up_at = time.monotonic() + down_s
+        self.refused = 0
+
+    def already_embedded(self, docs):
+        if time.monotonic() < self.up_at:
+            self.refused += 1
+            raise DedupError("Redis unavailable")
+        return super().already_embedded(docs)
+
+
+class TimedPublisher(FakePublisher):
+    def __init__(self):
+        super().__init__()
+        self.times = []
+
+    def send(self, topic, msg):
+        self.times.append(time.monotonic())
+        return super().send(topic, msg)
+
+
+class HoldingIntake(FakeIntake):
+    def __init__(self, polls):
+        super().__init__(polls)
+        self.holds = []
+
+    def hold(self, paused):
+        self.holds.append(paused)
+
+
+def test_with_redis_down_and_fail_closed_nothing_is_embedded_until_it_answers():
+    settings = Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64))
+    intake, publisher, dedup = HoldingIntake([records(("a", "alpha"), ("b", "beta"))]), TimedPublisher(), ClosedDedup(0.3)
+    Worker(settings, DummyEncoder(), intake, publisher, dedup).run(exit_when_idle_s=0.05)
+    assert dedup.refused > 1 and True in intake.holds  # asked again and again, consumption paused meanwhile
+    assert publisher.times and min(publisher.times) >= dedup.up_at
+    assert sorted(decode_output(m.value)["id"] for _, m in publisher.sent) == ["a", "b"]
+    assert intake.commits[-1] == {("in", 0): 2}
+
+
+class SmallMessagePublisher(FakePublisher):
+    """A producer whose largest message is ``limit`` bytes."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit = limit
+
+    def send(self, topic, msg):
+        if len(msg.value or b"") > self.limit:
+            raise MessageSizeTooLargeError(f"{len(msg.value)} bytes")
+        return super().send(topic, msg)
+
+
+def test_an_output_too_large_to_publish_is_dead_lettered_and_the_rest_goes_on():
+    small = records(("a", "alpha"))
+    big = Record("in", 0, 1, 1000, b"b", encode_document("b", "beta", metadata={"blob": "x" * 5000}))
+    huge = Record("in", 0, 2, 1000, b"c", encode_document("c", "gamma", metadata={"blob": "x" * 50_000}))
+    settings = Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64))
+    intake, publisher = FakeIntake([small + [big, huge]]), SmallMessagePublisher(20_000)
+    stats = Worker(settings, DummyEncoder(), intake, publisher, FakeDedup()).run(exit_when_idle_s=0.02)
+    vectors = sorted(decode_output(m.value)["id"] for t, m in publisher.sent if t == "embeddings")
+    dead = [m for t, m in publisher.sent if t != "embeddings"]
+    assert vectors == ["a", "b"]
+    assert len(dead) == 1 and dict(dead[0].headers)["embed-dlq-reason"] == b"output_too_large"
+    assert dead[0].value == b"" and dict(dead[0].headers)["embed-dlq-value-bytes"] == str(len(huge.value)).encode()  # too big to carry
+    assert stats.dead_lettered["output_too_large"] == 1 and intake.commits[-1] == {("in", 0): 3}

@@ -132,6 +132,11 @@ class Checkpoint:
         if self._metrics is not None:
             self._metrics.commit_failures.inc()
 
+    def drop_unresolved(self) -> None:
+        """After a publish failure: forget every delivery not yet resolved (failed or pending).
+        Their offsets stay unfinished, so nothing past them is committed; they are read again."""
+        self._inflight = []
+
     def forget(self, tps: set[tuple[str, int]]) -> None:
         for tp in tps:
             self.stats.committed.pop(tp, None)

@@ -49,7 +49,13 @@ class Metrics:
         self.commit_failures = Counter("embed_commit_failures_total", "Offset commits that failed or had an unknown outcome.", registry=r)
         self.dedup_hits = Counter("embed_dedup_hits_total", "Documents skipped: same content already embedded.", registry=r)
         self.dedup_misses = Counter("embed_dedup_misses_total", "Documents looked up in the dedup store and not found.", registry=r)
-        self.redis_errors = Counter("embed_redis_errors_total", "Dedup store calls that failed (dedup then fails open).", registry=r)
+        self.redis_errors = Counter("embed_redis_errors_total", "Dedup store calls that failed.", registry=r)
+        self.dedup_unchecked = Counter(
+            "embed_dedup_unchecked_total", "Documents embedded without a dedup lookup because Redis was down (fail-open).", registry=r
+        )
+        self.publish_failures = Counter(
+            "embed_publish_failures_total", "Publish failures or flush timeouts; each re-reads the owned partitions from their commit.", registry=r
+        )
         self.dlq = Counter("embed_dlq_messages_total", "Messages dead-lettered, by reason.", ["reason"], registry=r)
         self.oom_splits = Counter("embed_oom_splits_total", "Batches split in half after running out of accelerator memory.", registry=r)
         self.rebalances = Counter("embed_rebalances_total", "Partition assignments received from the group.", registry=r)

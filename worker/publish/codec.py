@@ -80,12 +80,16 @@ def delete_messages(doc: Document, info: ModelInfo, now_ms: int, *, tombstone: b
     return out
 
 
-def dead_letter(rej: Rejection) -> OutMessage:
-    """The original key and value, unchanged, with where they came from and why they were rejected."""
+def dead_letter(rej: Rejection, *, keep_value: bool = True) -> OutMessage:
+    """The original key and value, unchanged, with where they came from and why they were rejected.
+
+    Without ``keep_value`` (an original too large for one message) the value is empty and the
+    ``embed-dlq-value-bytes`` header gives its size; the source offset still points at it."""
+    extra = [] if keep_value else [("embed-dlq-value-bytes", str(len(rej.value or b"")).encode())]
     return OutMessage(
         rej.key,
-        rej.value,
-        [
+        rej.value if keep_value else b"",
+        extra + [
             ("embed-dlq-reason", rej.reason.encode()),
             ("embed-dlq-detail", rej.detail.encode("utf-8", "replace")),
             ("embed-source-topic", rej.source.topic.encode()),

@@ -11,9 +11,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from kafka.errors import MessageSizeTooLargeError
+
 from worker.commit.checkpoint import Delivery
 from worker.config import Settings
-from worker.consume.decode import Document, Rejection, reject_document
+from worker.consume.decode import Document, Reason, Rejection, reject_document
 from worker.encode.base import ModelInfo
 from worker.encode.forward import Encoded
 from worker.publish import codec
@@ -48,7 +50,11 @@ class Sender:
         for docs, vectors in encoded.parts:
             for d, v in zip(docs, vectors):
                 msg = codec.vector_message(d, v, self._info, self._dtype, now_ms)
-                sent.deliveries.append(Delivery(d.source, [self._publisher.send(self._topic, msg)], d))
+                try:
+                    sent.deliveries.append(Delivery(d.source, [self._publisher.send(self._topic, msg)], d))
+                except MessageSizeTooLargeError as exc:  # metadata too big to carry: the document, not the worker, is at fault
+                    sent.deliveries.append(self.dead_letter(reject_document(d, Reason.OUTPUT_TOO_LARGE, str(exc)[:300]), d))
+                    sent.dead_letters.append(Reason.OUTPUT_TOO_LARGE)
                 d.token_ids, d.text, d.raw = None, "", (None, None)  # free memory; the content hash stays
         for f in encoded.failed:
             sent.deliveries.append(self.dead_letter(reject_document(f.doc, f.reason, f.detail), f.doc))
@@ -63,4 +69,8 @@ class Sender:
     def dead_letter(self, rej: Rejection, doc: Document | None = None) -> Delivery:
         src = rej.source
         log.warning("dead-lettering %s:%d@%d: %s (%s)", src.topic, src.partition, src.offset, rej.reason, rej.detail)
-        return Delivery(src, [self._publisher.send(self._dlq, codec.dead_letter(rej))], doc, mark=False)
+        try:
+            future = self._publisher.send(self._dlq, codec.dead_letter(rej))
+        except MessageSizeTooLargeError:  # the original does not fit a message: send where it is, without it
+            future = self._publisher.send(self._dlq, codec.dead_letter(rej, keep_value=False))
+        return Delivery(src, [future], doc, mark=False)
