@@ -44,6 +44,16 @@ class KafkaSettings(_Section):
         1_000, gt=0, description="How often published work is flushed and its offsets committed."
     )
     request_timeout_ms: int = Field(30_000, gt=0, description="Timeout of one request to a broker.")
+    exactly_once: bool = Field(
+        False,
+        description="Publish each checkpoint's outputs and commit its input offsets in one Kafka transaction: readers with isolation.level=read_committed see every document exactly once, across crashes. Each checkpoint drains the pipeline first (lower throughput).",
+    )
+    transactional_id: str | None = Field(
+        None, min_length=1, description="Transactional id with exactly_once (unset: <group_id>-<host name>-<client_id>, unique per process)."
+    )
+    transaction_timeout_ms: int = Field(
+        60_000, gt=0, description="With exactly_once: the broker aborts a transaction left open this long by a dead worker."
+    )
     linger_ms: int = Field(5, ge=0, description="Producer linger: how long a send waits to fill a record batch.")
     max_message_bytes: int = Field(
         16 * 1024 * 1024, gt=0, description="Largest message the producer sends (a dead letter carries the original value)."

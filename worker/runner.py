@@ -12,7 +12,8 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
+
+from kafka.errors import KafkaError
 
 from worker.batch.policy import BatchLimits, default_max_tokens
 from worker.batch.waiting import Batch, WaitingRoom
@@ -20,66 +21,21 @@ from worker.commit.checkpoint import Checkpoint, Delivery
 from worker.commit.watermark import OffsetTracker
 from worker.config import Settings
 from worker.consume.decode import Document, Rejection, decode_record
-from kafka.errors import KafkaError
-
 from worker.deadline import Backoff, Deadline
 from worker.encode.base import Encoder
-from worker.errors import DedupError, PublishError
+from worker.errors import DedupError, PublishError, StageError
 from worker.observe.health import Health
 from worker.observe.metrics import Metrics
 from worker.observe.progress import Progress
 from worker.pipeline import Pipeline
 from worker.publish.sender import Sender, Sent
-from worker.stats import percentile
+from worker.stats import RunStats
+
+__all__ = ["RunStats", "Worker"]
 
 log = logging.getLogger(__name__)
 KeyOf = tuple[int, str]
 TICK_S = 0.01  # longest poll while the pipeline works: how soon its results are picked up
-
-
-@dataclass
-class RunStats:
-    received: int = 0
-    embedded: int = 0
-    tokens: int = 0
-    padded_tokens: int = 0
-    batches: int = 0
-    deletes: int = 0
-    dedup_hits: int = 0
-    dead_lettered: Counter = field(default_factory=Counter)
-    encode_s: float = 0.0
-    batch_seconds: list[float] = field(default_factory=list, repr=False)
-    started: float = field(default_factory=time.monotonic)
-    first_message: float | None = None
-    last_output: float | None = None
-
-    def summary(self) -> dict:
-        busy = (self.last_output or time.monotonic()) - (self.first_message or self.started)
-        busy = max(busy, 1e-9)
-        to_wall = time.time() - time.monotonic()  # epoch times let a fleet's summaries share one window
-        return {
-            "received": self.received,
-            "embedded": self.embedded,
-            "deletes": self.deletes,
-            "dedup_hits": self.dedup_hits,
-            "dead_lettered": sum(self.dead_lettered.values()),
-            "batches": self.batches,
-            "tokens": self.tokens,
-            "padded_tokens": self.padded_tokens,
-            "docs_per_s": round(self.embedded / busy, 1),
-            "tokens_per_s": round(self.tokens / busy, 1),
-            "padding_efficiency": round(self.tokens / self.padded_tokens, 3) if self.padded_tokens else None,
-            "encode_s": round(self.encode_s, 3),
-            "batch_p50_s": _round(percentile(self.batch_seconds, 50)),
-            "batch_p99_s": _round(percentile(self.batch_seconds, 99)),
-            "busy_s": round(busy, 3),
-            "first_message_at": _round(self.first_message and self.first_message + to_wall),
-            "last_output_at": _round(self.last_output and self.last_output + to_wall),
-        }
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)
 
 
 class Worker:
@@ -123,6 +79,8 @@ class Worker:
         self._to_rewind: set[tuple[str, int]] = set()  # owned partitions to read again from their commit before anything else
         self._backoff = Backoff(0.5, 30.0)  # after a publish failure or a broker that does not answer
         self._rewinds = 0
+        self._eos = settings.kafka.exactly_once
+        self._draining = False  # exactly-once: consumption paused until everything polled is out, then commit
         self.stats = RunStats()
 
     # -- main loop ---------------------------------------------------------------------------
@@ -133,7 +91,13 @@ class Worker:
         last_message: float | None = None  # the idle clock starts once partitions are assigned
         rebalances = (self._intake.events.rebalances, self._rewinds)
         try:
-            while not self._stop.is_set():
+            stopping: Deadline | None = None
+            while True:
+                if self._stop.is_set():  # exactly-once: finish what was polled (within the grace), then commit it
+                    stopping = stopping or Deadline(self._s.shutdown_grace_s)
+                    if not self._eos or self._drained() or stopping.expired():
+                        break
+                    self._draining = True
                 try:
                     self._pipeline.check()
                     revoked = self._handle_revocations()
@@ -155,11 +119,14 @@ class Worker:
                     self._screen_waiting()
                     for docs, arrived in self._pipeline.tokenized():
                         self._waiting.add(docs, arrived)
-                    self._queue(self._waiting.take(busy=self._busy_keys))
+                    self._queue(self._waiting.take(drain=self._draining, busy=self._busy_keys))
                     self._dispatch()
                     self._collect(self._pipeline.published())
                     self._finish(self._checkpoint.resolve())
-                    if next_commit.expired():
+                    if next_commit.expired() and self._eos and not self._drained():
+                        self._draining = True  # the transaction must hold exactly the outputs of the offsets it commits
+                    elif next_commit.expired():
+                        self._draining = False
                         acked = self._checkpoint.commit()
                         self._finish(acked)
                         if acked and self._backoff.succeeded():
@@ -180,7 +147,11 @@ class Worker:
         """Pause consumption: too much in flight, a full pipeline, documents waiting for Redis
         (fail-closed), partitions still to be rewound, or a broker outage's backoff."""
         full = unfinished >= self._s.batch.max_pending or not self._pipeline.has_room()
-        return full or bool(self._unscreened) or bool(self._to_rewind) or self._backoff.waiting()
+        return full or self._draining or bool(self._unscreened) or bool(self._to_rewind) or self._backoff.waiting()
+
+    def _drained(self) -> bool:
+        """Nothing polled is still on its way to the producer."""
+        return not (self._unscreened or len(self._waiting) or self._ready or self._pipeline.busy)
 
     def _publish_failed(self, exc: PublishError) -> None:
         """A send failed or was not acknowledged in time (e.g. the broker is away). Nothing of it
@@ -190,11 +161,44 @@ class Worker:
         delay = self._backoff.failed()
         self._m.publish_failures.inc()
         log.warning("%s; reading every partition again from its last commit after %.1f s", exc, delay)
+        if self._eos:
+            self._restart_transaction()
+        else:
+            self._checkpoint.drop_unresolved()
+            owned = self._intake.assignment()
+            self._forget(owned)
+            self._to_rewind |= owned
+        self._stop.wait(delay)
+
+    def _restart_transaction(self) -> None:
+        """Exactly-once: abort the open transaction and redo everything since the last commit.
+
+        The pipeline is emptied first (what it still sends lands in the aborted transaction), then
+        every owned partition is read again from its committed offset."""
+        drained = Deadline(max(self._s.shutdown_grace_s, 30.0))
+        while self._pipeline.busy:
+            if drained.expired():
+                raise StageError("exactly-once: the pipeline did not empty in time to abort the transaction")
+            self._pipeline.check()
+            self._pipeline.tokenized()
+            self._pipeline.published()
+            time.sleep(TICK_S)
+        for attempt in range(8):
+            try:
+                self._publisher.abort_transaction()
+                break
+            except KafkaError as exc:
+                if attempt == 7 or self._stop.is_set():
+                    raise PublishError(f"exactly-once: aborting the transaction failed: {exc!r}") from exc
+                self._stop.wait(self._backoff.failed())
         self._checkpoint.drop_unresolved()
         owned = self._intake.assignment()
         self._forget(owned)
+        self._busy_keys.clear()
+        self._open_keys.clear()
         self._to_rewind |= owned
-        self._stop.wait(delay)
+        self._draining = False
+        log.info("exactly-once: transaction aborted; %d partitions are read again from their commit", len(owned))
 
     def _idle_for(self, last_message: float | None) -> float:
         if last_message is None or self._ready or len(self._waiting) or self._pipeline.busy or self._tracker.unfinished():
@@ -219,7 +223,7 @@ class Worker:
         are abandoned uncommitted; everything acknowledged is committed."""
         self._health.stopping()
         self._m.ready.set(0)
-        grace = Deadline(self._s.shutdown_grace_s)
+        grace = Deadline(self._s.shutdown_grace_s if not self._eos else 1.0)  # exactly-once drained in the loop
         try:
             if not self._pipeline.close(grace):
                 log.warning("in-flight batches did not finish within %.1f s (EMBED_SHUTDOWN_GRACE_S): abandoned uncommitted", self._s.shutdown_grace_s)
@@ -229,8 +233,12 @@ class Worker:
             if abandoned:
                 log.info("abandoning %d waiting documents uncommitted", abandoned)
             try:
-                self._finish(self._checkpoint.commit())
-            except PublishError as exc:
+                if self._eos and not self._drained():
+                    self._publisher.abort_transaction()  # outputs above an unfinished offset must not be committed
+                    log.warning("exactly-once: not drained within the grace; transaction aborted, the next owner redoes it")
+                else:
+                    self._finish(self._checkpoint.commit())
+            except (PublishError, KafkaError) as exc:
                 log.warning("final commit skipped: %s; the next owner reads from the last commit", exc)
             self._m.inflight.set(self._tracker.unfinished())
         finally:
@@ -241,6 +249,8 @@ class Worker:
         if not revoked:
             return False
         log.info("dropped %d waiting documents of revoked partitions (not committed)", self._forget(revoked))
+        if self._eos:  # the open transaction may hold their outputs: it must not commit them without their offsets
+            self._restart_transaction()
         return True
 
     def _handle_assignments(self, records: list) -> list:
@@ -254,6 +264,8 @@ class Worker:
         if assigned:
             self._forget(assigned)
             self._to_rewind |= assigned
+            if self._eos:
+                self._restart_transaction()
         self._rewind()
         skip = assigned | self._to_rewind
         return [r for r in records if (r.topic, r.partition) not in skip] if skip else records

@@ -437,3 +437,88 @@ def test_an_output_too_large_to_publish_is_dead_lettered_and_the_rest_goes_on():
     assert len(dead) == 1 and dict(dead[0].headers)["embed-dlq-reason"] == b"output_too_large"
     assert dead[0].value == b"" and dict(dead[0].headers)["embed-dlq-value-bytes"] == str(len(huge.value)).encode()  # too big to carry
     assert stats.dead_lettered["output_too_large"] == 1 and intake.commits[-1] == {("in", 0): 3}
+
+
+class TxnPublisher(FakePublisher):
+    """A transactional producer: records what each committed transaction held, and aborts."""
+
+    transactional = True
+
+    def __init__(self):
+        super().__init__()
+        self.open, self.committed, self.aborts = [], [], 0
+
+    def send(self, topic, msg):
+        self.open.append(decode_output(msg.value)["source"]["offset"] if topic == "embeddings" else int(dict(msg.headers)["embed-source-offset"]))
+        return super().send(topic, msg)
+
+    def commit_transaction(self, offsets, group_metadata):
+        assert group_metadata == "generation-1"
+        self.committed.append((dict(offsets), sorted(self.open)))
+        self.open = []
+
+    def abort_transaction(self):
+        self.aborts += 1
+        self.open = []
+
+
+class TxnIntake(FakeIntake):
+    """Honours pausing, as the real consumer does: a paused poll returns nothing."""
+
+    paused = False
+
+    def hold(self, paused):
+        self.paused = paused
+
+    def poll(self, timeout_s):
+        if self.paused:
+            time.sleep(timeout_s)
+            return []
+        time.sleep(0.004)  # records trickle in: several commit intervals pass during the run
+        return super().poll(timeout_s)
+
+    def group_metadata(self):
+        return "generation-1"
+
+
+def eos_settings():
+    return Settings(kafka=KafkaSettings(commit_interval_ms=5, exactly_once=True), batch=BatchSettings(max_wait_ms=1000, max_tokens=16))
+
+
+def test_exactly_once_transactions_hold_exactly_the_outputs_of_the_offsets_they_commit():
+    # sorted batches finish out of order; a long deadline would leave documents waiting at a commit
+    texts = [" ".join(["w"] * random.Random(i).randint(1, 6)) for i in range(40)]
+    recs = records(*[(f"d{i}", texts[i]) for i in range(40)])
+    recs[13] = Record("in", 0, 13, 1000, b"x", b"\xc1 not msgpack")  # a dead letter inside the run
+    polls = [recs[k : k + 10] for k in range(0, 40, 10)]
+    intake, publisher, dedup = TxnIntake(polls), TxnPublisher(), FakeDedup()
+    Worker(eos_settings(), DummyEncoder(), intake, publisher, dedup).run(exit_when_idle_s=0.05)
+    assert intake.commits == []  # the consumer never commits on its own: only transactions do
+    previous = 0
+    for offsets, outputs in publisher.committed:
+        end = offsets.get(("in", 0), previous)
+        assert outputs == list(range(previous, end)), (previous, end, outputs)
+        previous = end
+    assert previous == 40 and publisher.open == [] and len(publisher.committed) > 1
+    assert len(dedup.marks) == 39  # marked once their transaction committed
+
+
+class RevokingEvents(Events):
+    def __init__(self):
+        super().__init__()
+        self.revoked = []
+
+    def take_revoked(self):
+        return self.revoked.pop(0) if self.revoked else set()
+
+
+def test_exactly_once_a_rebalance_aborts_the_open_transaction_and_reads_again_from_the_commit():
+    first = records(("a", "alpha"), ("b", "beta"))
+    intake, publisher = TxnIntake([first, [], [], records(("a", "alpha"), ("b", "beta"))]), TxnPublisher()
+    intake.events = RevokingEvents()
+    intake.events.revoked = [set(), set(), {("in", 0)}]  # revoked on the third loop, after "a" and "b" went out
+    intake.events.assigned = [set(), set(), set(), {("in", 0)}]
+    settings = Settings(kafka=KafkaSettings(commit_interval_ms=2000, exactly_once=True), batch=BatchSettings(max_wait_ms=0, max_tokens=64))
+    Worker(settings, DummyEncoder(), intake, publisher, FakeDedup()).run(exit_when_idle_s=0.05)
+    assert publisher.aborts >= 1 and {("in", 0)} in intake.rewound
+    assert publisher.committed[-1][0] == {("in", 0): 2}

@@ -8,6 +8,11 @@ source offset and the send futures of its messages. ``commit()`` runs in numbere
    acknowledged ones finish their offsets in the watermark tracker;
 3. mark acknowledged upserts (and clear deleted ids) in the dedup store;
 4. commit, synchronously, the watermark of every partition still owned that moved.
+
+With a transactional publisher (exactly-once) step 4 is ``commit_transaction`` with the offsets,
+and step 3 waits for it: a dedup mark for an output that could still be aborted would skip a
+document whose vector no reader ever sees. The worker drains its pipeline before such a commit, so
+the transaction holds exactly the outputs of the offsets it commits.
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ class Checkpoint:
         self._dedup = dedup
         self._flush_timeout_s = flush_timeout_s
         self._inflight: list[Delivery] = []
+        self._transactional = getattr(publisher, "transactional", False)
+        self._unmarked: list[Document] = []  # acknowledged in the open transaction, marked once it commits
         self._metrics = metrics
         self.stats = CommitStats()
 
@@ -82,7 +89,11 @@ class Checkpoint:
         self._inflight = waiting
         for d in acked:
             self._tracker.finish(d.tp, d.source.offset)
-        self._dedup.mark([d.doc for d in acked if d.doc is not None and d.mark])
+        docs = [d.doc for d in acked if d.doc is not None and d.mark]
+        if self._transactional:
+            self._unmarked.extend(docs)
+        else:
+            self._dedup.mark(docs)
         return acked
 
     def commit(self) -> list[Delivery]:
@@ -105,6 +116,8 @@ class Checkpoint:
         # 4. commit what moved, for partitions still owned
         owned = self._intake.assignment()
         offsets = {tp: off for tp, off in self._tracker.committable().items() if tp in owned and self.stats.committed.get(tp) != off}
+        if self._transactional:
+            return self._commit_transaction(offsets, acked)
         if not offsets:
             return acked
         started = time.monotonic()
@@ -127,6 +140,24 @@ class Checkpoint:
             self._metrics.commit_seconds.observe(self.stats.last_latency_s)
         return acked
 
+    def _commit_transaction(self, offsets: dict[tuple[str, int], int], acked: list[Delivery]) -> list[Delivery]:
+        if not offsets and not self._unmarked:
+            return acked
+        started = time.monotonic()
+        try:
+            self._publisher.commit_transaction(offsets, self._intake.group_metadata())
+        except KafkaError as exc:  # the transaction is aborted and its work redone: nothing is committed
+            self._failed()
+            raise PublishError(f"committing the transaction failed: {exc!r}") from exc
+        self._dedup.mark(self._unmarked)
+        self._unmarked = []
+        self.stats.commits += 1
+        self.stats.last_latency_s = time.monotonic() - started
+        self.stats.committed.update(offsets)
+        if self._metrics is not None:
+            self._metrics.commit_seconds.observe(self.stats.last_latency_s)
+        return acked
+
     def _failed(self) -> None:
         self.stats.failures += 1
         if self._metrics is not None:
@@ -136,6 +167,7 @@ class Checkpoint:
         """After a publish failure: forget every delivery not yet resolved (failed or pending).
         Their offsets stay unfinished, so nothing past them is committed; they are read again."""
         self._inflight = []
+        self._unmarked = []  # outputs of an aborted transaction: never to be marked
 
     def forget(self, tps: set[tuple[str, int]]) -> None:
         for tp in tps:

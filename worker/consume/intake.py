@@ -76,6 +76,7 @@ class Intake:
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             partition_assignment_strategy=(ASSIGNORS[settings.assignment_strategy],),
             group_instance_id=settings.group_instance_id,
+            isolation_level="read_committed" if settings.exactly_once else "read_uncommitted",
         )
         self._timeout_ms = settings.request_timeout_ms
         self._consumer.subscribe([settings.input_topic], listener=self.events)
@@ -136,6 +137,10 @@ class Intake:
         self._consumer.commit(
             {TopicPartition(t, p): OffsetAndMetadata(off, "", -1) for (t, p), off in offsets.items()}, timeout_ms=self._timeout_ms
         )
+
+    def group_metadata(self):
+        """The consumer's group generation, for a transactional offset commit (zombie fencing)."""
+        return self._consumer.group_metadata()
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)
