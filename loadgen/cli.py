@@ -137,6 +137,28 @@ def _cmd_compare(ns: argparse.Namespace) -> int:
     return 0
 
 
+SCENARIO_NAMES = (  # loadgen.scenarios.SCENARIOS, without importing it for --help
+    "kill9", "broker-freeze", "redis-down", "redis-down-closed", "scale", "sigterm", "fuzz", "sigterm-exactly-once")
+
+
+def _cmd_faults(ns: argparse.Namespace) -> int:
+    import tempfile
+
+    from loadgen.scenarios import HEADER, SCENARIOS, run_suite, table_row
+
+    names = ns.scenario or list(SCENARIOS)
+    state_dir = ns.dir or tempfile.mkdtemp(prefix="embed-faults-")
+    print(f"fault suite ({ns.size}): {', '.join(names)}; stack, worker logs: {state_dir}", flush=True)
+    print(" | ".join(HEADER), flush=True)
+    outcomes = run_suite(names, ns.size, state_dir, seed=ns.seed,
+                         report=lambda o: print(" | ".join(table_row(o)) + "".join(f"\n    {d}" for d in o.details), flush=True))
+    if ns.json:
+        Path(ns.json).write_text(json.dumps([o.to_json() for o in outcomes], indent=2))
+    failed = [o.scenario for o in outcomes if not o.passed]
+    print(f"{len(outcomes) - len(failed)}/{len(outcomes)} scenarios passed" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
 def _add_source(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("documents (the bundled sample corpus when none is given)")
     src.add_argument("--jsonl", metavar="PATH", help="JSONL (.gz too): one {id, text, metadata?} per line")
@@ -194,6 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("--out", default="reports", help="where the JSON result and the PNG chart go (default: reports)")
     ben.add_argument("--label", help="file name of the result (default: bench-<time>)")
     ben.set_defaults(func=_cmd_bench)
+
+    flt = sub.add_parser("faults", help="fault-injection suite: kill -9, broker freeze, Redis outage, scaling, SIGTERM, fuzzed input; 0 lost or exit 1")
+    flt.add_argument("--scenario", action="append", choices=list(SCENARIO_NAMES),
+                     help="run only this scenario (repeatable; default: all)")
+    flt.add_argument("--size", choices=["full", "ci"], default="full", help="full: the issue's sizes (5,000 documents, 20 kills, 10,000 fuzzed payloads); ci: a small form")
+    flt.add_argument("--seed", type=int, default=1, help="seed of the random fault moments")
+    flt.add_argument("--dir", help="state directory of the suite's own broker and Redis, and the worker logs (default: a new temporary one)")
+    flt.add_argument("--json", metavar="PATH", help="also write the outcomes as JSON")
+    flt.set_defaults(func=_cmd_faults)
 
     cmp_ = sub.add_parser("compare", help="compare two measure reports side by side")
     cmp_.add_argument("a", help="report.json of the baseline run")

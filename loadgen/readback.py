@@ -26,9 +26,13 @@ def topic_partitions(consumer: KafkaConsumer, topic: str, deadline: Deadline) ->
     return [TopicPartition(topic, p) for p in sorted(partitions or [])]
 
 
-def read_topic(settings: KafkaSettings, topic: str, *, expect: int | None = None, timeout_s: float = 30.0) -> list[ConsumerRecord]:
-    """Every record of ``topic``, once each partition's end is reached (and ``expect`` records, if given)."""
-    consumer = KafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest")
+def read_topic(
+    settings: KafkaSettings, topic: str, *, expect: int | None = None, timeout_s: float = 30.0, committed_only: bool = False
+) -> list[ConsumerRecord]:
+    """Every record of ``topic``, once each partition's end is reached (and ``expect`` records, if
+    given); with ``committed_only``, as a ``read_committed`` reader sees it (no aborted outputs)."""
+    isolation = "read_committed" if committed_only else "read_uncommitted"
+    consumer = KafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest", isolation_level=isolation)
     try:
         deadline = Deadline(timeout_s)
         tps = topic_partitions(consumer, topic, deadline)
@@ -40,6 +44,7 @@ def read_topic(settings: KafkaSettings, topic: str, *, expect: int | None = None
         while not deadline.expired():
             for batch in consumer.poll(timeout_ms=500).values():
                 records.extend(batch)
+            # a read_committed reader also reaches the high watermark once no transaction is open
             at_end = all(consumer.highwater(tp) is not None and consumer.position(tp) >= consumer.highwater(tp) for tp in tps)
             if at_end and (expect is None or len(records) >= expect):
                 break
