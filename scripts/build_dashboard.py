@@ -42,9 +42,11 @@ PANELS = [
     ("Errors / s", "ops", [
         ("commit failures", f"sum(rate(embed_commit_failures_total{SEL}[$__rate_interval]))"),
         ("Redis errors", f"sum(rate(embed_redis_errors_total{SEL}[$__rate_interval]))"),
+        ("embedded without dedup", f"sum(rate(embed_dedup_unchecked_total{SEL}[$__rate_interval]))"),
+        ("publish failures", f"sum(rate(embed_publish_failures_total{SEL}[$__rate_interval]))"),
         ("OOM splits", f"sum(rate(embed_oom_splits_total{SEL}[$__rate_interval]))"),
         ("rebalances", f"sum(rate(embed_rebalances_total{SEL}[$__rate_interval]))"),
-    ], "Redis errors mean dedup is failing open (documents re-embedded); frequent rebalances mean flapping replicas."),
+    ], "Redis errors: dedup failing open (documents embedded without a lookup) or, with on_error=closed, consumption paused; publish failures: the broker did not acknowledge, partitions re-read from their commit; frequent rebalances: flapping replicas."),
     ("Commit latency p99", "s", [("p99", f"histogram_quantile(0.99, sum by (le) (rate(embed_commit_duration_seconds_bucket{SEL}[$__rate_interval])))")], ""),
     ("In flight and ready replicas", "short", [
         ("in-flight documents", f"sum(embed_inflight_documents{SEL})"),

@@ -54,12 +54,16 @@ def problems(messages: list[dict]) -> list[dict]:
                 "values-gpu.yaml",
                 {
                     "kafka": {"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "SCRAM-SHA-512", "username": "embed", "passwordSecret": {"name": "kafka-creds"}}},
-                    "redis": {"deploy": True},
+                    "redis": {"deploy": True, "passwordSecret": {"name": "redis-creds"}, "onError": "closed"},
                     "serviceMonitor": {"enabled": True},
                     "model": {"name": "/models/e5", "volume": {"persistentVolumeClaim": {"claimName": "models"}}},
                 },
             ],
             id="sasl-redis-servicemonitor-model-volume",
+        ),
+        pytest.param(
+            [{"kafka": {"exactlyOnce": True, "assignmentStrategy": "cooperative-sticky"}}],
+            id="exactly-once-cooperative",
         ),
     ],
 )

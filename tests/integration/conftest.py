@@ -93,8 +93,9 @@ class Lane:
         finally:
             producer.close()
 
-    def run_worker(self, *, idle_s: float = 2.0, timeout_s: float = 240, **env: str) -> dict:
-        """Run ``embed-worker run --exit-when-idle`` to completion; returns its summary."""
+    def run_worker(self, *, idle_s: float = 2.0, timeout_s: float = 240, with_stderr: bool = False, **env: str):
+        """Run ``embed-worker run --exit-when-idle`` to completion; returns its summary (and its
+        stderr, with ``with_stderr``)."""
         summary = Path(f"/tmp/embed-summary-{os.getpid()}-{next(_counter)}.json")
         proc = subprocess.run(
             [sys.executable, "-m", "worker", "run", "--exit-when-idle", str(idle_s), "--summary-file", str(summary)],
@@ -102,7 +103,8 @@ class Lane:
         )
         assert proc.returncode == 0, f"worker exited {proc.returncode}:\n{proc.stderr[-3000:]}"
         try:
-            return json.loads(summary.read_text())
+            result = json.loads(summary.read_text())
+            return (result, proc.stderr) if with_stderr else result
         finally:
             summary.unlink(missing_ok=True)
 

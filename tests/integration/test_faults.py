@@ -5,6 +5,8 @@ import pytest
 
 from loadgen.scenarios import SIZES, run_suite
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory):
