@@ -8,7 +8,7 @@ OPS_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3) 
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= true
 
-.PHONY: install demo test clean dashboard
+.PHONY: install demo test clean dashboard faults
 
 install: $(VENV)/.installed $(OPS_VENV)/.installed
 
@@ -29,6 +29,9 @@ demo: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest
+
+faults: $(VENV)/.installed
+	$(VENV)/bin/embed-loadgen faults
 
 dashboard: $(VENV)/.installed
 	$(PY) scripts/build_dashboard.py

@@ -107,7 +107,8 @@ class Scenario:
 # shows aborted records to read_committed readers, and neither a successor's InitProducerId nor the
 # transaction timeout aborts a dead producer's transaction, so kill -9 and rebalance runs cannot be
 # judged on it (Kafka does all three).
-EXACTLY_ONCE = {"EMBED_KAFKA__EXACTLY_ONCE": "true", "EMBED_REDIS__DEDUP": "false"}
+# MAX_PENDING as the README advises for exactly-once: what is polled drains within the grace.
+EXACTLY_ONCE = {"EMBED_KAFKA__EXACTLY_ONCE": "true", "EMBED_REDIS__DEDUP": "false", "EMBED_BATCH__MAX_PENDING": "256"}
 
 
 def kill9(lab: Lab, sizes: Sizes, rnd: random.Random) -> Outcome:
@@ -139,7 +140,8 @@ def broker_freeze(lab: Lab, sizes: Sizes, rnd: random.Random) -> Outcome:
 
 
 def redis_outage(lab: Lab, sizes: Sizes, rnd: random.Random, mode: str = "open") -> Outcome:
-    sc = Scenario(lab, f"redis-down-{mode}", sizes, documents(sizes.docs, 3, f"rd{mode}"), EMBED_REDIS__ON_ERROR=mode)
+    # a small MAX_PENDING: documents keep being polled (and looked up) during the outage
+    sc = Scenario(lab, f"redis-down-{mode}", sizes, documents(sizes.docs, 3, f"rd{mode}"), EMBED_REDIS__ON_ERROR=mode, EMBED_BATCH__MAX_PENDING="128")
     proc = sc.workers.start()
     if sc.workers.assigned(proc):
         time.sleep(1.0)

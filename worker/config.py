@@ -46,7 +46,7 @@ class KafkaSettings(_Section):
     request_timeout_ms: int = Field(30_000, gt=0, description="Timeout of one request to a broker.")
     exactly_once: bool = Field(
         False,
-        description="Publish each checkpoint's outputs and commit its input offsets in one Kafka transaction: readers with isolation.level=read_committed see every document exactly once, across crashes. Each checkpoint drains the pipeline first (lower throughput).",
+        description="Publish each checkpoint's outputs and commit its input offsets in one Kafka transaction: readers with isolation.level=read_committed see every document exactly once, across crashes. Each checkpoint first lets everything polled through: keep EMBED_BATCH__MAX_PENDING to what the worker embeds well within EMBED_SHUTDOWN_GRACE_S.",
     )
     transactional_id: str | None = Field(
         None, min_length=1, description="Transactional id with exactly_once (unset: <group_id>-<host name>-<client_id>, unique per process)."
