@@ -26,7 +26,7 @@ from worker.encode.base import Encoder
 from worker.errors import DedupError, PublishError, StageError
 from worker.observe.health import Health
 from worker.observe.metrics import Metrics
-from worker.observe.progress import Progress
+from worker.observe.progress import Progress, record_sent
 from worker.pipeline import Pipeline
 from worker.publish.sender import Sender, Sent
 from worker.stats import RunStats
@@ -403,35 +403,7 @@ class Worker:
             for delivery in s.deliveries:
                 if delivery.tp in owned:  # a revoked partition's output went out, but is not ours to commit
                     self._checkpoint.add(delivery)
-            self._record(s, enc.docs)
-
-    def _record(self, s: Sent, docs: list[Document]) -> None:
-        enc, m, st = s.encoded, self._m, self.stats
-        for reason in s.dead_letters:
-            st.dead_lettered[reason] += 1
-            m.dlq.labels(reason=reason).inc()
-        m.oom_splits.inc(enc.oom_splits)
-        st.padded_tokens += enc.padded_tokens
-        if not docs:
-            return
-        tokens = enc.real_tokens
-        st.embedded += len(docs)
-        st.tokens += tokens
-        st.last_output = time.monotonic()
-        m.documents.inc(len(docs))
-        m.tokens.inc(tokens)
-        m.stage_seconds.labels(stage="publish").observe(s.publish_s)
-        if enc.forward_s and not enc.failed and len(enc.parts) == 1:  # a whole batch in one forward pass
-            cut = enc.batch.cut
-            st.encode_s += enc.forward_s
-            st.batch_seconds.append(enc.forward_s)
-            st.batches += 1
-            m.stage_seconds.labels(stage="forward").observe(enc.forward_s)
-            m.batches.labels(reason=cut.reason.value).inc()
-            m.batch_size.observe(len(docs))
-            m.batch_tokens.observe(cut.padded_tokens)
-            m.padding_efficiency.observe(cut.padding_efficiency)
-            log.debug("batch: %d docs, %d tokens, %s, padding efficiency %.2f", len(docs), cut.real_tokens, cut.reason.value, cut.padding_efficiency)
+            record_sent(self.stats, self._m, s, enc.docs)
 
     def _send_delete(self, d: Document) -> None:
         self._checkpoint.add(self._sender.delete(d))

@@ -1,5 +1,6 @@
-"""Periodic observations the main loop makes between batches: consumer lag, accelerator memory,
-Redis errors, rebalances, and one progress line per interval at INFO."""
+"""What the main loop observes: each batch handed to the producer (``record_sent``: run stats and
+metrics), and, between batches, consumer lag, accelerator memory, Redis errors, rebalances, and one
+progress line per interval at INFO."""
 
 from __future__ import annotations
 
@@ -56,3 +57,33 @@ class Progress:
                 extra={"embedded": stats.embedded, "docs_per_s": round(rate, 2), "lag": sum(lag.values())},
             )
             self._last_log, self._last_embedded = now, stats.embedded
+
+
+def record_sent(st, m: Metrics, s, docs: list) -> None:
+    """Count one batch handed to the producer (``Sent``) in the run stats and the metrics."""
+    enc = s.encoded
+    for reason in s.dead_letters:
+        st.dead_lettered[reason] += 1
+        m.dlq.labels(reason=reason).inc()
+    m.oom_splits.inc(enc.oom_splits)
+    st.padded_tokens += enc.padded_tokens
+    if not docs:
+        return
+    tokens = enc.real_tokens
+    st.embedded += len(docs)
+    st.tokens += tokens
+    st.last_output = time.monotonic()
+    m.documents.inc(len(docs))
+    m.tokens.inc(tokens)
+    m.stage_seconds.labels(stage="publish").observe(s.publish_s)
+    if enc.forward_s and not enc.failed and len(enc.parts) == 1:  # a whole batch in one forward pass
+        cut = enc.batch.cut
+        st.encode_s += enc.forward_s
+        st.batch_seconds.append(enc.forward_s)
+        st.batches += 1
+        m.stage_seconds.labels(stage="forward").observe(enc.forward_s)
+        m.batches.labels(reason=cut.reason.value).inc()
+        m.batch_size.observe(len(docs))
+        m.batch_tokens.observe(cut.padded_tokens)
+        m.padding_efficiency.observe(cut.padding_efficiency)
+        log.debug("batch: %d docs, %d tokens, %s, padding efficiency %.2f", len(docs), cut.real_tokens, cut.reason.value, cut.padding_efficiency)
