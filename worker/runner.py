@@ -203,7 +203,7 @@ class Worker:
     def _idle_for(self, last_message: float | None) -> float:
         if last_message is None or self._ready or len(self._waiting) or self._pipeline.busy or self._tracker.unfinished():
             return 0.0
-        if self._unscreened or self._to_rewind:
+        if self._unscreened or self._to_rewind or self._checkpoint.uncommitted():  # e.g. a commit refused mid-rebalance
             return 0.0
         if not self._intake.assignment():  # mid-rebalance: the partitions coming back may hold uncommitted work
             return 0.0

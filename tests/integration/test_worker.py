@@ -199,10 +199,11 @@ def test_an_unreachable_broker_is_one_clear_line(lane):
     assert last.startswith("embed-worker: error: no Kafka broker reachable at 127.0.0.1:1")
 
 
-def test_two_processes_share_the_partitions_and_lose_nothing(lane):
+@pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
+def test_two_processes_share_the_partitions_and_lose_nothing(lane, strategy):
     docs = sample_corpus(300)
     report = lane.publish(docs)
-    summary = lane.run_worker(EMBED_PROCESSES="2", idle_s=4)
+    summary = lane.run_worker(EMBED_PROCESSES="2", EMBED_KAFKA__ASSIGNMENT_STRATEGY=strategy, idle_s=4)
     assert len(summary["processes"]) == 2
     assert summary["embedded"] == sum(p["embedded"] for p in summary["processes"])
     # a rebalance may hand a partition over after its vectors went out but before their commit:

@@ -163,6 +163,11 @@ class Checkpoint:
         if self._metrics is not None:
             self._metrics.commit_failures.inc()
 
+    def uncommitted(self) -> bool:
+        """Whether an owned partition has finished work beyond its last successful commit."""
+        owned = self._intake.assignment()
+        return any(tp in owned and self.stats.committed.get(tp) != off for tp, off in self._tracker.committable().items())
+
     def drop_unresolved(self) -> None:
         """After a publish failure: forget every delivery not yet resolved (failed or pending).
         Their offsets stay unfinished, so nothing past them is committed; they are read again."""
