@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from kafka import TopicPartition
+from kafka.structs import OffsetAndMetadata
+
 from worker.config import KafkaSettings
 
 
@@ -24,3 +27,8 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
     if settings.ssl_password:
         opts["ssl_password"] = settings.ssl_password.get_secret_value()
     return opts
+
+
+def offsets_to_commit(offsets: dict[tuple[str, int], int]) -> dict[TopicPartition, OffsetAndMetadata]:
+    """(topic, partition) → next offset to read, as kafka-python's commit calls take it."""
+    return {TopicPartition(t, p): OffsetAndMetadata(off, "", -1) for (t, p), off in offsets.items()}

@@ -164,11 +164,17 @@ class Worker:
         if self._eos:
             self._restart_transaction()
         else:
-            self._checkpoint.drop_unresolved()
-            owned = self._intake.assignment()
-            self._forget(owned)
-            self._to_rewind |= owned
+            self._read_all_again()
         self._stop.wait(delay)
+
+    def _read_all_again(self) -> set[tuple[str, int]]:
+        """Forget every unresolved delivery and all state of the owned partitions, and read them
+        again from their commit; returns those partitions."""
+        self._checkpoint.drop_unresolved()
+        owned = self._intake.assignment()
+        self._forget(owned)
+        self._to_rewind |= owned
+        return owned
 
     def _restart_transaction(self) -> None:
         """Exactly-once: abort the open transaction and redo everything since the last commit.
@@ -191,12 +197,9 @@ class Worker:
                 if attempt == 7 or self._stop.is_set():
                     raise PublishError(f"exactly-once: aborting the transaction failed: {exc!r}") from exc
                 self._stop.wait(self._backoff.failed())
-        self._checkpoint.drop_unresolved()
-        owned = self._intake.assignment()
-        self._forget(owned)
+        owned = self._read_all_again()
         self._busy_keys.clear()
         self._open_keys.clear()
-        self._to_rewind |= owned
         self._draining = False
         log.info("exactly-once: transaction aborted; %d partitions are read again from their commit", len(owned))
 
@@ -285,18 +288,21 @@ class Worker:
         """Drop all local state of these partitions (nothing of theirs is committed); returns how
         many waiting documents were dropped. Batches already in the pipeline finish and are
         published, but only acknowledged offsets still tracked are ever committed."""
+        def gone(d: Document) -> bool:
+            return (d.source.topic, d.source.partition) in tps
+
         dropped = self._waiting.drop(tps)
         unscreened, self._unscreened = self._unscreened, deque()
         for docs, arrived in unscreened:
-            kept = [d for d in docs if (d.source.topic, d.source.partition) not in tps]
+            kept = [d for d in docs if not gone(d)]
             dropped += len(docs) - len(kept)
             if kept:
                 self._unscreened.append((kept, arrived))
         ready, self._ready = self._ready, deque()
         for b in ready:
-            kept = [d for d in b.docs if (d.source.topic, d.source.partition) not in tps]
+            kept = [d for d in b.docs if not gone(d)]
             for d in b.docs:
-                if (d.source.topic, d.source.partition) in tps:
+                if gone(d):
                     self._release(d)
             dropped += len(b.docs) - len(kept)
             if kept:

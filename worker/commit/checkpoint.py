@@ -114,8 +114,7 @@ class Checkpoint:
         # 2 and 3. resolve deliveries (raises PublishError on any failure), mark dedup
         acked = self.resolve(all_sent=True)
         # 4. commit what moved, for partitions still owned
-        owned = self._intake.assignment()
-        offsets = {tp: off for tp, off in self._tracker.committable().items() if tp in owned and self.stats.committed.get(tp) != off}
+        offsets = self._moved()
         if self._transactional:
             return self._commit_transaction(offsets, acked)
         if not offsets:
@@ -133,11 +132,7 @@ class Checkpoint:
             self._failed()
             log.warning("commit outcome unknown, retrying at the next checkpoint: %r", exc)
             return acked
-        self.stats.commits += 1
-        self.stats.last_latency_s = time.monotonic() - started
-        self.stats.committed.update(offsets)
-        if self._metrics is not None:
-            self._metrics.commit_seconds.observe(self.stats.last_latency_s)
+        self._succeeded(offsets, started)
         return acked
 
     def _commit_transaction(self, offsets: dict[tuple[str, int], int], acked: list[Delivery]) -> list[Delivery]:
@@ -151,12 +146,20 @@ class Checkpoint:
             raise PublishError(f"committing the transaction failed: {exc!r}") from exc
         self._dedup.mark(self._unmarked)
         self._unmarked = []
+        self._succeeded(offsets, started)
+        return acked
+
+    def _moved(self) -> dict[tuple[str, int], int]:
+        """The committable offset of every owned partition whose last successful commit differs."""
+        owned = self._intake.assignment()
+        return {tp: off for tp, off in self._tracker.committable().items() if tp in owned and self.stats.committed.get(tp) != off}
+
+    def _succeeded(self, offsets: dict[tuple[str, int], int], started: float) -> None:
         self.stats.commits += 1
         self.stats.last_latency_s = time.monotonic() - started
         self.stats.committed.update(offsets)
         if self._metrics is not None:
             self._metrics.commit_seconds.observe(self.stats.last_latency_s)
-        return acked
 
     def _failed(self) -> None:
         self.stats.failures += 1
@@ -165,8 +168,7 @@ class Checkpoint:
 
     def uncommitted(self) -> bool:
         """Whether an owned partition has finished work beyond its last successful commit."""
-        owned = self._intake.assignment()
-        return any(tp in owned and self.stats.committed.get(tp) != off for tp, off in self._tracker.committable().items())
+        return bool(self._moved())
 
     def drop_unresolved(self) -> None:
         """After a publish failure: forget every delivery not yet resolved (failed or pending).

@@ -16,10 +16,9 @@ from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 
 from worker.config import KafkaSettings
-from worker.kafka_options import client_options
+from worker.kafka_options import client_options, offsets_to_commit
 
 log = logging.getLogger(__name__)
 TopicPartitionKey = tuple[str, int]
@@ -134,9 +133,7 @@ class Intake:
 
     def commit(self, offsets: dict[TopicPartitionKey, int]) -> None:
         """Synchronous commit of ``offset`` (the next offset to read) per partition."""
-        self._consumer.commit(
-            {TopicPartition(t, p): OffsetAndMetadata(off, "", -1) for (t, p), off in offsets.items()}, timeout_ms=self._timeout_ms
-        )
+        self._consumer.commit(offsets_to_commit(offsets), timeout_ms=self._timeout_ms)
 
     def group_metadata(self):
         """The consumer's group generation, for a transactional offset commit (zombie fencing)."""

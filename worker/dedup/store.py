@@ -98,7 +98,6 @@ class DedupStore:
 
 def connect(settings: RedisSettings) -> redis.Redis:
     """A client from the URL, with the password, user and CA bundle given separately (if any)."""
-    url = settings.url.get_secret_value() if settings.url else "redis://127.0.0.1:6379/0"
     extra = {}
     if settings.password is not None:
         extra["password"] = settings.password.get_secret_value()
@@ -106,7 +105,7 @@ def connect(settings: RedisSettings) -> redis.Redis:
         extra["username"] = settings.username
     if settings.ssl_ca_certs:
         extra["ssl_ca_certs"] = settings.ssl_ca_certs
-    return redis.Redis.from_url(url, socket_timeout=settings.timeout_s, socket_connect_timeout=settings.timeout_s, **extra)
+    return redis.Redis.from_url(settings.url.get_secret_value(), socket_timeout=settings.timeout_s, socket_connect_timeout=settings.timeout_s, **extra)
 
 
 class NoDedup:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import logging
 import socket
 
-from kafka import KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from kafka.producer.future import FutureRecordMetadata
-from kafka.structs import OffsetAndMetadata
 
 from worker.config import KafkaSettings
-from worker.kafka_options import client_options
+from worker.kafka_options import client_options, offsets_to_commit
 from worker.publish.codec import OutMessage
 
 log = logging.getLogger(__name__)
@@ -52,9 +51,8 @@ class Publisher:
 
     def commit_transaction(self, offsets: dict[tuple[str, int], int], group_metadata) -> None:
         """Commit the open transaction together with these input offsets; open the next one."""
-        commit = {TopicPartition(t, p): OffsetAndMetadata(off, "", -1) for (t, p), off in offsets.items()}
-        if commit:
-            self._producer.send_offsets_to_transaction(commit, group_metadata)
+        if offsets:
+            self._producer.send_offsets_to_transaction(offsets_to_commit(offsets), group_metadata)
         self._producer.commit_transaction()
         self._producer.begin_transaction()
 
