@@ -9,6 +9,7 @@ import time
 from worker import __version__
 from worker.batch.policy import default_max_tokens
 from worker.config import Settings
+from worker.dedup.keys import output_fingerprint
 from worker.errors import BrokerUnavailableError, ConfigError, ModelLoadError
 from worker.observe.health import Health
 from worker.observe.metrics import Metrics
@@ -88,7 +89,7 @@ def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | No
         metrics.build.info({"version": __version__, "model": info.name, "dtype": info.dtype, "device": info.device, "dim": str(info.dim)})
         health.warmed_up()
         metrics.ready.set(1)
-        dedup = make_dedup(settings, info.fingerprint)
+        dedup = make_dedup(settings, output_fingerprint(info.fingerprint, settings.long_text.model_dump()))
         intake = Intake(settings.kafka)
     except BaseException:
         publisher.close()

@@ -193,6 +193,48 @@ class OutputSettings(_Section):
     )
 
 
+LONG_TEXT_POLICIES = ("truncate", "truncate_left", "reject", "chunk")
+LongTextPolicy = Literal["truncate", "truncate_left", "reject", "chunk"]
+
+
+class LongTextSettings(_Section):
+    """What a document longer than the model's window becomes. A message may override the policy
+    with its own ``long_text`` field (same values)."""
+
+    policy: LongTextPolicy = Field(
+        "truncate",
+        description="truncate keeps the first tokens, truncate_left the last; reject dead-letters the document (text_too_long); chunk embeds overlapping token windows, one vector each, ids {id}#{n}.",
+    )
+    chunk_tokens: int | None = Field(
+        None, gt=0, description="Tokens of text per chunk, special tokens excluded (unset: the model's max length less its special tokens)."
+    )
+    chunk_overlap: int | None = Field(
+        None, ge=0, description="Tokens each chunk repeats from the end of the one before it (unset: an eighth of the chunk)."
+    )
+    max_chunks: int = Field(
+        256, gt=0, description="Most chunks of one document; a longer one is dead-lettered (text_too_long) rather than cut short."
+    )
+    document_vector: bool = Field(
+        False, description="With chunk: also publish a document-level vector (the mean of its chunk vectors) under the document's own id."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "LongTextSettings":
+        if self.chunk_tokens is not None and self.chunk_overlap is not None and self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError("EMBED_LONG_TEXT__CHUNK_OVERLAP must be below EMBED_LONG_TEXT__CHUNK_TOKENS")
+        return self
+
+
+class SinkSettings(_Section):
+    """The reference index sink (``embed-worker sink``) and ``embed-worker query``."""
+
+    path: str = Field("embed-index", min_length=1, description="Directory of the LanceDB vector index the sink writes and queries read.")
+    table: str = Field("documents", pattern=r"^[A-Za-z0-9_.-]{1,128}$", description="Table of the index.")
+    group_id: str = Field("embed-sink", min_length=1, description="Consumer group of the sink (reads EMBED_KAFKA__OUTPUT_TOPIC).")
+    max_poll_records: int = Field(1000, gt=0, description="Most output messages applied to the index in one write.")
+    compact_every: int = Field(200, gt=0, description="Compact the index's files after this many writes.")
+
+
 class MetricsSettings(_Section):
     enabled: bool = Field(True, description="Serve /metrics, /healthz and /readyz over HTTP.")
     host: str = Field("0.0.0.0", description="Address the HTTP endpoint listens on.")
@@ -220,6 +262,8 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     batch: BatchSettings = BatchSettings()
     output: OutputSettings = OutputSettings()
+    long_text: LongTextSettings = LongTextSettings()
+    sink: SinkSettings = SinkSettings()
     metrics: MetricsSettings = MetricsSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_format: Literal["text", "json"] = Field("text", description="text, or json: one JSON object per line.")

@@ -22,11 +22,12 @@ from worker.batch.waiting import Batch
 from worker.consume.decode import Document
 from worker.deadline import Deadline
 from worker.encode.base import Encoder
-from worker.encode.forward import Encoded, forward
+from worker.encode.chunking import TextLimits, prepare
+from worker.encode.forward import forward
 from worker.publish.sender import Sender, Sent
 from worker.stages import Stage, drain, offer
 
-Tokenized = tuple[list[Document], float]  # documents (upserts tokenized) and when they arrived
+Tokenized = tuple[list[Document], float]  # rows (upserts tokenized, long ones maybe in chunks) and when they arrived
 
 
 class Pipeline:
@@ -34,12 +35,14 @@ class Pipeline:
         self,
         encoder: Encoder,
         sender: Sender,
+        limits: TextLimits,
         *,
         replicas: int = 1,
         tokenize_depth: int = 8,
         observe: Callable[[str, float], None] = lambda stage, seconds: None,
     ) -> None:
         self._encoder = encoder
+        self._limits = limits
         self._observe = observe
         self._abort = threading.Event()
         tokenize_in: queue.Queue = queue.Queue(tokenize_depth)
@@ -60,13 +63,11 @@ class Pipeline:
     # -- stage functions (on stage threads) ---------------------------------------------------
 
     def _tokenize(self, item: Tokenized) -> Tokenized:
-        docs, _ = item
-        upserts = [d for d in docs if d.op == "upsert"]
+        docs, arrived = item
         started = time.monotonic()
-        for d, ids in zip(upserts, self._encoder.tokenize([d.text for d in upserts])):
-            d.token_ids = ids
+        rows = prepare(self._encoder, docs, self._limits)
         self._observe("tokenize", time.monotonic() - started)
-        return item
+        return rows, arrived
 
     # -- the main loop's side -----------------------------------------------------------------
 

@@ -16,13 +16,14 @@ from collections import Counter, deque
 from kafka.errors import KafkaError
 
 from worker.batch.policy import BatchLimits, default_max_tokens
-from worker.batch.waiting import Batch, WaitingRoom
+from worker.batch.waiting import Batch, InFlight, WaitingRoom
 from worker.commit.checkpoint import Checkpoint, Delivery
 from worker.commit.watermark import OffsetTracker
 from worker.config import Settings
-from worker.consume.decode import Document, Rejection, decode_record
+from worker.consume.decode import Document, Rejection, decode_record, reject_document
 from worker.deadline import Backoff, Deadline
 from worker.encode.base import Encoder
+from worker.encode.chunking import TextLimits
 from worker.errors import DedupError, PublishError, StageError
 from worker.observe.health import Health
 from worker.observe.metrics import Metrics
@@ -69,11 +70,12 @@ class Worker:
         self._waiting = WaitingRoom(limits)
         self._ready: deque[Batch] = deque()
         self._open_keys: Counter[KeyOf] = Counter()  # from intake until acknowledged
-        self._busy_keys: Counter[KeyOf] = Counter()  # cut into a batch, not yet handed to the producer
+        self._busy_keys = InFlight()  # rows cut into a batch, not yet handed to the producer
         self._sender = Sender(publisher, encoder.info, settings)
         stage_seconds = self._m.stage_seconds
+        limits = TextLimits.build(settings.long_text, encoder.info.max_length, getattr(encoder, "specials", 0))
         self._pipeline = Pipeline(
-            encoder, self._sender, replicas=settings.model.replicas, observe=lambda stage, s: stage_seconds.labels(stage=stage).observe(s)
+            encoder, self._sender, limits, replicas=settings.model.replicas, observe=lambda stage, s: stage_seconds.labels(stage=stage).observe(s)
         )
         self._unscreened: deque[tuple[list[Document], float]] = deque()  # decoded, awaiting the dedup lookup (Redis down, fail-closed)
         self._to_rewind: set[tuple[str, int]] = set()  # owned partitions to read again from their commit before anything else
@@ -117,8 +119,8 @@ class Worker:
                     elif last_message is None and self._intake.assignment():
                         last_message = time.monotonic()
                     self._screen_waiting()
-                    for docs, arrived in self._pipeline.tokenized():
-                        self._waiting.add(docs, arrived)
+                    for rows, arrived in self._pipeline.tokenized():
+                        self._wait(rows, arrived)
                     self._queue(self._waiting.take(drain=self._draining, busy=self._busy_keys))
                     self._dispatch()
                     self._collect(self._pipeline.published())
@@ -373,9 +375,17 @@ class Worker:
 
     # -- batches -------------------------------------------------------------------------------
 
+    def _wait(self, rows: list[Document], arrived: float) -> None:
+        """Tokenized rows into the waiting room; a document the long-text policy rejected is dead-lettered."""
+        for d in rows:
+            if d.rejected is not None:
+                self._dead_letter(reject_document(d, *d.rejected), d)
+        self._waiting.add((d for d in rows if d.rejected is None), arrived)
+
     def _queue(self, batches: list[Batch]) -> None:
         for b in batches:
-            self._busy_keys.update((d.source.partition, d.id) for d in b.docs)
+            for d in b.docs:
+                self._busy_keys.add(d)
             self._ready.append(b)
 
     def _dispatch(self) -> None:
@@ -392,11 +402,7 @@ class Worker:
                     self._release(d)
 
     def _release(self, d: Document) -> None:
-        key = (d.source.partition, d.id)
-        if self._busy_keys[key] <= 1:
-            self._busy_keys.pop(key, None)
-        else:
-            self._busy_keys[key] -= 1
+        self._busy_keys.release(d)
 
     def _collect(self, sent: list[Sent]) -> None:
         """Take in batches the publish stage handed to the producer: checkpoint, stats, metrics."""
@@ -417,8 +423,8 @@ class Worker:
         self._m.deletes.inc()
         self.stats.last_output = time.monotonic()
 
-    def _dead_letter(self, rej: Rejection) -> None:
-        self._checkpoint.add(self._sender.dead_letter(rej))
+    def _dead_letter(self, rej: Rejection, doc: Document | None = None) -> None:
+        self._checkpoint.add(self._sender.dead_letter(rej, doc))
         self.stats.dead_lettered[rej.reason] += 1
         self._m.dlq.labels(reason=rej.reason).inc()
 

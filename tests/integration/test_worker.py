@@ -53,7 +53,7 @@ def test_documents_in_vectors_out_equal_to_sentence_transformers(lane, reference
         assert dict(r.headers)["embed-dim"] == b"384" and r.key == decode_output(r.value)["id"].encode()
     for d in docs:
         out = outputs[d["id"]]
-        assert (out["op"], out["dim"], out["dtype"], out["schema_version"]) == ("upsert", 384, "float32", 1)
+        assert (out["op"], out["dim"], out["dtype"], out["schema_version"]) == ("upsert", 384, "float32", 2)
         assert out["content_hash"] == content_hash(d["text"])
         assert out["metadata"] == d["metadata"]
         assert out["source"]["topic"] == lane.input and out["produced_at"] > 0 and out["embedded_at"] >= out["produced_at"]

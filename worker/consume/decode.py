@@ -1,7 +1,9 @@
 """Input contract: turn one Kafka record into a ``Document`` or a ``Rejection`` (pure, no I/O).
 
 Input message: key = document id (bytes, optional); value = msgpack map with ``id`` (str),
-``text`` (str), optional ``metadata`` (map, passed through), optional ``op`` (``upsert`` | ``delete``).
+``text`` (str), optional ``metadata`` (map, passed through), optional ``op`` (``upsert`` | ``delete``),
+optional ``long_text`` (``truncate`` | ``truncate_left`` | ``reject`` | ``chunk``: overrides the
+worker's policy for a text longer than the model's window).
 Limits that keep every output readable downstream: ids of at most ``MAX_ID_BYTES`` UTF-8 bytes
 (the common vector-store id limit) and metadata nested at most ``MAX_METADATA_DEPTH`` levels.
 """
@@ -15,6 +17,7 @@ from typing import Any
 import msgpack
 
 OPS = ("upsert", "delete")
+LONG_TEXT = ("truncate", "truncate_left", "reject", "chunk")
 MAX_ID_BYTES = 512
 MAX_METADATA_DEPTH = 32
 
@@ -34,6 +37,8 @@ class Reason:
     ID_TOO_LONG = "id_too_long"
     METADATA_TOO_DEEP = "metadata_too_deep"
     OUTPUT_TOO_LARGE = "output_too_large"
+    UNKNOWN_LONG_TEXT = "unknown_long_text"
+    TEXT_TOO_LONG = "text_too_long"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +61,19 @@ class Document:
     content_hash: str
     raw: tuple[bytes | None, bytes | None] = field(default=(None, None), repr=False)
     token_ids: list[int] | None = field(default=None, repr=False)
+    long_text: str | None = None  # the message's own long-text policy, if it has one
+    chunk: int | None = None  # this row's chunk number, when the document is embedded in chunks
+    group: Any = field(default=None, repr=False)  # the chunks' shared ``Chunked`` (encode.chunking)
+    rejected: tuple[str, str] | None = None  # (reason, detail) when the tokenizer turned it away
 
     @property
     def n_tokens(self) -> int:
         return len(self.token_ids) if self.token_ids is not None else 0
+
+    @property
+    def dedup_value(self) -> str:
+        """What the dedup store keeps for the id: the content hash, and the message's policy if set."""
+        return f"{self.content_hash}/{self.long_text}" if self.long_text else self.content_hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +127,9 @@ def decode_record(topic: str, partition: int, offset: int, timestamp_ms: int, ke
     if metadata and _depth(metadata, MAX_METADATA_DEPTH + 1) > MAX_METADATA_DEPTH:
         return reject(Reason.METADATA_TOO_DEEP, f"'metadata' is nested more than {MAX_METADATA_DEPTH} levels")
 
+    long_text = body.get("long_text")
+    if long_text is not None and long_text not in LONG_TEXT:
+        return reject(Reason.UNKNOWN_LONG_TEXT, f"'long_text' must be one of {', '.join(LONG_TEXT)}, not {str(long_text)[:50]!r}")
     text = body.get("text")
     if op == "delete":
         return Document(doc_id, "", op, metadata, source, "", (key, value))
@@ -122,7 +139,7 @@ def decode_record(topic: str, partition: int, offset: int, timestamp_ms: int, ke
         return reject(Reason.WRONG_TYPE, f"'text' must be a string, not {type(text).__name__}")
     if not text.strip():
         return reject(Reason.EMPTY_TEXT, "'text' is empty or whitespace")
-    return Document(doc_id, text, op, metadata, source, content_hash(text), (key, value))
+    return Document(doc_id, text, op, metadata, source, content_hash(text), (key, value), long_text=long_text)
 
 
 def _depth(value: Any, stop: int) -> int:
@@ -133,13 +150,17 @@ def _depth(value: Any, stop: int) -> int:
     return 1 + max((_depth(c, stop - 1) for c in children), default=0)
 
 
-def encode_document(doc_id: str, text: str | None = None, *, op: str = "upsert", metadata: dict | None = None) -> bytes:
+def encode_document(
+    doc_id: str, text: str | None = None, *, op: str = "upsert", metadata: dict | None = None, long_text: str | None = None
+) -> bytes:
     """The input message value for a document (used by the load generator and tests)."""
     body: dict[str, Any] = {"id": doc_id, "op": op}
     if text is not None:
         body["text"] = text
     if metadata is not None:
         body["metadata"] = metadata
+    if long_text is not None:
+        body["long_text"] = long_text
     return msgpack.packb(body, use_bin_type=True)
 
 

@@ -3,6 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import json
+
+
+def output_fingerprint(model_fingerprint: str, long_text: dict) -> str:
+    """The model's fingerprint, changed by any long-text setting other than the defaults: a new
+    chunk size or policy gives new outputs, so nothing embedded under the old ones is skipped."""
+    from worker.config import LongTextSettings
+
+    if long_text == LongTextSettings().model_dump():
+        return model_fingerprint
+    blob = json.dumps([model_fingerprint, long_text], sort_keys=True).encode()
+    return hashlib.blake2b(blob, digest_size=8).hexdigest()
 
 
 def dedup_key(namespace: str, model_fingerprint: str, doc_id: str) -> str:

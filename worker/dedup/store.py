@@ -57,7 +57,7 @@ class DedupStore:
                 self._failed("lookup", exc)
             else:
                 self._answered()
-                return [v is not None and v.decode() == d.content_hash for v, d in zip(values, docs)]
+                return [v is not None and v.decode() == d.dedup_value for v, d in zip(values, docs)]
         if self._fail_closed:
             raise DedupError(f"Redis unavailable; retrying in {self._backoff.remaining():.1f} s (EMBED_REDIS__ON_ERROR=closed)")
         self.unchecked += len(docs)
@@ -72,7 +72,7 @@ class DedupStore:
             if d.op == "delete":
                 pipe.delete(self._key(d.id))
             else:
-                pipe.set(self._key(d.id), d.content_hash, px=self._ttl_ms)
+                pipe.set(self._key(d.id), d.dedup_value, px=self._ttl_ms)
         try:
             pipe.execute()
         except redis.RedisError as exc:

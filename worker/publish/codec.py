@@ -1,10 +1,15 @@
-"""Output contract (schema version 1): vector messages, delete events and dead letters.
+"""Output contract (schema version 2): vector messages, delete events and dead letters.
 
-Vector message value (msgpack map): schema_version, op="upsert", id, model, dim, dtype, vector
-(little-endian bytes of ``dtype``), content_hash, source {topic, partition, offset}, produced_at
-(input Kafka timestamp, ms), embedded_at (ms), metadata. Delete event: schema_version, op="delete",
-id, model, source, produced_at, embedded_at, metadata. Key = document id. Headers carry model,
-dtype, dim, op and schema version so a consumer can route without decoding the value.
+Vector message value (msgpack map): schema_version, op="upsert", id, parent_id, version, chunk,
+chunks, model, dim, dtype, vector (little-endian bytes of ``dtype``), content_hash, source {topic,
+partition, offset}, produced_at (input Kafka timestamp, ms), embedded_at (ms), metadata.
+``id`` is the point's id: the document id, or ``{document id}#{n}`` for chunk n; ``parent_id`` is
+the document id; ``version`` the input offset the point was embedded from (every point of one
+version of a document has it); ``chunks`` how many chunks that version has (1 when not chunked);
+``chunk`` is n, or nil for a whole-document vector. Delete event: schema_version, op="delete", id,
+model, source, produced_at, embedded_at, metadata: every point of the document goes. Key = document
+id for every message of a document. Headers carry model, dtype, dim, op and schema version so a
+consumer can route without decoding the value. (Version 1 had no parent_id, version, chunk, chunks.)
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 from worker.consume.decode import Document, Rejection, Source
 from worker.encode.base import ModelInfo
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 Headers = list[tuple[str, bytes]]
 
 
@@ -43,11 +48,17 @@ def _headers(op: str, info: ModelInfo, dtype: str) -> Headers:
     ]
 
 
-def vector_message(doc: Document, vector: np.ndarray, info: ModelInfo, vector_dtype: str, embedded_at_ms: int) -> OutMessage:
+def vector_message(
+    doc: Document, vector: np.ndarray, info: ModelInfo, vector_dtype: str, embedded_at_ms: int, *, chunk: int | None = None, chunks: int = 1
+) -> OutMessage:
     body = {
         "schema_version": SCHEMA_VERSION,
         "op": "upsert",
-        "id": doc.id,
+        "id": doc.id if chunk is None else f"{doc.id}#{chunk}",
+        "parent_id": doc.id,
+        "version": doc.source.offset,
+        "chunk": chunk,
+        "chunks": chunks,
         "model": info.name,
         "dim": info.dim,
         "dtype": vector_dtype,

@@ -2,7 +2,9 @@
 
 ``publish`` runs on the publish stage's thread (the producer is thread-safe); deletes and dead
 letters of undecodable input are sent from the main loop. Nothing here waits for the broker: the
-checkpoint does, before anything is committed.
+checkpoint does, before anything is committed. The chunks of a document are gathered here (its
+``Chunked``) and sent together, in chunk order, once the last one has its vector: one delivery for
+the whole document, or one dead letter of the original if any chunk failed.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from worker.commit.checkpoint import Delivery
 from worker.config import Settings
 from worker.consume.decode import Document, Reason, Rejection, reject_document
 from worker.encode.base import ModelInfo
+from worker.encode.chunking import Chunked, mean_vector
 from worker.encode.forward import Encoded
 from worker.publish import codec
 
@@ -41,6 +44,7 @@ class Sender:
         self._dlq = settings.kafka.dlq_topic
         self._dtype = settings.output.vector_dtype
         self._tombstones = settings.output.tombstones
+        self._document_vector = settings.long_text.document_vector
 
     def publish(self, encoded: Encoded) -> Sent:
         """Send a vector message per embedded document and a dead letter per failed one."""
@@ -49,18 +53,47 @@ class Sender:
         now_ms = int(time.time() * 1000)
         for docs, vectors in encoded.parts:
             for d, v in zip(docs, vectors):
-                msg = codec.vector_message(d, v, self._info, self._dtype, now_ms)
-                try:
-                    sent.deliveries.append(Delivery(d.source, [self._publisher.send(self._topic, msg)], d))
-                except MessageSizeTooLargeError as exc:  # metadata too big to carry: the document, not the worker, is at fault
-                    sent.deliveries.append(self.dead_letter(reject_document(d, Reason.OUTPUT_TOO_LARGE, str(exc)[:300]), d))
-                    sent.dead_letters.append(Reason.OUTPUT_TOO_LARGE)
+                if d.group is None:
+                    self._send(sent, d, [codec.vector_message(d, v, self._info, self._dtype, now_ms)])
+                elif d.group.resolve(d.chunk, v):
+                    self._send_chunks(sent, d.group, now_ms)
                 d.token_ids, d.text, d.raw = None, "", (None, None)  # free memory; the content hash stays
         for f in encoded.failed:
-            sent.deliveries.append(self.dead_letter(reject_document(f.doc, f.reason, f.detail), f.doc))
-            sent.dead_letters.append(f.reason)
+            if f.doc.group is None:
+                self._fail(sent, f.doc, f.reason, f.detail)
+            elif f.doc.group.resolve(f.doc.chunk, failure=(f.reason, f.detail)):
+                self._send_chunks(sent, f.doc.group, now_ms)
         sent.publish_s = time.monotonic() - started
         return sent
+
+    def _send_chunks(self, sent: Sent, group: Chunked, now_ms: int) -> None:
+        doc = group.doc
+        if group.failure is not None:
+            reason, detail = group.failure
+            self._fail(sent, doc, reason, f"chunk failed: {detail}")
+            return
+        vectors = [v for v in group.vectors if v is not None]
+        msgs = [codec.vector_message(doc, v, self._info, self._dtype, now_ms, chunk=n, chunks=group.count) for n, v in enumerate(vectors)]
+        if self._document_vector:
+            whole = mean_vector(vectors, self._info.normalize)
+            msgs.append(codec.vector_message(doc, whole, self._info, self._dtype, now_ms, chunks=group.count))
+        self._send(sent, doc, msgs)
+        doc.raw, group.vectors, group.rows = (None, None), [], []
+
+    def _send(self, sent: Sent, doc: Document, msgs: list[codec.OutMessage]) -> None:
+        """One delivery for a document's messages; too large a message dead-letters the document."""
+        futures = []
+        try:
+            for msg in msgs:
+                futures.append(self._publisher.send(self._topic, msg))
+        except MessageSizeTooLargeError as exc:  # metadata too big to carry: the document, not the worker, is at fault
+            self._fail(sent, doc, Reason.OUTPUT_TOO_LARGE, str(exc)[:300])
+            return
+        sent.deliveries.append(Delivery(doc.source, futures, doc))
+
+    def _fail(self, sent: Sent, doc: Document, reason: str, detail: str) -> None:
+        sent.deliveries.append(self.dead_letter(reject_document(doc, reason, detail), doc))
+        sent.dead_letters.append(reason)
 
     def delete(self, doc: Document) -> Delivery:
         msgs = codec.delete_messages(doc, self._info, int(time.time() * 1000), tombstone=self._tombstones)
