@@ -15,7 +15,7 @@ install: $(VENV)/.installed $(OPS_VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[local,loadgen,test]'
+	$(PY) -m pip install -q -e '.[local,loadgen,sink,test]'
 	touch $@
 
 $(OPS_VENV)/.installed:

@@ -1,4 +1,5 @@
-"""``embed-worker``: run the worker, manage the local stack, run the demo, show the settings."""
+"""``embed-worker``: run the worker or the index sink, query the index, manage the local stack, run
+the demo, show the settings."""
 
 from __future__ import annotations
 
@@ -59,6 +60,33 @@ def _cmd_run(ns: argparse.Namespace, cli_source: CliSettingsSource) -> int:
     return 0
 
 
+def _cmd_sink(ns: argparse.Namespace, _cli_source) -> int:
+    from worker.sink.consumer import run_sink
+
+    settings = load_settings()
+    setup_logging(settings.log_level, settings.log_format)
+    stop = threading.Event()
+    _install_signal_handlers(stop)
+    summary = run_sink(settings, stop, ns.exit_when_idle)
+    if ns.summary_file:
+        with open(ns.summary_file, "w") as f:
+            json.dump(summary, f)
+    return 0
+
+
+def _cmd_query(ns: argparse.Namespace, _cli_source) -> int:
+    from worker.sink.query import render, search
+
+    settings = load_settings()
+    setup_logging("WARNING", settings.log_format)
+    hits = search(settings, ns.text, ns.k)
+    if ns.json:
+        print(json.dumps([{"document": h.document, "score": round(h.score, 6), "point": h.point, "chunk": h.chunk, "chunks": h.chunks, "metadata": h.metadata} for h in hits]))
+    else:
+        print(render(ns.text, hits))
+    return 0
+
+
 def _cmd_devstack(ns: argparse.Namespace, _cli_source) -> int:
     from worker.stack.devstack import DevStack
 
@@ -101,6 +129,12 @@ def _cmd_config(ns: argparse.Namespace, _cli_source) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return int(text)
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, CliSettingsSource]:
     parser = argparse.ArgumentParser(prog=PROG, description="Streaming embedding worker: Kafka documents in, vectors out.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -116,6 +150,28 @@ def build_parser() -> tuple[argparse.ArgumentParser, CliSettingsSource]:
     run.add_argument("--summary-file", metavar="PATH", help="write the run summary (counts, documents/s, tokens/s) as JSON")
     run.set_defaults(func=_cmd_run)
     cli_source = CliSettingsSource(Settings, root_parser=run)
+
+    sink = sub.add_parser(
+        "sink",
+        help="apply the output topic to the reference vector index (LanceDB), committing after each write",
+        description="Consume EMBED_KAFKA__OUTPUT_TOPIC with the group EMBED_SINK__GROUP_ID and keep the LanceDB index at "
+        "EMBED_SINK__PATH in step: upserts, deletes, tombstones, chunks of older versions removed. Offsets are committed "
+        "only after the index has written what they cover. Settings come from the environment (embed-worker config).",
+    )
+    sink.add_argument("--exit-when-idle", type=float, metavar="SECONDS", help="stop once no message has arrived for this long")
+    sink.add_argument("--summary-file", metavar="PATH", help="write the sink's summary (messages, points, writes) as JSON")
+    sink.set_defaults(func=_cmd_sink)
+
+    query = sub.add_parser(
+        "query",
+        help="embed a text with the worker's model settings and print the nearest documents in the index",
+        description="Embed TEXT with the model the worker uses (EMBED_MODEL__*) and print the top-k documents of the index "
+        "at EMBED_SINK__PATH, best first, with cosine scores. A document's chunks count once, by its best chunk.",
+    )
+    query.add_argument("text", help="the query text")
+    query.add_argument("-k", type=_positive, default=5, help="documents to return (default: 5)")
+    query.add_argument("--json", action="store_true", help="print a JSON list of {document, score, point, chunk, chunks, metadata}")
+    query.set_defaults(func=_cmd_query)
 
     dev = sub.add_parser("devstack", help="start/stop a local broker and Redis on loopback (no Docker, no root)")
     dev.add_argument("action", choices=["up", "down", "status"])

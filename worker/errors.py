@@ -35,3 +35,7 @@ class BrokerUnavailableError(EmbedError):
 
 class StageError(EmbedError):
     """A pipeline stage thread failed; the original error is chained as the cause."""
+
+
+class IndexStoreError(EmbedError):
+    """The vector index (sink, query) is missing, or was built for another model or dimension."""

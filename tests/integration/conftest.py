@@ -108,6 +108,14 @@ class Lane:
         finally:
             summary.unlink(missing_ok=True)
 
+    def run_cli(self, *args: str, timeout_s: float = 240, **env: str) -> str:
+        """Run another ``embed-worker`` command (sink, query) to completion; returns its stdout."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "worker", *args], env=self.env(**env), capture_output=True, text=True, timeout=timeout_s, cwd=REPO
+        )
+        assert proc.returncode == 0, f"embed-worker {args[0]} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+        return proc.stdout
+
     def start_worker(self, **env: str) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, "-m", "worker", "run"], env=self.env(**env), cwd=REPO,

@@ -221,15 +221,16 @@ class LocalRun:
             "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
         }
 
-    def run_worker(self, *, idle_s: float = 3.0, quiet: bool = False) -> dict:
-        """Run ``embed-worker run --exit-when-idle`` to completion; returns its run summary."""
+    def run_worker(self, *, idle_s: float = 3.0, quiet: bool = False, command: str = "run", **env: str) -> dict:
+        """Run ``embed-worker run`` (or ``sink``) ``--exit-when-idle`` to completion, with extra
+        environment ``env``; returns its summary."""
         with tempfile.TemporaryDirectory() as tmp:
             summary = Path(tmp, "summary.json")
             proc = subprocess.run(
-                [sys.executable, "-m", "worker", "run", "--exit-when-idle", str(idle_s), "--summary-file", str(summary)],
-                env=self.env(), capture_output=quiet, text=True,
+                [sys.executable, "-m", "worker", command, "--exit-when-idle", str(idle_s), "--summary-file", str(summary)],
+                env={**self.env(), **env}, capture_output=quiet, text=True,
             )
             if proc.returncode != 0:
                 last = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
-                raise StackError(f"the worker of run {self.name} failed: {last[0]}")
+                raise StackError(f"embed-worker {command} of run {self.name} failed: {last[0]}")
             return json.loads(summary.read_text())
