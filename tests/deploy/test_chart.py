@@ -65,6 +65,10 @@ def problems(messages: list[dict]) -> list[dict]:
             [{"kafka": {"exactlyOnce": True, "assignmentStrategy": "cooperative-sticky"}}],
             id="exactly-once-cooperative",
         ),
+        pytest.param(
+            [{"longText": {"policy": "chunk"}, "sink": {"enabled": True, "storageClassName": "fast"}, "kafka": {"sasl": {"passwordSecret": {"name": "k"}}}}],
+            id="chunking-and-index-sink",
+        ),
     ],
 )
 def test_chart_lints_clean(overlays):

@@ -35,3 +35,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- fail "set redis.url or redis.urlSecret.name, not both" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The sink's pods: labels of their own, so the worker's Deployment and Service never select them. */}}
+{{- define "embed-worker.sinkSelectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}-sink
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
