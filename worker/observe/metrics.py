@@ -26,7 +26,7 @@ EFFICIENCY_BUCKETS = [0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 1.0]
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry if registry is not None else CollectorRegistry()
-        self.documents = Counter("embed_documents_total", "Documents embedded and published.", registry=r)
+        self.documents = Counter("embed_documents_total", "Vectors embedded and published: one per document, or one per chunk.", registry=r)
         self.tokens = Counter("embed_tokens_total", "Tokens embedded (after truncation, without padding).", registry=r)
         self.deletes = Counter("embed_deletes_total", "Delete events published.", registry=r)
         self.batches = Counter("embed_batches_total", "Batches encoded, by what closed them.", ["reason"], registry=r)

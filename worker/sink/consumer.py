@@ -18,14 +18,32 @@ from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer
 from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from worker.config import Settings
 from worker.errors import BrokerUnavailableError
 from worker.kafka_options import client_options, offsets_to_commit
+from worker.observe.health import Health
+from worker.observe.metrics import DURATION_BUCKETS
 from worker.sink.events import plan
 from worker.sink.index import Index
 
 log = logging.getLogger(__name__)
+
+
+class SinkMetrics:
+    """What ``embed-worker sink`` exports on /metrics (``embed_sink_*``)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.messages = Counter("embed_sink_messages_total", "Output messages applied to the index.", registry=r)
+        self.upserted = Counter("embed_sink_points_upserted_total", "Points written (a replay writes them again).", registry=r)
+        self.deleted = Counter("embed_sink_documents_deleted_total", "Documents whose points were all removed.", registry=r)
+        self.skipped = Counter("embed_sink_skipped_total", "Messages that were not embedding events (logged, committed).", registry=r)
+        self.commit_failures = Counter("embed_sink_commit_failures_total", "Commits refused (the messages are replayed).", registry=r)
+        self.write_seconds = Histogram("embed_sink_write_seconds", "Time to apply one poll to the index.", buckets=DURATION_BUCKETS, registry=r)
+        self.points = Gauge("embed_sink_points", "Points in the index.", registry=r)
+        self.lag = Gauge("embed_sink_lag_messages", "Messages of the output topic not yet applied, over the sink's partitions.", registry=r)
 
 
 @dataclass
@@ -68,14 +86,29 @@ def open_consumer(settings: Settings) -> KafkaConsumer:
 
 
 def run_sink(settings: Settings, stop: threading.Event, exit_when_idle_s: float | None = None) -> dict:
+    from worker.observe.server import start_server
+
+    metrics, health = SinkMetrics(), Health(settings.metrics.stall_after_s)
+    server = start_server(settings.metrics.host, settings.metrics.port, metrics.registry, health) if settings.metrics.enabled else None
+    try:
+        return _run(settings, stop, exit_when_idle_s, metrics, health)
+    finally:
+        if server is not None:
+            server.shutdown()
+
+
+def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | None, metrics: SinkMetrics, health: Health) -> dict:
     index = Index(settings.sink.path, settings.sink.table)
     consumer = open_consumer(settings)
     stats = SinkStats()
+    metrics.points.set(index.count())
+    health.warmed_up()
     log.info("sink: %s → %s (table %s), group %s", settings.kafka.output_topic, settings.sink.path, settings.sink.table, settings.sink.group_id)
     last_message = None
     try:
         while not stop.is_set():
             batches = consumer.poll(timeout_ms=500)
+            health.polled()
             records = [r for rs in batches.values() for r in rs]
             now = time.monotonic()
             if not records:
@@ -86,30 +119,49 @@ def run_sink(settings: Settings, stop: threading.Event, exit_when_idle_s: float 
                     break
                 continue
             last_message = now
-            _apply(index, records, stats)
+            _apply(index, records, stats, metrics)
             if index.writes and index.writes % settings.sink.compact_every == 0:
                 index.compact()
-            _commit(consumer, records, stats)
+            _commit(consumer, records, stats, metrics)
+            metrics.lag.set(_lag(consumer))
     finally:
+        health.stopping()
         consumer.close(autocommit=False)
         summary = stats.summary(index.count())
         log.info("sink summary: %s", summary)
     return summary
 
 
-def _apply(index: Index, records, stats: SinkStats) -> None:
+def _apply(index: Index, records, stats: SinkStats, metrics: SinkMetrics) -> None:
     started = time.monotonic()
     p = plan((r.key, r.value) for r in records)
     index.apply(p)
-    stats.write_s.append(time.monotonic() - started)
+    took = time.monotonic() - started
+    stats.write_s.append(took)
     stats.messages += len(records)
     stats.upserted += len(p.upserts)
     stats.deleted_documents += len(p.drop)
     stats.skipped += p.skipped
     stats.writes += 1
+    metrics.write_seconds.observe(took)
+    metrics.messages.inc(len(records))
+    metrics.upserted.inc(len(p.upserts))
+    metrics.deleted.inc(len(p.drop))
+    metrics.skipped.inc(p.skipped)
+    metrics.points.set(index.count())
 
 
-def _commit(consumer: KafkaConsumer, records, stats: SinkStats) -> None:
+def _lag(consumer: KafkaConsumer) -> int:
+    """Messages behind the high watermark the last fetches reported, over the assigned partitions."""
+    behind = 0
+    for tp in consumer.assignment():
+        high = consumer.highwater(tp)
+        if high is not None:
+            behind += max(0, high - consumer.position(tp))
+    return behind
+
+
+def _commit(consumer: KafkaConsumer, records, stats: SinkStats, metrics: SinkMetrics) -> None:
     """Commit past everything applied. A refused commit (mid-rebalance) is only logged: the next
     owner replays those messages, which the index absorbs."""
     offsets: dict[tuple[str, int], int] = {}
@@ -120,4 +172,5 @@ def _commit(consumer: KafkaConsumer, records, stats: SinkStats) -> None:
         stats.commits += 1
     except (CommitFailedError, KafkaTimeoutError, KafkaError) as exc:
         stats.commit_failures += 1
+        metrics.commit_failures.inc()
         log.warning("sink: commit refused (%s); the applied messages will be replayed and absorbed", exc)
