@@ -15,7 +15,7 @@ class CorpusError(ValueError):
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict]:
-    """Documents from a JSONL file (``.gz`` too): one object per line with ``id``, ``text``, optional ``metadata``."""
+    """Documents from a JSONL file (``.gz`` too): one object per line with ``id``, ``text``, optional ``metadata`` and ``long_text``."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:

@@ -175,7 +175,7 @@ def publish(
             else:
                 report.late_s = max(report.late_s, -delay)
             intended_ms = intended[i] = int((report.started_at + offsets[n]) * 1000)
-        value = encode_document(doc["id"], doc.get("text"), op=doc.get("op", "upsert"), metadata=doc.get("metadata"))
+        value = encode_document(doc["id"], doc.get("text"), op=doc.get("op", "upsert"), metadata=doc.get("metadata"), long_text=doc.get("long_text"))
         sender.send(topic, doc["id"].encode("utf-8"), value, intended_ms, i, on_ack)
         report.bytes += len(value)
         if progress is not None and n % 500 == 499:

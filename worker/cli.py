@@ -181,10 +181,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, CliSettingsSource]:
     dev.add_argument("--partitions", type=int, default=4, help="partitions of the input and output topics (default: 4)")
     dev.set_defaults(func=_cmd_devstack)
 
-    demo = sub.add_parser("demo", help="the main job on the embedded default: local stack, sample corpus, one worker, a query")
+    demo = sub.add_parser("demo", help="the main job on the embedded default: local stack, sample corpus, one worker, the index sink, a query")
     demo.add_argument("--docs", type=int, default=2000, help="documents of the sample corpus to publish (default: 2000)")
     demo.add_argument("--dir", default=".devstack", help="local stack state directory (default: .devstack)")
-    demo.add_argument("--query", default="how do I parse command line arguments", help="text of the nearest-neighbour example")
+    demo.add_argument("--query", default="how do I parse command line arguments", help="text of the closing embed-worker query")
     demo.add_argument("--baseline", action="store_true", help="also time sentence-transformers encode() on the same documents")
     demo.set_defaults(func=_cmd_demo)
 

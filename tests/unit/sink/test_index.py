@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 
 from tests.unit.sink.test_events import _delete, _upsert
+from worker.consume.decode import decode_record, encode_document
+from worker.encode.base import ModelInfo
 from worker.errors import IndexStoreError
+from worker.publish import codec
 from worker.sink.events import plan
 from worker.sink.index import Index
 
@@ -44,10 +47,6 @@ def test_a_missing_index_or_another_dimension_is_a_clear_error(tmp_path):
         Index(str(tmp_path / "nothing"), "t", create=False)
     index = Index(str(tmp_path), "t")
     index.apply(plan([_upsert("a", 1)]))
-    from worker.encode.base import ModelInfo
-    from worker.publish import codec
-    from worker.consume.decode import decode_record, encode_document
-
     doc = decode_record("in", 0, 2, 0, b"b", encode_document("b", "x"))
     msg = codec.vector_message(doc, np.ones(8, np.float32), ModelInfo("big", 8, "float32", "cpu", "mean", True, 16), "float32", 0)
     with pytest.raises(IndexStoreError, match="dimensions"):
