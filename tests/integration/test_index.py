@@ -6,13 +6,21 @@ independently, from the model's own tokenizer."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import msgpack
 import numpy as np
 import pytest
 
+from loadgen.corpus import sample_corpus
+from loadgen.readback import read_topic
+from tests.integration.conftest import REPO
 from worker.config import ModelSettings
 from worker.consume.decode import encode_document
+from worker.encode import load_encoder
 from worker.sink.index import Index
 
 pytestmark = pytest.mark.integration
@@ -74,8 +82,6 @@ def _expected_chunks(tokenizer, text: str) -> list[list[int]]:
 
 
 def test_the_index_follows_creates_changes_and_deletes_and_answers_a_paraphrase(lane, tmp_path):
-    from worker.encode import load_encoder
-
     index_env = {"EMBED_SINK__PATH": str(tmp_path / "index"), "EMBED_SINK__GROUP_ID": f"{lane.group}-sink"}
     worker_env = {"EMBED_LONG_TEXT__POLICY": "chunk", "EMBED_LONG_TEXT__CHUNK_TOKENS": str(CHUNK), "EMBED_LONG_TEXT__CHUNK_OVERLAP": str(OVERLAP)}
 
@@ -133,6 +139,42 @@ def test_the_index_follows_creates_changes_and_deletes_and_answers_a_paraphrase(
 
 
 def lane_inputs(lane):
-    from loadgen.readback import read_topic
-
     return read_topic(lane.kafka, lane.input, timeout_s=30)
+
+
+def test_a_sink_killed_mid_stream_loses_nothing_and_doubles_nothing(lane, tmp_path):
+    """kill -9 between writes and commits: the restarted sink replays from its last commit and
+    the index ends with every point once."""
+    docs = sample_corpus(400)
+    _publish(lane, [(d["id"], d["text"], None) for d in docs])
+    lane.run_worker(EMBED_LONG_TEXT__POLICY="chunk", EMBED_LONG_TEXT__CHUNK_TOKENS="64")
+    vectors = [msgpack.unpackb(r.value) for r in lane.outputs()]
+    expected = {(v["parent_id"], v["chunk"]) for v in vectors if v["op"] == "upsert"}
+    assert len(expected) > len(docs)  # some documents are in several chunks
+
+    path = str(tmp_path / "index")
+    env = {"EMBED_SINK__PATH": path, "EMBED_SINK__GROUP_ID": f"{lane.group}-sink", "EMBED_SINK__MAX_POLL_RECORDS": "40"}
+    sink = subprocess.Popen([sys.executable, "-m", "worker", "sink"], env=lane.env(**env), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if 0 < Index(path, "documents", create=False).count() < len(expected):
+                    break
+            except Exception:  # not created yet
+                pass
+            time.sleep(0.05)
+        else:
+            pytest.fail("the sink wrote nothing in 120 s")
+        sink.send_signal(signal.SIGKILL)
+        sink.wait(timeout=30)
+    finally:
+        if sink.poll() is None:
+            sink.kill()
+    partial = Index(path, "documents", create=False).count()
+    assert 0 < partial < len(expected)
+
+    lane.run_cli("sink", "--exit-when-idle", "2", **env)
+    rows = Index(path, "documents", create=False).rows()
+    assert len(rows) == len(expected) == len({r["key"] for r in rows})
+    assert {(r["parent_id"], r["chunk"]) for r in rows} == expected
