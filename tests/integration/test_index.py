@@ -83,7 +83,10 @@ def _expected_chunks(tokenizer, text: str) -> list[list[int]]:
 
 def test_the_index_follows_creates_changes_and_deletes_and_answers_a_paraphrase(lane, tmp_path):
     index_env = {"EMBED_SINK__PATH": str(tmp_path / "index"), "EMBED_SINK__GROUP_ID": f"{lane.group}-sink"}
-    worker_env = {"EMBED_LONG_TEXT__POLICY": "chunk", "EMBED_LONG_TEXT__CHUNK_TOKENS": str(CHUNK), "EMBED_LONG_TEXT__CHUNK_OVERLAP": str(OVERLAP)}
+    worker_env = {
+        "EMBED_LONG_TEXT__POLICY": "chunk", "EMBED_LONG_TEXT__CHUNK_TOKENS": str(CHUNK), "EMBED_LONG_TEXT__CHUNK_OVERLAP": str(OVERLAP),
+        "EMBED_OUTPUT__TOMBSTONES": "true",  # the sink also meets null-value tombstones after delete events
+    }
 
     _publish(lane, [(i, t, None) for i, t in TEXTS.items()])
     first = lane.run_worker(**worker_env)
@@ -92,6 +95,7 @@ def test_the_index_follows_creates_changes_and_deletes_and_answers_a_paraphrase(
     second = lane.run_worker(**worker_env)
     lane.run_cli("sink", "--exit-when-idle", "2", **index_env)
     assert second["dedup_hits"] == 1 and first["dead_lettered"] == second["dead_lettered"] == 0
+    assert sum(r.value is None for r in lane.outputs()) == 1  # the delete's tombstone went through the sink
 
     latest: dict[str, tuple[int, dict]] = {}  # id → (offset, message) of its last input message
     for r in sorted(lane_inputs(lane), key=lambda r: r.offset):
