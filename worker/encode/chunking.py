@@ -16,7 +16,7 @@ dead-lettered instead of silently shortened.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -82,7 +82,6 @@ class Chunked:
     vectors: list[np.ndarray | None]
     remaining: int
     failure: tuple[str, str] | None = None
-    rows: list[Document] = field(default_factory=list, repr=False)
 
     @property
     def count(self) -> int:
@@ -101,11 +100,10 @@ def chunk_rows(doc: Document, body: Sequence[int], limits: TextLimits, wrap) -> 
     """The rows of a document under ``chunk``: one per window, special tokens added back by ``wrap``."""
     spans = windows(len(body), limits.chunk_tokens, limits.overlap)
     group = Chunked(doc, [None] * len(spans), len(spans))
-    for n, (start, end) in enumerate(spans):
-        row = Document(doc.id, "", "upsert", doc.metadata, doc.source, doc.content_hash, long_text=doc.long_text, chunk=n, group=group)
-        row.token_ids = wrap(body[start:end])
-        group.rows.append(row)
-    return group.rows
+    return [
+        Document(doc.id, "", "upsert", doc.metadata, doc.source, doc.content_hash, token_ids=wrap(body[start:end]), long_text=doc.long_text, chunk=n, group=group)
+        for n, (start, end) in enumerate(spans)
+    ]
 
 
 def prepare(encoder, docs: list[Document], limits: TextLimits) -> list[Document]:

@@ -72,13 +72,12 @@ class Sender:
             reason, detail = group.failure
             self._fail(sent, doc, reason, f"chunk failed: {detail}")
             return
-        vectors = [v for v in group.vectors if v is not None]
-        msgs = [codec.vector_message(doc, v, self._info, self._dtype, now_ms, chunk=n, chunks=group.count) for n, v in enumerate(vectors)]
+        msgs = [codec.vector_message(doc, v, self._info, self._dtype, now_ms, chunk=n, chunks=group.count) for n, v in enumerate(group.vectors)]
         if self._document_vector:
-            whole = mean_vector(vectors, self._info.normalize)
+            whole = mean_vector(group.vectors, self._info.normalize)
             msgs.append(codec.vector_message(doc, whole, self._info, self._dtype, now_ms, chunks=group.count))
         self._send(sent, doc, msgs)
-        doc.raw, group.vectors, group.rows = (None, None), [], []
+        doc.raw, group.vectors = (None, None), []
 
     def _send(self, sent: Sent, doc: Document, msgs: list[codec.OutMessage]) -> None:
         """One delivery for a document's messages; too large a message dead-letters the document."""

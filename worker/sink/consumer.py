@@ -120,7 +120,7 @@ def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | No
                 continue
             last_message = now
             _apply(index, records, stats, metrics)
-            if index.writes and index.writes % settings.sink.compact_every == 0:
+            if stats.writes % settings.sink.compact_every == 0:
                 index.compact()
             _commit(consumer, records, stats, metrics)
             metrics.lag.set(_lag(consumer))

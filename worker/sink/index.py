@@ -62,7 +62,6 @@ class Index:
             self._table = None
         if self._table is None and not create:
             raise IndexStoreError(f"the index at {path!r} has no table {table!r} (EMBED_SINK__TABLE): nothing was written to it yet")
-        self.writes = 0
 
     @property
     def dim(self) -> int | None:
@@ -90,7 +89,6 @@ class Index:
             self._table = self._db.create_table(self._name, data=data)
         else:
             self._table.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(data)
-        self.writes += 1
 
     def compact(self) -> None:
         if self._table is not None:
