@@ -48,18 +48,12 @@ def warm_up(encoder, max_tokens: int) -> None:
 def run_worker(
     settings: Settings, stop: threading.Event, exit_when_idle_s: float | None = None, metrics: Metrics | None = None
 ) -> RunStats:
-    from worker.observe.server import start_server
+    from worker.observe.server import serving
 
     metrics = metrics or Metrics()
     health = Health(settings.metrics.stall_after_s)
-    server = None
-    if settings.metrics.enabled:  # /healthz answers while the model loads; /readyz waits for warm-up
-        server = start_server(settings.metrics.host, settings.metrics.port, metrics.registry, health)
-    try:
+    with serving(settings.metrics, metrics.registry, health):  # /healthz answers while the model loads; /readyz waits for warm-up
         return _run(settings, stop, exit_when_idle_s, metrics, health)
-    finally:
-        if server is not None:
-            server.shutdown()
 
 
 def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | None, metrics: Metrics, health: Health) -> RunStats:

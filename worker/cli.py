@@ -40,23 +40,32 @@ def setup_logging(level: str, fmt: str = "text") -> None:
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
+def _started(settings: Settings) -> threading.Event:
+    """Logging as the settings say, and the event the first SIGINT/SIGTERM sets."""
+    setup_logging(settings.log_level, settings.log_format)
+    stop = threading.Event()
+    _install_signal_handlers(stop)
+    return stop
+
+
+def _write_summary(path: str | None, summary: dict) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump(summary, f)
+
+
 def _cmd_run(ns: argparse.Namespace, cli_source: CliSettingsSource) -> int:
     from worker.app import run_worker
 
     settings = load_settings(_cli_settings_source=cli_source(parsed_args=ns))
-    setup_logging(settings.log_level, settings.log_format)
-    stop = threading.Event()
-    _install_signal_handlers(stop)
+    stop = _started(settings)
     if settings.processes > 1:
         from worker.fleet import Fleet
 
         run_args = ns.argv[ns.argv.index("run") + 1 :]  # the children get the same flags, then their own
         return Fleet(settings, run_args, ns.summary_file).run(stop)
     stats = run_worker(settings, stop, ns.exit_when_idle)
-    summary = stats.summary()
-    if ns.summary_file:
-        with open(ns.summary_file, "w") as f:
-            json.dump(summary, f)
+    _write_summary(ns.summary_file, stats.summary())
     return 0
 
 
@@ -64,13 +73,7 @@ def _cmd_sink(ns: argparse.Namespace, _cli_source) -> int:
     from worker.sink.consumer import run_sink
 
     settings = load_settings()
-    setup_logging(settings.log_level, settings.log_format)
-    stop = threading.Event()
-    _install_signal_handlers(stop)
-    summary = run_sink(settings, stop, ns.exit_when_idle)
-    if ns.summary_file:
-        with open(ns.summary_file, "w") as f:
-            json.dump(summary, f)
+    _write_summary(ns.summary_file, run_sink(settings, _started(settings), ns.exit_when_idle))
     return 0
 
 

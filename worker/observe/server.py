@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from worker.config import MetricsSettings
 from worker.errors import ConfigError
 from worker.observe.health import Health
 
@@ -46,3 +48,14 @@ def start_server(host: str, port: int, registry: CollectorRegistry, health: Heal
     threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     log.info("metrics and health on http://%s:%d/metrics, /healthz, /readyz", host, server.server_address[1])
     return server
+
+
+@contextlib.contextmanager
+def serving(settings: MetricsSettings, registry: CollectorRegistry, health: Health):
+    """The endpoint for the length of a ``with`` block, when ``settings.enabled`` (the worker's and the sink's)."""
+    server = start_server(settings.host, settings.port, registry, health) if settings.enabled else None
+    try:
+        yield server
+    finally:
+        if server is not None:
+            server.shutdown()

@@ -86,15 +86,11 @@ def open_consumer(settings: Settings) -> KafkaConsumer:
 
 
 def run_sink(settings: Settings, stop: threading.Event, exit_when_idle_s: float | None = None) -> dict:
-    from worker.observe.server import start_server
+    from worker.observe.server import serving
 
     metrics, health = SinkMetrics(), Health(settings.metrics.stall_after_s)
-    server = start_server(settings.metrics.host, settings.metrics.port, metrics.registry, health) if settings.metrics.enabled else None
-    try:
+    with serving(settings.metrics, metrics.registry, health):
         return _run(settings, stop, exit_when_idle_s, metrics, health)
-    finally:
-        if server is not None:
-            server.shutdown()
 
 
 def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | None, metrics: SinkMetrics, health: Health) -> dict:
