@@ -127,29 +127,27 @@ def kill9(lab: Lab, sizes: Sizes, rnd: random.Random) -> Outcome:
     return sc.finish()
 
 
-def broker_freeze(lab: Lab, sizes: Sizes, rnd: random.Random) -> Outcome:
-    sc = Scenario(lab, "broker-freeze", sizes, documents(sizes.docs, 2, "bf"))
+def _outage(sc: "Scenario", settle_s: float, down, up, down_s: float, note: str) -> Outcome:
+    """One worker; once it has partitions and ``settle_s`` passed, ``down()``, ``down_s`` later ``up()``."""
     proc = sc.workers.start()
     if sc.workers.assigned(proc):
-        time.sleep(2.0)
-        lab.freeze_broker()
-        time.sleep(sizes.freeze_s)
-        lab.thaw_broker()
-        sc.notes.append(f"broker frozen {sizes.freeze_s:.0f} s")
+        time.sleep(settle_s)
+        down()
+        time.sleep(down_s)
+        up()
+        sc.notes.append(note)
     return sc.finish()
+
+
+def broker_freeze(lab: Lab, sizes: Sizes, rnd: random.Random) -> Outcome:
+    sc = Scenario(lab, "broker-freeze", sizes, documents(sizes.docs, 2, "bf"))
+    return _outage(sc, 2.0, lab.freeze_broker, lab.thaw_broker, sizes.freeze_s, f"broker frozen {sizes.freeze_s:.0f} s")
 
 
 def redis_outage(lab: Lab, sizes: Sizes, rnd: random.Random, mode: str = "open") -> Outcome:
     # a small MAX_PENDING: documents keep being polled (and looked up) during the outage
     sc = Scenario(lab, f"redis-down-{mode}", sizes, documents(sizes.docs, 3, f"rd{mode}"), EMBED_REDIS__ON_ERROR=mode, EMBED_BATCH__MAX_PENDING="128")
-    proc = sc.workers.start()
-    if sc.workers.assigned(proc):
-        time.sleep(1.0)
-        lab.kill_redis()
-        time.sleep(sizes.redis_down_s)
-        lab.restart_redis()
-        sc.notes.append(f"Redis down {sizes.redis_down_s:.0f} s, fail-{mode}")
-    return sc.finish()
+    return _outage(sc, 1.0, lab.kill_redis, lab.restart_redis, sizes.redis_down_s, f"Redis down {sizes.redis_down_s:.0f} s, fail-{mode}")
 
 
 def scale(lab: Lab, sizes: Sizes, rnd: random.Random) -> Outcome:
