@@ -135,13 +135,14 @@ def _apply(index: Index, records, stats: SinkStats, metrics: SinkMetrics) -> Non
     took = time.monotonic() - started
     stats.write_s.append(took)
     stats.messages += len(records)
-    stats.upserted += len(p.upserts)
+    upserted = sum(map(len, p.points.values()))
+    stats.upserted += upserted
     stats.deleted_documents += len(p.drop)
     stats.skipped += p.skipped
     stats.writes += 1
     metrics.write_seconds.observe(took)
     metrics.messages.inc(len(records))
-    metrics.upserted.inc(len(p.upserts))
+    metrics.upserted.inc(upserted)
     metrics.deleted.inc(len(p.drop))
     metrics.skipped.inc(p.skipped)
     metrics.points.set(index.count())
