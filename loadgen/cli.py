@@ -129,6 +129,18 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_hostpath(ns: argparse.Namespace) -> int:
+    from loadgen.hostpath import run_hostpath, summary_text
+
+    result = run_hostpath(ns.count, ns.state_dir, client=ns.client, profile=ns.profile)
+    print(summary_text(result))
+    if ns.json_out:
+        Path(ns.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(ns.json_out).write_text(json.dumps(result, indent=2))
+        print(f"results: {ns.json_out}")
+    return 0
+
+
 def _cmd_compare(ns: argparse.Namespace) -> int:
     from loadgen.report import compare_text
 
@@ -216,6 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("--out", default="reports", help="where the JSON result and the PNG chart go (default: reports)")
     ben.add_argument("--label", help="file name of the result (default: bench-<time>)")
     ben.set_defaults(func=_cmd_bench)
+
+    hos = sub.add_parser("hostpath", help="one embed-worker with a near-free model vs a bare consume-tokenize-produce loop, on short texts")
+    hos.add_argument("--count", type=int, default=30_000, help="short documents per run (default: 30000)")
+    hos.add_argument("--client", choices=["auto", "confluent", "kafka-python"], help="the worker's Kafka client (EMBED_KAFKA__CLIENT; default: the worker's own)")
+    hos.add_argument("--profile", action="store_true", help="also run the worker under py-spy and show where its time goes")
+    hos.add_argument("--json-out", metavar="PATH", help="also write the results as JSON")
+    hos.add_argument("--state-dir", default=".devstack", help="local stack state directory; the tiny model is built there (default: .devstack)")
+    hos.set_defaults(func=_cmd_hostpath)
 
     flt = sub.add_parser("faults", help="fault-injection suite: kill -9, broker freeze, Redis outage, scaling, SIGTERM, fuzzed input; 0 lost or exit 1")
     flt.add_argument("--scenario", action="append", choices=list(SCENARIO_NAMES),

@@ -10,7 +10,7 @@ from worker import __version__
 from worker.batch.policy import default_max_tokens
 from worker.config import Settings
 from worker.dedup.keys import output_fingerprint
-from worker.errors import BrokerUnavailableError, ConfigError, ModelLoadError
+from worker.errors import BrokerUnavailableError, ConfigError, ModelLoadError, TransportError
 from worker.observe.health import Health
 from worker.observe.metrics import Metrics
 from worker.runner import RunStats, Worker
@@ -57,15 +57,19 @@ def run_worker(
 
 
 def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | None, metrics: Metrics, health: Health) -> RunStats:
-    from kafka.errors import KafkaTimeoutError
-
-    from worker.consume.intake import Intake
     from worker.encode import load_encoder
-    from worker.publish.producer import Publisher
+    from worker.publish.producer import transactional_id
+    from worker.transport import transport
 
+    client = transport(settings.kafka)
+    log.info("Kafka client: %s", client.name)
+    tid = transactional_id(settings.kafka) if settings.kafka.exactly_once else None
     try:  # the broker first: a wrong address fails before the model is loaded
-        publisher = Publisher(settings.kafka)
-    except KafkaTimeoutError as exc:
+        producer = client.producer(settings.kafka, transactional_id=tid)
+        if tid:
+            log.info("exactly-once: transactional id %s", tid)
+        check_broker(client, producer, settings)
+    except TransportError as exc:
         raise BrokerUnavailableError(
             f"no Kafka broker reachable at {settings.kafka.bootstrap_servers} (EMBED_KAFKA__BOOTSTRAP_SERVERS): {exc}"
         ) from None
@@ -84,13 +88,29 @@ def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | No
         health.warmed_up()
         metrics.ready.set(1)
         dedup = make_dedup(settings, output_fingerprint(info.fingerprint, settings.long_text.model_dump()))
-        intake = Intake(settings.kafka)
+        consumer = client.consumer(settings.kafka)
     except BaseException:
-        publisher.close()
+        producer.close()
         raise
     try:
-        return Worker(settings, encoder, intake, publisher, dedup, stop, metrics=metrics, health=health).run(exit_when_idle_s)
+        return Worker(settings, encoder, consumer, producer, dedup, stop, metrics=metrics, health=health).run(exit_when_idle_s)
     finally:
-        intake.close()
-        publisher.close()
+        consumer.close()
+        producer.close()
         dedup.close()
+
+
+def check_broker(client, producer, settings: Settings) -> None:
+    """Fail at start-up, naming the setting, when no broker answers (librdkafka would retry forever)."""
+    if client.name != "confluent":
+        return  # kafka-python's producer already failed to bootstrap
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka import KafkaException
+
+    from worker.transport.confluent import client_config
+
+    try:
+        AdminClient(client_config(settings.kafka)).list_topics(timeout=min(10.0, settings.kafka.request_timeout_ms / 1000))
+    except KafkaException as exc:
+        producer.close(0)
+        raise TransportError(str(exc.args[0])) from None

@@ -26,6 +26,10 @@ class KafkaSettings(_Section):
     bootstrap_servers: str = Field(
         "127.0.0.1:9092", min_length=1, description="Comma-separated broker addresses (host:port)."
     )
+    client: Literal["auto", "confluent", "kafka-python"] = Field(
+        "auto",
+        description="Kafka client: confluent (librdkafka, in C: a few µs of Python per message) or kafka-python (pure Python, several times slower on short documents). auto is confluent when it is installed.",
+    )
     input_topic: str = Field("documents", min_length=1, description="Topic the documents are read from.")
     output_topic: str = Field("embeddings", min_length=1, description="Topic one vector message per document is written to.")
     dlq_topic: str = Field("documents.dlq", min_length=1, description="Dead-letter topic for messages that cannot be embedded.")

@@ -39,3 +39,29 @@ class StageError(EmbedError):
 
 class IndexStoreError(EmbedError):
     """The vector index (sink, query) is missing, or was built for another model or dimension."""
+
+
+class TransportError(EmbedError):
+    """A Kafka client call failed; ``retriable`` when trying again may succeed."""
+
+    retriable = True
+
+
+class CommitRejectedError(TransportError):
+    """The group rebalanced: the commit was refused and the new owner reads from the last commit."""
+
+
+class MessageTooLargeError(TransportError):
+    """A message exceeds the producer's size limit: the document, not the broker, is at fault."""
+
+    retriable = False
+
+
+class FatalTransportError(TransportError):
+    """The client cannot go on (e.g. a transactional producer fenced by a newer one)."""
+
+    retriable = False
+
+
+class TransactionAbortError(TransportError):
+    """The open transaction must be aborted and its work redone."""

@@ -55,6 +55,7 @@ class Lane:
     dlq: str
     group: str
     namespace: str
+    client: str | None = None  # EMBED_KAFKA__CLIENT for the worker (None: its default)
 
     @property
     def kafka(self) -> KafkaSettings:
@@ -74,6 +75,8 @@ class Lane:
             "PYTHONPATH": str(REPO),
             "EMBED_METRICS__PORT": "0",
         }
+        if self.client:
+            env["EMBED_KAFKA__CLIENT"] = self.client
         env.update(overrides)
         return env
 

@@ -19,6 +19,13 @@ from worker.publish.codec import decode_output
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(params=["confluent", "kafka-python"])
+def lane(lane, request):
+    """Every test here runs the worker with each Kafka client."""
+    lane.client = request.param
+    return lane
+
+
 def mixed_docs(n: int) -> list[dict]:
     """n real documents spanning a few tokens to thousands (every long reference topic first)."""
     corpus = sample_corpus()

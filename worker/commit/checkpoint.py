@@ -1,46 +1,56 @@
-"""The checkpoint: nothing is committed that the broker has not acknowledged.
+"""The checkpoint: what was sent, what the broker acknowledged, and what may be committed.
 
-Each document that leaves the worker (vector, delete event, dead letter) is a ``Delivery``: its
-source offset and the send futures of its messages. ``commit()`` runs in numbered steps:
+Each document that leaves the worker (vector, delete event, dead letter) is one ``Delivery``: its
+source offset and how many of its messages are still unacknowledged. The producer's delivery
+callbacks (any thread) only append to a queue; the main loop drains it (``resolve``), so nothing
+scans the deliveries in flight. An acknowledged delivery finishes its offset in the watermark
+tracker; a failed one raises ``PublishError`` and nothing past it is ever committed.
 
-1. flush the producer, so every send is acknowledged or failed;
-2. resolve the deliveries: a failed send raises ``PublishError`` and nothing is committed;
-   acknowledged ones finish their offsets in the watermark tracker;
-3. mark acknowledged upserts (and clear deleted ids) in the dedup store;
-4. commit, synchronously, the watermark of every partition still owned that moved.
+Deliveries carry their partition's *epoch*: a partition that is revoked, lost or read again gets a
+new one, and whatever of the old epoch is still in flight is ignored when it resolves, so a revoked
+partition leaves nothing behind (no offsets, no dedup marks, no rewinds).
 
-With a transactional publisher (exactly-once) step 4 is ``commit_transaction`` with the offsets,
-and step 3 waits for it: a dedup mark for an output that could still be aborted would skip a
-document whose vector no reader ever sees. The worker drains its pipeline before such a commit, so
-the transaction holds exactly the outputs of the offsets it commits.
+The commit strategies (``commit.strategy``) decide when and how offsets are committed; both run the
+same steps: flush the producer, resolve every delivery, then commit the watermarks that moved.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
-
-from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
-from kafka.producer.future import FutureRecordMetadata
 
 from worker.commit.watermark import OffsetTracker
 from worker.consume.decode import Document, Source
-from worker.errors import PublishError
+from worker.errors import PublishError, TransportError
 
 log = logging.getLogger(__name__)
+FLUSH_SLICE_S = 0.5  # longest one checkpoint blocks the loop waiting for acknowledgements
+TopicPartitionKey = tuple[str, int]
 
 
-@dataclass(slots=True)
 class Delivery:
-    source: Source
-    futures: list[FutureRecordMetadata]
-    doc: Document | None = None  # the document whose output this is (None for undecodable input)
-    mark: bool = True  # record in dedup once acknowledged (False for dead letters)
+    """The messages of one document (or dead letter) on their way to the broker."""
+
+    __slots__ = ("source", "doc", "mark", "pending", "epoch", "registered", "_outcomes")
+
+    def __init__(self, source: Source, doc: Document | None, mark: bool, epoch: int, outcomes: deque) -> None:
+        self.source = source
+        self.doc = doc  # the document whose output this is (None for undecodable input)
+        self.mark = mark  # record in dedup once acknowledged (False for dead letters)
+        self.pending = 0  # messages not yet acknowledged: set before the first is produced
+        self.epoch = epoch
+        self.registered = False  # handed back to the main loop (``Checkpoint.add``)
+        self._outcomes = outcomes
 
     @property
-    def tp(self) -> tuple[str, int]:
+    def tp(self) -> TopicPartitionKey:
         return (self.source.topic, self.source.partition)
+
+    def on_delivery(self, error: BaseException | None) -> None:
+        """The producer's callback for each message: recorded, resolved on the main thread."""
+        self._outcomes.append((self, error))
 
 
 @dataclass
@@ -48,134 +58,126 @@ class CommitStats:
     commits: int = 0
     failures: int = 0
     last_latency_s: float = 0.0
-    committed: dict[tuple[str, int], int] = field(default_factory=dict)
+    committed: dict[TopicPartitionKey, int] = field(default_factory=dict)
 
 
 class Checkpoint:
-    def __init__(self, intake, publisher, tracker: OffsetTracker, dedup, *, flush_timeout_s: float, metrics=None) -> None:
-        self._intake = intake
-        self._publisher = publisher
+    def __init__(self, producer, tracker: OffsetTracker, *, flush_timeout_s: float, metrics=None) -> None:
+        self._producer = producer
         self._tracker = tracker
-        self._dedup = dedup
         self._flush_timeout_s = flush_timeout_s
-        self._inflight: list[Delivery] = []
-        self._transactional = getattr(publisher, "transactional", False)
-        self._unmarked: list[Document] = []  # acknowledged in the open transaction, marked once it commits
         self._metrics = metrics
+        self._outcomes: deque = deque()
+        self._epochs: dict[TopicPartitionKey, int] = {}
+        self._unacked: Counter[TopicPartitionKey] = Counter()  # registered deliveries not yet acknowledged
+        self._progress_at = time.monotonic()  # last time an acknowledgement came in, or nothing was waiting
+        self._failure: tuple[TopicPartitionKey, PublishError] | None = None  # the first failed send, raised by check()
         self.stats = CommitStats()
 
-    def add(self, delivery: Delivery) -> None:
-        self._inflight.append(delivery)
+    # -- deliveries ----------------------------------------------------------------------------
 
-    @property
-    def inflight(self) -> int:
-        return len(self._inflight)
+    def epoch(self, tp: TopicPartitionKey) -> int:
+        return self._epochs.get(tp, 0)
 
-    def resolve(self, *, all_sent: bool = False) -> list[Delivery]:
-        """Finish acknowledged deliveries; raise on a failed one. Returns the acknowledged ones.
+    def delivery(self, source: Source, doc: Document | None, mark: bool = True) -> Delivery:
+        """A new delivery for ``source`` (any thread), of the epoch its document was taken in;
+        set ``pending`` before producing."""
+        epoch = doc.epoch if doc is not None else self._epochs.get((source.topic, source.partition), 0)
+        return Delivery(source, doc, mark, epoch, self._outcomes)
 
-        Without ``all_sent`` only deliveries whose sends have completed are looked at (no waiting)."""
-        acked, waiting = [], []
-        for d in self._inflight:
-            if not all(f.is_done for f in d.futures):
-                if all_sent:
-                    raise PublishError(f"a send for {d.source} was not acknowledged within the flush timeout")
-                waiting.append(d)
+    def add(self, d: Delivery) -> bool:
+        """The main loop takes charge of a delivery produced elsewhere (or just now). True if it
+        was acknowledged whole already (its outcomes resolved before it was handed over)."""
+        if d.epoch != self._epochs.get(d.tp, 0):
+            return False
+        d.registered = True
+        if d.pending > 0:
+            self._unacked[d.tp] += 1
+            return False
+        self._tracker.finish(d.tp, d.source.offset)
+        return True
+
+    def resolve(self) -> list[Delivery]:
+        """Apply the delivery outcomes received so far; returns the deliveries now acknowledged
+        whole. A failed send (of a partition's current epoch) is kept for ``check`` to raise, so
+        the acknowledgements that came with it are not lost."""
+        acked = []
+        outcomes, epochs = self._outcomes, self._epochs
+        while outcomes:
+            d, error = outcomes.popleft()
+            if d.epoch != epochs.get(d.tp, 0):
+                continue  # its partition was revoked or read again meanwhile
+            if error is not None:
+                if self._failure is None:
+                    self._failure = (d.tp, PublishError(f"publishing the output of {d.source} failed: {error}"))
+                    self._failure[1].__cause__ = error
                 continue
-            failed = next((f for f in d.futures if f.failed()), None)
-            if failed is not None:
-                raise PublishError(f"publishing the output of {d.source} failed: {failed.exception!r}") from failed.exception
-            acked.append(d)
-        self._inflight = waiting
-        for d in acked:
-            self._tracker.finish(d.tp, d.source.offset)
-        docs = [d.doc for d in acked if d.doc is not None and d.mark]
-        if self._transactional:
-            self._unmarked.extend(docs)
-        else:
-            self._dedup.mark(docs)
+            d.pending -= 1
+            self._progress_at = time.monotonic()
+            if d.pending == 0:
+                acked.append(d)
+                if d.registered:
+                    self._unacked[d.tp] -= 1
+                    self._tracker.finish(d.tp, d.source.offset)
+        return [d for d in acked if d.registered]
+
+    def check(self) -> None:
+        """Raise the first failed send (``PublishError``): nothing past it may be committed."""
+        if self._failure is not None:
+            _, exc = self._failure
+            self._failure = None
+            raise exc
+
+    def unacked(self) -> int:
+        return sum(self._unacked.values())
+
+    # -- the steps every commit shares -----------------------------------------------------------
+
+    def flush(self) -> list[Delivery]:
+        """1. flush the producer, for at most ``FLUSH_SLICE_S`` (the loop must go on consuming, or
+        the group evicts it); 2. resolve every delivery. Raises ``PublishError`` if a send failed,
+        or if deliveries have waited with no acknowledgement at all for the flush timeout (the
+        broker is away). Returns the deliveries acknowledged on the way; what is still unacknowledged
+        simply keeps its offsets back."""
+        try:
+            self._producer.flush(min(self._flush_timeout_s, FLUSH_SLICE_S))
+        except TransportError:
+            pass  # still waiting: judged below by how long nothing has been acknowledged
+        acked = self.resolve()
+        self.check()
+        waiting = self.unacked()
+        if not waiting:
+            self._progress_at = time.monotonic()
+        elif time.monotonic() - self._progress_at > self._flush_timeout_s:
+            raise PublishError(f"the broker acknowledged none of {waiting} deliveries within {self._flush_timeout_s:.0f} s")
         return acked
 
-    def commit(self) -> list[Delivery]:
-        """Steps 1–4 above. Returns the deliveries acknowledged on the way."""
-        started = time.monotonic()
-        try:
-            return self._commit()
-        finally:
-            if self._metrics is not None:
-                self._metrics.stage_seconds.labels(stage="commit").observe(time.monotonic() - started)
-
-    def _commit(self) -> list[Delivery]:
-        # 1. flush: every send so far is acknowledged or failed
-        try:
-            self._publisher.flush(self._flush_timeout_s)
-        except KafkaTimeoutError as exc:
-            raise PublishError(f"the broker did not acknowledge published messages within {self._flush_timeout_s:.0f} s") from exc
-        # 2 and 3. resolve deliveries (raises PublishError on any failure), mark dedup
-        acked = self.resolve(all_sent=True)
-        # 4. commit what moved, for partitions still owned
-        offsets = self._moved()
-        if self._transactional:
-            return self._commit_transaction(offsets, acked)
-        if not offsets:
-            return acked
-        started = time.monotonic()
-        try:
-            self._intake.commit(offsets)
-        except CommitFailedError as exc:
-            # the group rebalanced under us: the new owner re-reads from the last commit (at-least-once)
-            self._failed()
-            log.warning("commit rejected by a rebalance; partitions will be re-read from the last commit: %s", exc)
-            return acked
-        except KafkaError as exc:
-            # outcome unknown (e.g. timeout): retried at the next checkpoint with fresh offsets
-            self._failed()
-            log.warning("commit outcome unknown, retrying at the next checkpoint: %r", exc)
-            return acked
-        self._succeeded(offsets, started)
-        return acked
-
-    def _commit_transaction(self, offsets: dict[tuple[str, int], int], acked: list[Delivery]) -> list[Delivery]:
-        if not offsets and not self._unmarked:
-            return acked
-        started = time.monotonic()
-        try:
-            self._publisher.commit_transaction(offsets, self._intake.group_metadata())
-        except KafkaError as exc:  # the transaction is aborted and its work redone: nothing is committed
-            self._failed()
-            raise PublishError(f"committing the transaction failed: {exc!r}") from exc
-        self._dedup.mark(self._unmarked)
-        self._unmarked = []
-        self._succeeded(offsets, started)
-        return acked
-
-    def _moved(self) -> dict[tuple[str, int], int]:
+    def moved(self, owned: set[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         """The committable offset of every owned partition whose last successful commit differs."""
-        owned = self._intake.assignment()
-        return {tp: off for tp, off in self._tracker.committable().items() if tp in owned and self.stats.committed.get(tp) != off}
+        committed = self.stats.committed
+        return {tp: off for tp, off in self._tracker.committable().items() if tp in owned and committed.get(tp) != off}
 
-    def _succeeded(self, offsets: dict[tuple[str, int], int], started: float) -> None:
+    def succeeded(self, offsets: dict[TopicPartitionKey, int], started: float) -> None:
         self.stats.commits += 1
         self.stats.last_latency_s = time.monotonic() - started
         self.stats.committed.update(offsets)
         if self._metrics is not None:
             self._metrics.commit_seconds.observe(self.stats.last_latency_s)
 
-    def _failed(self) -> None:
+    def failed(self) -> None:
         self.stats.failures += 1
         if self._metrics is not None:
             self._metrics.commit_failures.inc()
 
-    def uncommitted(self) -> bool:
-        """Whether an owned partition has finished work beyond its last successful commit."""
-        return bool(self._moved())
+    # -- partitions leaving or read again --------------------------------------------------------
 
-    def drop_unresolved(self) -> None:
-        """After a publish failure: forget every delivery not yet resolved (failed or pending).
-        Their offsets stay unfinished, so nothing past them is committed; they are read again."""
-        self._inflight = []
-        self._unmarked = []  # outputs of an aborted transaction: never to be marked
-
-    def forget(self, tps: set[tuple[str, int]]) -> None:
+    def forget(self, tps: set[TopicPartitionKey]) -> None:
+        """A new epoch for these partitions: their deliveries in flight, finished offsets and
+        last commits are forgotten; the tracker drops them."""
+        if self._failure is not None and self._failure[0] in tps:
+            self._failure = None  # nothing of that partition is ours to redo any more
         for tp in tps:
+            self._epochs[tp] = self._epochs.get(tp, 0) + 1
+            self._unacked.pop(tp, None)
             self.stats.committed.pop(tp, None)
+        self._tracker.forget(tps)

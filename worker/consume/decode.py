@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import msgpack
+import msgspec
 
 OPS = ("upsert", "delete")
 LONG_TEXT = ("truncate", "truncate_left", "reject", "chunk")
@@ -65,6 +66,7 @@ class Document:
     chunk: int | None = None  # this row's chunk number, when the document is embedded in chunks
     group: Any = field(default=None, repr=False)  # the chunks' shared ``Chunked`` (encode.chunking)
     rejected: tuple[str, str] | None = None  # (reason, detail) when the tokenizer turned it away
+    epoch: int = 0  # its partition's epoch when taken in (``commit.checkpoint``)
 
     @property
     def n_tokens(self) -> int:
@@ -140,6 +142,58 @@ def decode_record(topic: str, partition: int, offset: int, timestamp_ms: int, ke
     if not text.strip():
         return reject(Reason.EMPTY_TEXT, "'text' is empty or whitespace")
     return Document(doc_id, text, op, metadata, source, content_hash(text), (key, value), long_text=long_text)
+
+
+class _Input(msgspec.Struct):
+    """The well-formed input message, as msgspec decodes it in C (unknown fields are ignored)."""
+
+    id: str
+    text: str | None = None
+    op: str = "upsert"
+    metadata: dict | None = None
+    long_text: str | None = None
+
+
+_FAST = msgspec.msgpack.Decoder(_Input)
+_NESTED = (dict, list)
+
+
+def decode_records(records: Iterable) -> tuple[list[Document], list[Rejection]]:
+    """A poll's records as documents and dead letters, in order of arrival.
+
+    The common message takes one typed msgspec decode and a few checks; anything unusual (a
+    decode or type error, a limit crossed) goes through ``decode_record``, which names the reason
+    exactly as the contract gives it, so both paths reject the same messages for the same reasons.
+    """
+    docs: list[Document] = []
+    rejected: list[Rejection] = []
+    decode, blake2b, slow = _FAST.decode, hashlib.blake2b, decode_record
+    for topic, partition, offset, timestamp, key, value in records:
+        try:
+            m = decode(value)
+        except Exception:  # msgspec raises several types for bad input (invalid UTF-8 among them)
+            m = None
+        if m is not None:
+            doc_id, text, op, metadata = m.id, m.text, m.op, m.metadata
+            long_text = m.long_text
+            if (
+                doc_id
+                and len(doc_id) <= MAX_ID_BYTES // 4  # at most 4 UTF-8 bytes a character: surely within the limit
+                and (key is None or key == doc_id.encode())
+                and (long_text is None or long_text in LONG_TEXT)
+                and (not metadata or not any(isinstance(v, _NESTED) for v in metadata.values()))
+            ):
+                source = Source(topic, partition, offset, timestamp)
+                if op == "upsert" and text and not text.isspace():
+                    digest = blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+                    docs.append(Document(doc_id, text, op, metadata, source, digest, (key, value), long_text=long_text))
+                    continue
+                if op == "delete":
+                    docs.append(Document(doc_id, "", op, metadata, source, "", (key, value)))
+                    continue
+        item = slow(topic, partition, offset, timestamp, key, value)
+        (rejected if isinstance(item, Rejection) else docs).append(item)
+    return docs, rejected
 
 
 def _depth(value: Any, stop: int) -> int:

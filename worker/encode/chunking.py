@@ -101,7 +101,7 @@ def chunk_rows(doc: Document, body: Sequence[int], limits: TextLimits, wrap) -> 
     spans = windows(len(body), limits.chunk_tokens, limits.overlap)
     group = Chunked(doc, [None] * len(spans), len(spans))
     return [
-        Document(doc.id, "", "upsert", doc.metadata, doc.source, doc.content_hash, token_ids=wrap(body[start:end]), long_text=doc.long_text, chunk=n, group=group)
+        Document(doc.id, "", "upsert", doc.metadata, doc.source, doc.content_hash, token_ids=wrap(body[start:end]), long_text=doc.long_text, chunk=n, group=group, epoch=doc.epoch)
         for n, (start, end) in enumerate(spans)
     ]
 

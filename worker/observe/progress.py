@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable
 
 from worker.observe.metrics import Metrics
 
@@ -13,9 +14,10 @@ log = logging.getLogger("worker.progress")
 
 
 class Progress:
-    def __init__(self, metrics: Metrics, intake, encoder, dedup, interval_s: float) -> None:
+    def __init__(self, metrics: Metrics, consumer, encoder, dedup, interval_s: float, rebalances: Callable[[], int]) -> None:
         self._m = metrics
-        self._intake = intake
+        self._consumer = consumer
+        self._rebalances = rebalances
         self._encoder = encoder
         self._dedup = dedup
         self._interval_s = interval_s
@@ -27,7 +29,7 @@ class Progress:
         self._last_embedded = 0
 
     def tick(self, stats) -> None:
-        lag = self._intake.lag()
+        lag = self._consumer.lag()
         series = {(t, str(p)) for t, p in lag}
         for stale in self._lag_series - series:  # partitions no longer owned stop reporting
             self._m.consumer_lag.remove(*stale)
@@ -35,7 +37,7 @@ class Progress:
         for (topic, partition), behind in lag.items():
             self._m.consumer_lag.labels(topic=topic, partition=str(partition)).set(behind)
 
-        rebalances = self._intake.events.rebalances
+        rebalances = self._rebalances()
         self._m.rebalances.inc(rebalances - self._seen_rebalances)
         self._seen_rebalances = rebalances
         self._m.redis_errors.inc(self._dedup.errors - self._seen_redis_errors)

@@ -14,8 +14,9 @@ consumer can route without decoding the value. (Version 1 had no parent_id, vers
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import msgpack
 import numpy as np
@@ -38,7 +39,9 @@ def _source(src: Source) -> dict[str, Any]:
     return {"topic": src.topic, "partition": src.partition, "offset": src.offset}
 
 
+@functools.lru_cache(maxsize=16)
 def _headers(op: str, info: ModelInfo, dtype: str) -> Headers:
+    """One list per (op, model, dtype), shared by every message: the clients only read it."""
     return [
         ("embed-schema", str(SCHEMA_VERSION).encode()),
         ("embed-op", op.encode()),
@@ -48,28 +51,48 @@ def _headers(op: str, info: ModelInfo, dtype: str) -> Headers:
     ]
 
 
-def vector_message(
-    doc: Document, vector: np.ndarray, info: ModelInfo, vector_dtype: str, embedded_at_ms: int, *, chunk: int | None = None, chunks: int = 1
-) -> OutMessage:
+def _upsert(doc: Document, vector: bytes, info: ModelInfo, vector_dtype: str, embedded_at_ms: int, chunk: int | None, chunks: int, pack) -> OutMessage:
+    src = doc.source
     body = {
         "schema_version": SCHEMA_VERSION,
         "op": "upsert",
         "id": doc.id if chunk is None else f"{doc.id}#{chunk}",
         "parent_id": doc.id,
-        "version": doc.source.offset,
+        "version": src.offset,
         "chunk": chunk,
         "chunks": chunks,
         "model": info.name,
         "dim": info.dim,
         "dtype": vector_dtype,
-        "vector": np.ascontiguousarray(vector, dtype=np.dtype(vector_dtype).newbyteorder("<")).tobytes(),
+        "vector": vector,
         "content_hash": doc.content_hash,
-        "source": _source(doc.source),
-        "produced_at": doc.source.timestamp_ms,
+        "source": {"topic": src.topic, "partition": src.partition, "offset": src.offset},
+        "produced_at": src.timestamp_ms,
         "embedded_at": embedded_at_ms,
         "metadata": doc.metadata,
     }
-    return OutMessage(doc.id.encode("utf-8", "surrogatepass"), msgpack.packb(body, use_bin_type=True), _headers("upsert", info, vector_dtype))
+    return OutMessage(doc.id.encode("utf-8", "surrogatepass"), pack(body), _headers("upsert", info, vector_dtype))
+
+
+def _le(vector_dtype: str) -> np.dtype:
+    return np.dtype(vector_dtype).newbyteorder("<")
+
+
+def vector_message(
+    doc: Document, vector: np.ndarray, info: ModelInfo, vector_dtype: str, embedded_at_ms: int, *, chunk: int | None = None, chunks: int = 1
+) -> OutMessage:
+    raw = np.ascontiguousarray(vector, dtype=_le(vector_dtype)).tobytes()
+    return _upsert(doc, raw, info, vector_dtype, embedded_at_ms, chunk, chunks, msgpack.Packer(use_bin_type=True).pack)
+
+
+def vector_messages(docs: Sequence[Document], vectors: np.ndarray, info: ModelInfo, vector_dtype: str, embedded_at_ms: int) -> list[OutMessage]:
+    """The vector messages of a batch of whole documents (no chunks): the vectors become
+    little-endian bytes once for the batch, and every message shares one header list."""
+    dtype = _le(vector_dtype)
+    blob = np.ascontiguousarray(vectors, dtype=dtype).tobytes()
+    width = info.dim * dtype.itemsize
+    pack = msgpack.Packer(use_bin_type=True).pack
+    return [_upsert(d, blob[i * width : (i + 1) * width], info, vector_dtype, embedded_at_ms, None, 1, pack) for i, d in enumerate(docs)]
 
 
 def delete_messages(doc: Document, info: ModelInfo, now_ms: int, *, tombstone: bool) -> list[OutMessage]:

@@ -1,10 +1,14 @@
 """Serialize outputs and hand them to the producer; each comes back as a ``Delivery`` to checkpoint.
 
 ``publish`` runs on the publish stage's thread (the producer is thread-safe); deletes and dead
-letters of undecodable input are sent from the main loop. Nothing here waits for the broker: the
-checkpoint does, before anything is committed. The chunks of a document are gathered here (its
-``Chunked``) and sent together, in chunk order, once the last one has its vector: one delivery for
-the whole document, or one dead letter of the original if any chunk failed.
+letters are sent from the main loop. Nothing here waits for the broker: each message's outcome
+comes back through its delivery's callback, and the checkpoint resolves them. Whole documents are
+serialized a batch at a time (``codec.vector_messages``). The chunks of a document are gathered here
+(its ``Chunked``) and sent together, in chunk order, once the last one has its vector: one delivery
+for the whole document, or one dead letter of the original if any chunk failed. A send the producer
+refuses (a full queue past its timeout, no metadata) fails its delivery: the loop backs off and reads
+everything again from the commit, as after a broker outage; an output too large to send is
+dead-lettered.
 """
 
 from __future__ import annotations
@@ -13,17 +17,17 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from kafka.errors import MessageSizeTooLargeError
-
-from worker.commit.checkpoint import Delivery
+from worker.commit.checkpoint import Checkpoint, Delivery
 from worker.config import Settings
 from worker.consume.decode import Document, Reason, Rejection, reject_document
 from worker.encode.base import ModelInfo
 from worker.encode.chunking import Chunked, mean_vector
 from worker.encode.forward import Encoded
+from worker.errors import MessageTooLargeError, TransportError
 from worker.publish import codec
 
 log = logging.getLogger(__name__)
+_ABANDONED = -1  # an epoch no partition has: the outcomes of an abandoned delivery are ignored
 
 
 @dataclass(slots=True)
@@ -37,8 +41,9 @@ class Sent:
 
 
 class Sender:
-    def __init__(self, publisher, info: ModelInfo, settings: Settings) -> None:
-        self._publisher = publisher
+    def __init__(self, producer, checkpoint: Checkpoint, info: ModelInfo, settings: Settings) -> None:
+        self._producer = producer
+        self._checkpoint = checkpoint
         self._info = info
         self._topic = settings.kafka.output_topic
         self._dlq = settings.kafka.dlq_topic
@@ -52,11 +57,17 @@ class Sender:
         sent = Sent(encoded)
         now_ms = int(time.time() * 1000)
         for docs, vectors in encoded.parts:
-            for d, v in zip(docs, vectors):
-                if d.group is None:
-                    self._send(sent, d, [codec.vector_message(d, v, self._info, self._dtype, now_ms)])
-                elif d.group.resolve(d.chunk, v):
-                    self._send_chunks(sent, d.group, now_ms)
+            whole = [i for i, d in enumerate(docs) if d.group is None]
+            if whole:
+                wdocs = [docs[i] for i in whole]
+                rows = vectors if len(whole) == len(docs) else vectors[whole]
+                for d, msg in zip(wdocs, codec.vector_messages(wdocs, rows, self._info, self._dtype, now_ms)):
+                    self._send(sent, d, [msg])
+            if len(whole) < len(docs):
+                for d, v in zip(docs, vectors):
+                    if d.group is not None and d.group.resolve(d.chunk, v):
+                        self._send_chunks(sent, d.group, now_ms)
+            for d in docs:
                 d.token_ids, d.text, d.raw = None, "", (None, None)  # free memory; the content hash stays
         for f in encoded.failed:
             if f.doc.group is None:
@@ -81,14 +92,25 @@ class Sender:
 
     def _send(self, sent: Sent, doc: Document, msgs: list[codec.OutMessage]) -> None:
         """One delivery for a document's messages; too large a message dead-letters the document."""
-        futures = []
-        try:
-            for msg in msgs:
-                futures.append(self._publisher.send(self._topic, msg))
-        except MessageSizeTooLargeError as exc:  # metadata too big to carry: the document, not the worker, is at fault
-            self._fail(sent, doc, Reason.OUTPUT_TOO_LARGE, str(exc)[:300])
+        d = self._produce(self._checkpoint.delivery(doc.source, doc), self._topic, msgs)
+        if d is None:
+            self._fail(sent, doc, Reason.OUTPUT_TOO_LARGE, "a vector message exceeds EMBED_KAFKA__MAX_MESSAGE_BYTES")
             return
-        sent.deliveries.append(Delivery(doc.source, futures, doc))
+        sent.deliveries.append(d)
+
+    def _produce(self, d: Delivery, topic: str, msgs: list[codec.OutMessage]) -> Delivery | None:
+        """Produce ``msgs`` as delivery ``d``; None (``d`` abandoned) if one is too large to send."""
+        d.pending = len(msgs)
+        produce, done = self._producer.produce, d.on_delivery
+        try:
+            for m in msgs:
+                produce(topic, m.key, m.value, m.headers, done)
+        except MessageTooLargeError:
+            d.epoch = _ABANDONED
+            return None
+        except TransportError as exc:  # the delivery fails; the loop redoes everything from the commit
+            done(exc)
+        return d
 
     def _fail(self, sent: Sent, doc: Document, reason: str, detail: str) -> None:
         sent.deliveries.append(self.dead_letter(reject_document(doc, reason, detail), doc))
@@ -96,13 +118,15 @@ class Sender:
 
     def delete(self, doc: Document) -> Delivery:
         msgs = codec.delete_messages(doc, self._info, int(time.time() * 1000), tombstone=self._tombstones)
-        return Delivery(doc.source, [self._publisher.send(self._topic, m) for m in msgs], doc)
+        d = self._produce(self._checkpoint.delivery(doc.source, doc), self._topic, msgs)
+        if d is None:
+            return self.dead_letter(reject_document(doc, Reason.OUTPUT_TOO_LARGE, "the delete event exceeds EMBED_KAFKA__MAX_MESSAGE_BYTES"), doc)
+        return d
 
     def dead_letter(self, rej: Rejection, doc: Document | None = None) -> Delivery:
         src = rej.source
         log.warning("dead-lettering %s:%d@%d: %s (%s)", src.topic, src.partition, src.offset, rej.reason, rej.detail)
-        try:
-            future = self._publisher.send(self._dlq, codec.dead_letter(rej))
-        except MessageSizeTooLargeError:  # the original does not fit a message: send where it is, without it
-            future = self._publisher.send(self._dlq, codec.dead_letter(rej, keep_value=False))
-        return Delivery(src, [future], doc, mark=False)
+        d = self._produce(self._checkpoint.delivery(src, doc, mark=False), self._dlq, [codec.dead_letter(rej)])
+        if d is None:  # the original does not fit a message: send where it is, without it
+            d = self._produce(self._checkpoint.delivery(src, doc, mark=False), self._dlq, [codec.dead_letter(rej, keep_value=False)])
+        return d

@@ -22,27 +22,13 @@ def test_nothing_is_released_before_the_deadline():
     assert len(w) == 0
 
 
-def test_a_later_message_of_the_same_id_waits_for_the_earlier_one():
-    w = room()
-    first, second, other = doc("a", 0), doc("a", 1), doc("b", 2)
-    w.add([first, second, other], now=0.0)
-    batches = w.take(now=1.0)
-    assert {d.source.offset for b in batches for d in b.docs} == {0, 2}
-    assert len(w) == 1
-    assert [d.source.offset for b in w.take(now=1.0) for d in b.docs] == [1]
-
-
-def test_the_same_id_in_another_partition_is_independent():
-    w = room()
-    w.add([doc("a", 0, partition=0), doc("a", 0, partition=1)], now=0.0)
-    assert sum(len(b.docs) for b in w.take(now=1.0)) == 2
-
-
-def test_drain_releases_held_messages_too_in_order():
-    w = room()
-    w.add([doc("a", 0), doc("a", 1), doc("a", 2)], now=0.0)
-    batches = w.take(now=0.0, drain=True)
-    assert [d.source.offset for b in batches for d in b.docs] == [0, 1, 2]
+def test_a_batch_is_cut_once_the_lookahead_window_fills_before_the_deadline():
+    w = WaitingRoom(BatchLimits(max_tokens=1000, max_size=2, max_wait_s=10.0, lookahead=2))
+    w.add([doc("a", 0), doc("b", 1), doc("c", 2)], now=0.0)
+    assert w.take(now=0.0) == []
+    w.add([doc("d", 3)], now=0.0)
+    assert sorted(d.id for b in w.take(now=0.0) for d in b.docs) == ["a", "b", "c", "d"]
+    assert len(w) == 0
 
 
 def test_drop_forgets_revoked_partitions():

@@ -1,114 +1,194 @@
+"""The checkpoint and both commit strategies, with spec'd mocks for the clients and Redis."""
+
+import time
 from unittest import mock
 
 import pytest
-from kafka.errors import CommitFailedError, KafkaTimeoutError
-from kafka.future import Future
 
-from worker.commit.checkpoint import Checkpoint, Delivery
+from worker.commit.checkpoint import Checkpoint
+from worker.commit.strategy import AtLeastOnce, Transactional
 from worker.commit.watermark import OffsetTracker
 from worker.consume.decode import Document, Source
-from worker.errors import PublishError
+from worker.errors import CommitRejectedError, PublishError, TransportError
 
 TP = ("in", 0)
 
 
-def acked():
-    f = Future()
-    f.success(object())
-    return f
+class Consumer:
+    commits_on_revoke = True
 
-
-def failed():
-    f = Future()
-    f.failure(KafkaTimeoutError("broker gone"))
-    return f
-
-
-class Intake:
     def __init__(self):
         self.commits = []
         self.fail_with = None
 
     def assignment(self):
-        return {TP}
+        return {TP, ("in", 1)}
 
     def commit(self, offsets):
         if self.fail_with:
             raise self.fail_with
         self.commits.append(dict(offsets))
 
+    def group_metadata(self):
+        return "generation-1"
 
-def setup(*offsets):
+
+def setup(*offsets, strategy=AtLeastOnce, tp=TP, flush_timeout_s=1.0):
     tracker = OffsetTracker()
     for off in offsets:
-        tracker.track(TP, off)
-    intake, publisher, dedup = Intake(), mock.Mock(spec_set=["flush"]), mock.Mock(spec_set=["mark"])
-    return Checkpoint(intake, publisher, tracker, dedup, flush_timeout_s=1.0), intake, publisher, dedup
+        tracker.track(tp, off)
+    consumer = Consumer()
+    producer = mock.Mock(spec_set=["flush", "commit_transaction", "abort_transaction"])
+    dedup = mock.Mock(spec_set=["mark", "already_embedded"])
+    cp = Checkpoint(producer, tracker, flush_timeout_s=flush_timeout_s)
+    return cp, strategy(consumer, producer, cp, dedup, revoke_budget_s=1.0), consumer, producer, dedup
 
 
-def doc(off):
-    return Document(f"d{off}", "t", "upsert", None, Source("in", 0, off, 0), "h")
+def doc(off, partition=0, doc_id=None, text_hash="h"):
+    return Document(doc_id or f"d{off}", "t", "upsert", None, Source("in", partition, off, 0), text_hash)
+
+
+def send(cp, d, *outcomes, mark=True, source=None):
+    """A delivery of ``len(outcomes)`` messages whose callbacks report ``outcomes``; registered."""
+    delivery = cp.delivery(source or d.source, d, mark)
+    delivery.pending = len(outcomes)
+    for outcome in outcomes:
+        if outcome != "pending":
+            delivery.on_delivery(outcome)
+    return delivery, cp.add(delivery)
 
 
 def test_commit_flushes_then_commits_the_watermark_and_marks_dedup():
-    cp, intake, publisher, dedup = setup(0, 1, 2)
+    cp, strategy, consumer, producer, dedup = setup(0, 1, 2)
     for off in (0, 1):
-        cp.add(Delivery(Source("in", 0, off, 0), [acked()], doc(off)))
-    cp.commit()
-    publisher.flush.assert_called_once()
-    assert intake.commits == [{TP: 2}]  # offset 2 is not finished
+        send(cp, doc(off), None)
+    released = strategy.commit()
+    producer.flush.assert_called_once()
+    assert consumer.commits == [{TP: 2}]  # offset 2 is not finished
     assert [d.id for d in dedup.mark.call_args.args[0]] == ["d0", "d1"]
+    assert [d.doc.id for d in released] == ["d0", "d1"]
+
+
+def test_a_delivery_of_several_messages_finishes_when_the_last_is_acknowledged():
+    cp, strategy, consumer, _, _ = setup(0)
+    delivery, _ = send(cp, doc(0), None, "pending")
+    assert cp.resolve() == [] and cp.unacked() == 1
+    delivery.on_delivery(None)
+    assert [d.doc.id for d in cp.resolve()] == ["d0"]
+    strategy.commit()
+    assert consumer.commits == [{TP: 1}]
+
+
+def test_a_delivery_acknowledged_before_it_is_handed_over_finishes_on_add():
+    cp, strategy, consumer, _, _ = setup(0)
+    delivery = cp.delivery(doc(0).source, doc(0))
+    delivery.pending = 1
+    delivery.on_delivery(None)
+    assert cp.resolve() == []  # not handed over yet: nothing to release
+    assert cp.add(delivery) is True
+    strategy.commit()
+    assert consumer.commits == [{TP: 1}]
 
 
 def test_a_failed_send_raises_and_commits_nothing():
-    cp, intake, _, dedup = setup(0, 1)
-    cp.add(Delivery(Source("in", 0, 0, 0), [acked()], doc(0)))
-    cp.add(Delivery(Source("in", 0, 1, 0), [failed()], doc(1)))
+    cp, strategy, consumer, _, dedup = setup(0, 1)
+    send(cp, doc(0), None)
+    send(cp, doc(1), TransportError("broker gone"))
     with pytest.raises(PublishError, match="broker gone"):
-        cp.commit()
-    assert intake.commits == []
+        strategy.commit()
+    assert consumer.commits == []
     dedup.mark.assert_not_called()
 
 
-def test_an_unacknowledged_send_after_flush_raises():
-    cp, intake, _, _ = setup(0)
-    cp.add(Delivery(Source("in", 0, 0, 0), [Future()]))
-    with pytest.raises(PublishError):
-        cp.commit()
-    assert intake.commits == []
+def test_an_unacknowledged_send_keeps_its_offset_back_until_nothing_is_acknowledged_for_the_flush_timeout():
+    cp, strategy, consumer, _, _ = setup(0, 1, flush_timeout_s=0.05)
+    send(cp, doc(0), None)
+    send(cp, doc(1), "pending")
+    strategy.commit()
+    assert consumer.commits == [{TP: 1}]  # the loop is never blocked for long: what is acknowledged commits
+    time.sleep(0.06)
+    with pytest.raises(PublishError, match="acknowledged none"):
+        strategy.commit()
+    assert consumer.commits == [{TP: 1}]
 
 
 def test_dead_letters_finish_offsets_but_are_not_marked():
-    cp, intake, _, dedup = setup(0)
-    cp.add(Delivery(Source("in", 0, 0, 0), [acked()], doc(0), mark=False))
-    cp.commit()
-    assert intake.commits == [{TP: 1}]
+    cp, strategy, consumer, _, dedup = setup(0)
+    send(cp, doc(0), None, mark=False)
+    strategy.commit()
+    assert consumer.commits == [{TP: 1}]
     assert dedup.mark.call_args.args[0] == []
 
 
 def test_a_commit_lost_to_a_rebalance_is_not_fatal_and_is_retried():
-    cp, intake, _, _ = setup(0)
-    cp.add(Delivery(Source("in", 0, 0, 0), [acked()]))
-    intake.fail_with = CommitFailedError("rebalanced")
-    cp.commit()
-    assert cp.stats.failures == 1 and cp.uncommitted()  # the worker must not call itself idle yet
-    intake.fail_with = None
-    cp.commit()
-    assert intake.commits == [{TP: 1}] and not cp.uncommitted()
+    cp, strategy, consumer, _, _ = setup(0)
+    send(cp, doc(0), None)
+    consumer.fail_with = CommitRejectedError("rebalanced")
+    strategy.commit()
+    assert cp.stats.failures == 1 and cp.moved(consumer.assignment())  # the worker must not call itself idle yet
+    consumer.fail_with = None
+    strategy.commit()
+    assert consumer.commits == [{TP: 1}] and not cp.moved(consumer.assignment())
 
 
 def test_unchanged_offsets_are_not_committed_again():
-    cp, intake, _, _ = setup(0)
-    cp.add(Delivery(Source("in", 0, 0, 0), [acked()]))
-    cp.commit()
-    cp.commit()
-    assert intake.commits == [{TP: 1}]
+    cp, strategy, consumer, _, _ = setup(0)
+    send(cp, doc(0), None)
+    strategy.commit()
+    strategy.commit()
+    assert consumer.commits == [{TP: 1}]
 
 
-def test_a_flush_that_times_out_is_a_publish_error_and_commits_nothing():
-    cp, intake, publisher, _ = setup(0)
-    cp.add(Delivery(Source("in", 0, 0, 0), [Future()]))
-    publisher.flush.side_effect = KafkaTimeoutError("flush")
-    with pytest.raises(PublishError, match="did not acknowledge"):
-        cp.commit()
-    assert intake.commits == []
+def test_a_flush_that_times_out_is_a_publish_error_once_nothing_is_acknowledged_for_the_flush_timeout():
+    cp, strategy, consumer, producer, _ = setup(0, flush_timeout_s=0.0)
+    send(cp, doc(0), "pending")
+    producer.flush.side_effect = TransportError("flush timed out")
+    with pytest.raises(PublishError, match="acknowledged none"):
+        strategy.commit()
+    assert consumer.commits == []
+
+
+def test_a_revoked_partition_leaves_nothing_behind():
+    # its deliveries still in flight neither fail the worker, nor finish offsets, nor write marks
+    cp, strategy, consumer, _, dedup = setup(0, 1)
+    ok, _ = send(cp, doc(0), "pending")
+    bad, _ = send(cp, doc(1), "pending")
+    cp.forget({TP})
+    bad.on_delivery(TransportError("not the leader"))
+    ok.on_delivery(None)
+    assert strategy.settle(cp.resolve()) == []
+    strategy.commit()
+    assert consumer.commits == []
+    dedup.mark.assert_not_called()
+
+
+def test_on_revoke_commits_the_finished_work_of_the_leaving_partitions_only():
+    cp, strategy, consumer, _, _ = setup(0, 1)
+    cp._tracker.track(("in", 1), 5)
+    send(cp, doc(0), None)
+    send(cp, doc(5, partition=1), None)
+    strategy.on_revoke({TP})
+    assert consumer.commits == [{TP: 1}]
+
+
+def test_exactly_once_keeps_the_open_transactions_outputs_in_view_of_dedup():
+    # X=B acknowledged in the open transaction; X=A must not be skipped against Redis' old mark A
+    cp, strategy, consumer, producer, dedup = setup(0, 1, strategy=Transactional)
+    dedup.already_embedded.side_effect = lambda docs: [d.content_hash == "A" for d in docs]
+    send(cp, doc(0, doc_id="x", text_hash="B"), None)
+    strategy.settle(cp.resolve())
+    again_a, same_b, other = doc(1, doc_id="x", text_hash="A"), doc(2, doc_id="x", text_hash="B"), doc(3, doc_id="y", text_hash="A")
+    assert strategy.already_embedded([again_a, same_b, other]) == [False, True, True]
+    dedup.mark.assert_not_called()  # marks wait for the transaction
+    strategy.commit()
+    producer.commit_transaction.assert_called_once_with({TP: 1}, "generation-1")
+    assert [d.content_hash for d in dedup.mark.call_args.args[0]] == ["B"]
+
+
+def test_exactly_once_a_failed_transaction_commit_is_a_publish_error_and_marks_nothing():
+    cp, strategy, consumer, producer, dedup = setup(0, strategy=Transactional)
+    send(cp, doc(0), None)
+    producer.commit_transaction.side_effect = TransportError("fenced")
+    with pytest.raises(PublishError, match="transaction"):
+        strategy.commit()
+    dedup.mark.assert_not_called()

@@ -61,3 +61,15 @@ def test_redelivery_and_double_finish_are_harmless():
     t.track(TP, 0)  # re-delivered after a seek: already finished
     assert t.committable() == {TP: 1}
     assert t.unfinished() == 0
+
+
+def test_offsets_taken_in_out_of_order_never_commit_past_an_unfinished_one():
+    # e.g. records of a partition read again from its commit after later ones were taken in
+    t = OffsetTracker()
+    for off in (7, 8, 3, 4):
+        t.track(TP, off)
+    for off in (7, 8, 4):
+        t.finish(TP, off)
+    assert t.committable() == {}
+    t.finish(TP, 3)
+    assert t.committable() == {TP: 9}

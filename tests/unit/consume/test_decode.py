@@ -78,3 +78,29 @@ def test_an_id_longer_than_the_limit_is_rejected_even_when_the_key_matches():
 def test_non_latin_emoji_and_nul_text_decodes_unchanged(text):
     d = decode(encode_document("doc-1", text))
     assert isinstance(d, Document) and d.text == text and d.content_hash == content_hash(text)
+
+
+def test_the_batch_decoder_accepts_and_rejects_exactly_what_the_detailed_decoder_does():
+    import msgpack
+
+    from worker.consume.decode import Rejection, decode_record, decode_records
+
+    values = [
+        encode_document("a", "hello", metadata={"k": 1}), encode_document("a", op="delete"), encode_document("a", ""),
+        encode_document("a", "  "), msgpack.packb({"id": 5, "text": "x"}), b"\xc1", msgpack.packb([1]),
+        msgpack.packb({"text": "x"}), encode_document("a", "x", metadata={"k": {"n": [1]}}),
+        encode_document("a", "x", long_text="bogus"), encode_document("a", "x", long_text="chunk"),
+        encode_document("é" * 200, "x"), encode_document("é" * 300, "x"), msgpack.packb({"id": "a", "text": "x", "op": "nope"}),
+        msgpack.packb({"id": "a", "text": 5}), msgpack.packb({"id": "a", "text": "x", "metadata": [1]}), None,
+        msgpack.packb({"id": "a", "text": "x", "metadata": {1: 2}}), b"\x82\xa2id\xa1a\xa4text\xa3a\xc3(",  # invalid UTF-8
+        encode_document("a", "x", metadata=_nested(MAX_METADATA_DEPTH + 1)),
+    ]
+    for key in (None, b"a", b"b"):
+        records = [("t", 0, i, 1, key, v) for i, v in enumerate(values)]
+        docs, rejected = decode_records(records)
+        fast = {d.source.offset: ("doc", d.id, d.op, d.content_hash, d.metadata, d.long_text) for d in docs}
+        fast.update({r.source.offset: (r.reason,) for r in rejected})
+        for r in records:
+            item = decode_record(*r)
+            slow = (item.reason,) if isinstance(item, Rejection) else ("doc", item.id, item.op, item.content_hash, item.metadata, item.long_text)
+            assert fast[r[2]] == slow, (key, r[2])

@@ -1,0 +1,171 @@
+"""Commit strategies: how finished work becomes committed, and what a rebalance does to it.
+
+The loop calls the same verbs whichever guarantee is configured:
+
+- ``settle(acked)``: deliveries just acknowledged; returns those whose per-key hold may go;
+- ``already_embedded(docs)``: the dedup view of these upserts;
+- ``commit()``: the checkpoint, in numbered steps;
+- ``on_revoke(tps)`` / ``on_lost(tps)``: before partitions leave;
+- ``abort()``: after a failure, before everything since the last commit is read again.
+
+``AtLeastOnce``: 1. flush the producer; 2. resolve every delivery (a failure raises
+``PublishError``: nothing is committed); 3. mark acknowledged upserts (and clear deleted ids) in
+dedup, then let their keys go; 4. commit, synchronously, the watermark of every owned partition that
+moved. On revoke (while the partitions are still ours, with confluent-kafka) the finished work of
+the leaving partitions is committed within a budget.
+
+``Transactional`` (exactly-once): outputs go into an open Kafka transaction; the loop lets everything
+polled through first (``needs_drain``), so the transaction holds exactly the outputs of the offsets it
+commits; then ``commit_transaction`` with those offsets, and only then the dedup marks. Until then the
+open transaction's acknowledged outputs stay in view (``already_embedded`` reads them before Redis),
+so a later version of an id is never skipped against a mark the transaction is about to replace.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Sequence
+
+from worker.commit.checkpoint import Checkpoint, Delivery
+from worker.consume.decode import Document
+from worker.deadline import Backoff, Deadline
+from worker.errors import CommitRejectedError, PublishError, TransportError
+
+log = logging.getLogger(__name__)
+TopicPartitionKey = tuple[str, int]
+
+
+class AtLeastOnce:
+    needs_drain = False
+
+    def __init__(self, consumer, producer, checkpoint: Checkpoint, dedup, *, revoke_budget_s: float) -> None:
+        self._consumer = consumer
+        self._producer = producer
+        self._checkpoint = checkpoint
+        self._dedup = dedup
+        self._revoke_budget_s = revoke_budget_s
+
+    def already_embedded(self, docs: Sequence[Document]) -> list[bool]:
+        return self._dedup.already_embedded(docs)
+
+    def settle(self, acked: list[Delivery]) -> list[Delivery]:
+        """3. Mark what the broker acknowledged (one round trip); the keys may go after that."""
+        if acked:
+            self._dedup.mark([d.doc for d in acked if d.doc is not None and d.mark])
+        return acked
+
+    def commit(self) -> list[Delivery]:
+        """Steps 1-4; returns the deliveries acknowledged on the way (settled)."""
+        released = self.settle(self._checkpoint.flush())
+        self._commit(self._checkpoint.moved(self._consumer.assignment()))
+        return released
+
+    def _commit(self, offsets: dict[TopicPartitionKey, int]) -> bool:
+        if not offsets:
+            return True
+        started = time.monotonic()
+        try:
+            self._consumer.commit(offsets)
+        except CommitRejectedError as exc:  # the new owner reads from the last commit
+            self._checkpoint.failed()
+            log.warning("commit rejected by a rebalance; partitions will be read again from the last commit: %s", exc)
+            return False
+        except TransportError as exc:  # outcome unknown (e.g. a timeout): retried at the next checkpoint
+            self._checkpoint.failed()
+            log.warning("commit outcome unknown, retrying at the next checkpoint: %s", exc)
+            return False
+        self._checkpoint.succeeded(offsets, started)
+        return True
+
+    def on_revoke(self, tps: set[TopicPartitionKey]) -> list[Delivery]:
+        """Commit the leaving partitions' finished work while they are still ours (within the
+        budget); returns what was acknowledged on the way. Unfinished work is left to the next owner."""
+        if not self._consumer.commits_on_revoke:
+            return []
+        budget = Deadline(self._revoke_budget_s)
+        try:
+            self._producer.flush(budget.remaining())
+        except TransportError:
+            pass  # what is acknowledged by now is committed; the rest is redone by the next owner
+        released = self.settle(self._checkpoint.resolve())  # a failed send is raised by the loop afterwards
+        moved = self._checkpoint.moved(tps)
+        if moved and self._commit(moved):
+            log.info("committed the finished work of %d revoked partitions", len(moved))
+        return released
+
+    def on_lost(self, tps: set[TopicPartitionKey]) -> None:
+        """Lost partitions are someone else's already: nothing of theirs is committed."""
+
+    def abort(self) -> None:
+        """Nothing to abort: unacknowledged work is read again from the last commit."""
+
+
+class Transactional(AtLeastOnce):
+    needs_drain = True
+
+    def __init__(self, consumer, producer, checkpoint: Checkpoint, dedup, *, revoke_budget_s: float, stop=None) -> None:
+        super().__init__(consumer, producer, checkpoint, dedup, revoke_budget_s=revoke_budget_s)
+        self._open: dict[str, Document] = {}  # id -> its last acknowledged output in the open transaction
+        self._stop = stop
+        self._backoff = Backoff(0.5, 30.0)
+
+    def already_embedded(self, docs: Sequence[Document]) -> list[bool]:
+        seen = self._open
+        if not seen:
+            return self._dedup.already_embedded(docs)
+        rest = [d for d in docs if d.id not in seen]
+        answers = iter(self._dedup.already_embedded(rest))
+        out = []
+        for d in docs:
+            last = seen.get(d.id)
+            out.append(next(answers) if last is None else (last.op == "upsert" and last.dedup_value == d.dedup_value))
+        return out
+
+    def settle(self, acked: list[Delivery]) -> list[Delivery]:
+        """Marks wait for the transaction; the keys may go now (its outputs stay in view)."""
+        for d in acked:
+            if d.doc is not None and d.mark:
+                self._open[d.doc.id] = d.doc
+        return acked
+
+    def commit(self) -> list[Delivery]:
+        """Call only when drained: everything polled has been handed to the producer. Commits
+        only once every output is acknowledged (else the loop keeps draining and calls again)."""
+        released = self.settle(self._checkpoint.flush())
+        if self._checkpoint.unacked():
+            return released
+        offsets = self._checkpoint.moved(self._consumer.assignment())
+        if not offsets and not self._open:
+            return released
+        started = time.monotonic()
+        try:
+            self._producer.commit_transaction(offsets, self._consumer.group_metadata())
+        except TransportError as exc:  # the transaction is aborted and its work redone: nothing is committed
+            self._checkpoint.failed()
+            raise PublishError(f"committing the transaction failed: {exc}") from exc
+        self._dedup.mark(list(self._open.values()))
+        self._open = {}
+        self._checkpoint.succeeded(offsets, started)
+        return released
+
+    def on_revoke(self, tps: set[TopicPartitionKey]) -> list[Delivery]:
+        """The open transaction may hold their outputs: the loop aborts it and redoes the rest."""
+        return []
+
+    def abort(self) -> None:
+        """Discard the open transaction (with retries while the broker is away)."""
+        self._open = {}
+        for attempt in range(8):
+            try:
+                self._producer.abort_transaction()
+                self._backoff.succeeded()
+                return
+            except TransportError as exc:
+                if attempt == 7 or not exc.retriable or (self._stop is not None and self._stop.is_set()):
+                    raise PublishError(f"exactly-once: aborting the transaction failed: {exc}") from exc
+                delay = self._backoff.failed()
+                if self._stop is not None:
+                    self._stop.wait(delay)
+                else:
+                    time.sleep(delay)

@@ -1,0 +1,104 @@
+"""The Kafka transport the worker sees: one small interface, two clients behind it.
+
+Nothing above ``worker.transport`` imports a Kafka client. The contract both implementations keep:
+
+- ``Consumer.consume`` returns a batch of ``Record`` s; assignment changes are reported to the
+  ``Rebalance`` listener *inside* ``consume``, on the calling thread, before any record of the
+  new assignment is returned. A newly assigned partition starts at the group's committed offset
+  (or the reset policy's end when none was committed).
+- ``Producer.produce`` never waits for the broker: the outcome of each message comes back through
+  its ``on_delivery`` callback (``None`` for success, a ``TransportError`` otherwise), which may run
+  on any thread; ``poll`` and ``flush`` serve callbacks where the client needs it.
+- Every client error becomes a ``TransportError`` subclass (``worker.errors``), so the loop reasons
+  about "rejected by a rebalance", "too large", "fatal" and "try again" without knowing the client.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Protocol
+
+TopicPartitionKey = tuple[str, int]
+Offsets = dict[TopicPartitionKey, int]  # partition -> the next offset to read
+OnDelivery = Callable[["BaseException | None"], None]
+
+
+class Record(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int  # ms since the epoch (0 when the broker gave none)
+    key: bytes | None
+    value: bytes | None
+
+
+class Rebalance(Protocol):
+    """What the consumer tells its owner about assignment changes (on the consuming thread)."""
+
+    def on_assigned(self, tps: set[TopicPartitionKey]) -> None: ...
+
+    def on_revoked(self, tps: set[TopicPartitionKey]) -> None:
+        """The partitions are still owned while this runs when ``Consumer.commits_on_revoke``."""
+
+    def on_lost(self, tps: set[TopicPartitionKey]) -> None:
+        """The partitions are already someone else's: nothing of theirs may be committed."""
+
+
+class Consumer(Protocol):
+    commits_on_revoke: bool  # whether on_revoked runs before the partitions leave (a commit there counts)
+
+    def consume(self, max_records: int, timeout_s: float) -> list[Record]: ...
+
+    def assignment(self) -> set[TopicPartitionKey]: ...
+
+    def hold(self, paused: bool) -> None:
+        """Pause (or resume) every assigned partition, newly assigned ones included; consuming
+        goes on (heartbeats, rebalances) but returns no records of paused partitions."""
+
+    def settled(self) -> bool:
+        """No assignment change is waiting to be reported (the owner may judge itself idle)."""
+
+    def rewind(self, tps: set[TopicPartitionKey], starts: Offsets | None = None) -> None:
+        """Read these owned partitions again from the group's committed offset (with none, from
+        ``starts``: the first offset taken in since assignment). Raises ``TransportError`` if an
+        offset cannot be fetched (e.g. the broker is away)."""
+
+    def commit(self, offsets: Offsets) -> None:
+        """Synchronous commit. ``CommitRejectedError`` when a rebalance refused it, another
+        ``TransportError`` when the outcome is unknown."""
+
+    def lag(self) -> dict[TopicPartitionKey, int]:
+        """Messages behind the high watermark, per owned partition with a known watermark."""
+
+    def group_metadata(self) -> object: ...
+
+    def close(self) -> None: ...
+
+
+class Producer(Protocol):
+    transactional: bool
+
+    def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list, on_delivery: OnDelivery) -> None:
+        """Queue one message. Raises ``MessageTooLargeError`` for a message over the size limit
+        and ``TransportError`` when it cannot be queued within the delivery timeout."""
+
+    def poll(self) -> None:
+        """Serve delivery callbacks that are due, without waiting."""
+
+    def flush(self, timeout_s: float) -> None:
+        """Wait until every queued message is delivered or failed; ``TransportError`` on timeout."""
+
+    def commit_transaction(self, offsets: Offsets, group_metadata: object) -> None:
+        """Commit the open transaction with these input offsets and open the next one."""
+
+    def abort_transaction(self) -> None:
+        """Discard everything produced since the last commit and open the next transaction."""
+
+    def close(self, timeout_s: float = 10.0) -> None: ...
+
+
+class Transport(NamedTuple):
+    """The factories of one client: the worker, the sink and the load generator build through these."""
+
+    name: str
+    consumer: Callable[..., Consumer]
+    producer: Callable[..., Producer]

@@ -1,0 +1,267 @@
+"""The transport over kafka-python (pure Python): kept for hosts where librdkafka cannot be used.
+
+kafka-python runs rebalance listeners where blocking would stall heartbeats, and reports a
+revocation once the partitions are gone; so this consumer records what changed and tells its owner
+inside the next ``consume`` (``commits_on_revoke`` is False: nothing can be committed for them). It
+also keeps its in-memory position for a partition revoked and assigned back, which would skip the
+work dropped at the revocation; so every newly assigned partition is moved to its committed offset
+before any of its records are returned, and records fetched from the old position are dropped.
+Send futures become delivery callbacks (run on the producer's I/O thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
+
+from worker.config import KafkaSettings
+from worker.errors import CommitRejectedError, FatalTransportError, MessageTooLargeError, TransportError
+from worker.kafka_options import client_options, offsets_to_commit
+from worker.transport.base import OnDelivery, Offsets, Rebalance, Record, TopicPartitionKey
+
+log = logging.getLogger(__name__)
+ASSIGNORS = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor, "cooperative-sticky": CooperativeStickyAssignor}
+
+
+def translate(exc: BaseException, what: str) -> TransportError:
+    text = f"{what}: {exc!r}"
+    if isinstance(exc, CommitFailedError):
+        return CommitRejectedError(text)
+    if isinstance(exc, MessageSizeTooLargeError):
+        return MessageTooLargeError(text)
+    if isinstance(exc, KafkaError) and type(exc).__name__ in ("ProducerFencedError", "InvalidProducerEpochError", "TransactionalIdAuthorizationFailedError"):
+        return FatalTransportError(text)
+    return TransportError(text)
+
+
+class _Changes(ConsumerRebalanceListener):
+    """Assignment changes as kafka-python reports them, kept until the consuming thread asks."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.revoked: set[TopicPartitionKey] = set()
+        self.lost: set[TopicPartitionKey] = set()
+        self.assigned: set[TopicPartitionKey] = set()
+
+    def on_partitions_revoked(self, revoked) -> None:
+        with self._lock:
+            self.revoked |= {(tp.topic, tp.partition) for tp in revoked}
+
+    def on_partitions_lost(self, lost) -> None:
+        with self._lock:
+            self.lost |= {(tp.topic, tp.partition) for tp in lost}
+
+    def on_partitions_assigned(self, assigned) -> None:
+        with self._lock:
+            self.assigned |= {(tp.topic, tp.partition) for tp in assigned}
+
+    def pending(self) -> bool:
+        with self._lock:
+            return bool(self.revoked or self.lost or self.assigned)
+
+    def take(self) -> tuple[set, set, set]:
+        with self._lock:
+            out = (self.revoked, self.lost, self.assigned)
+            self.revoked, self.lost, self.assigned = set(), set(), set()
+        return out
+
+
+class KafkaPythonConsumer:
+    commits_on_revoke = False
+
+    def __init__(self, settings: KafkaSettings, *, group_id: str | None = None, read_committed: bool | None = None) -> None:
+        eos = settings.exactly_once if read_committed is None else read_committed
+        self._c = KafkaConsumer(
+            **client_options(settings),
+            group_id=group_id or settings.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=settings.auto_offset_reset,
+            max_poll_records=settings.max_poll_records,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            partition_assignment_strategy=(ASSIGNORS[settings.assignment_strategy],),
+            group_instance_id=settings.group_instance_id,
+            isolation_level="read_committed" if eos else "read_uncommitted",
+        )
+        self._topic = settings.input_topic
+        self._timeout_ms = settings.request_timeout_ms
+        self._reset = settings.auto_offset_reset
+        self._changes = _Changes()
+        self._listener: Rebalance | None = None
+        self._unplaced: set[TopicPartitionKey] = set()  # assigned, not yet moved to their commit
+        self._holding = False
+
+    def subscribe(self, listener: Rebalance, topic: str | None = None) -> None:
+        self._listener = listener
+        self._c.subscribe([topic or self._topic], listener=self._changes)
+
+    def consume(self, max_records: int, timeout_s: float) -> list[Record]:
+        self._apply_hold()
+        batches = self._c.poll(timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_records)
+        revoked, lost, assigned = self._changes.take()
+        if self._listener is not None:
+            if lost:
+                self._listener.on_lost(lost)
+            if revoked - lost:
+                self._listener.on_revoked(revoked - lost)
+        self._unplaced = (self._unplaced - revoked - lost) | assigned
+        skip = set(self._unplaced)
+        self._place()
+        if assigned and self._listener is not None:
+            self._listener.on_assigned(assigned)
+        out = []
+        for records in batches.values():
+            for r in records:
+                if (r.topic, r.partition) not in skip:
+                    out.append(Record(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value))
+        return out
+
+    def _place(self) -> None:
+        """Move newly assigned partitions to their commit; those that fail (broker away) stay
+        paused and are tried again at the next consume."""
+        if not self._unplaced:
+            return
+        try:
+            self.rewind(self._unplaced)
+        except TransportError as exc:
+            log.warning("could not read the committed offsets of %d assigned partitions (%s); retrying", len(self._unplaced), exc)
+            return
+        self._unplaced = set()
+
+    def _apply_hold(self) -> None:
+        """Pausing is re-applied on every call: newly assigned partitions start unpaused."""
+        assigned = self._c.assignment()
+        unplaced = {tp for tp in assigned if (tp.topic, tp.partition) in self._unplaced}
+        paused = assigned if self._holding else unplaced
+        if paused:
+            self._c.pause(*paused)
+        resume = set(self._c.paused()) - set(paused)
+        if resume:
+            self._c.resume(*resume)
+
+    def assignment(self) -> set[TopicPartitionKey]:
+        return {(tp.topic, tp.partition) for tp in self._c.assignment()}
+
+    def settled(self) -> bool:
+        """No assignment change waits to be reported, and every assigned partition is placed."""
+        return not self._unplaced and not self._changes.pending()
+
+    def hold(self, paused: bool) -> None:
+        self._holding = paused
+        self._apply_hold()
+
+    def rewind(self, tps: set[TopicPartitionKey], starts: Offsets | None = None) -> None:
+        try:
+            assigned = self._c.assignment()
+            for topic, partition in sorted(tps):
+                tp = TopicPartition(topic, partition)
+                if tp not in assigned:
+                    continue  # already moved on by a later rebalance
+                committed = self._c.committed(tp, timeout_ms=self._timeout_ms)
+                first = (starts or {}).get((topic, partition))
+                if committed is not None:
+                    self._c.seek(tp, committed)
+                elif first is not None:  # nothing committed yet: back to the first offset taken in, not the reset's end
+                    self._c.seek(tp, first)
+                elif self._reset == "earliest":
+                    self._c.seek_to_beginning(tp)
+                else:
+                    self._c.seek_to_end(tp)
+        except KafkaError as exc:
+            raise translate(exc, "reading committed offsets") from None
+
+    def commit(self, offsets: Offsets) -> None:
+        if not offsets:
+            return
+        try:
+            self._c.commit(offsets_to_commit(offsets), timeout_ms=self._timeout_ms)
+        except KafkaError as exc:
+            raise translate(exc, "committing offsets") from None
+
+    def lag(self) -> dict[TopicPartitionKey, int]:
+        out = {}
+        for tp in self._c.assignment():
+            high = self._c.highwater(tp)
+            if high is None:
+                continue
+            try:
+                position = self._c.position(tp, timeout_ms=self._timeout_ms)
+            except KafkaError:  # a position still being looked up while the broker is away
+                continue
+            if position is not None:
+                out[(tp.topic, tp.partition)] = max(0, high - position)
+        return out
+
+    def group_metadata(self) -> object:
+        return self._c.group_metadata()
+
+    def close(self) -> None:
+        self._c.close(autocommit=False)
+
+
+class KafkaPythonProducer:
+    def __init__(self, settings: KafkaSettings, *, transactional_id: str | None = None, client_suffix: str = "") -> None:
+        extra = {}
+        if transactional_id:
+            extra = {"transactional_id": transactional_id, "transaction_timeout_ms": settings.transaction_timeout_ms}
+        options = client_options(settings)
+        if client_suffix:
+            options["client_id"] += client_suffix
+        try:
+            self._p = KafkaProducer(
+                **options,
+                acks="all",
+                enable_idempotence=True,  # broker-side retries cannot reorder or duplicate a partition's messages
+                linger_ms=settings.linger_ms,
+                max_request_size=settings.max_message_bytes,
+                **extra,
+            )
+            self.transactional = transactional_id is not None
+            if self.transactional:
+                self._p.init_transactions()  # fences an earlier producer with this id, aborting its open transaction
+                self._p.begin_transaction()
+        except KafkaError as exc:
+            raise translate(exc, "starting the producer") from None
+
+    def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list, on_delivery: OnDelivery) -> None:
+        try:
+            future = self._p.send(topic, key=key, value=value, headers=headers)
+        except KafkaError as exc:  # too large, a full buffer or missing metadata past max_block_ms
+            raise translate(exc, f"producing to {topic}") from None
+        future.add_callback(lambda _md: on_delivery(None))
+        future.add_errback(lambda exc: on_delivery(translate(exc, f"delivering to {topic}")))
+
+    def poll(self) -> None:
+        """kafka-python delivers on its I/O thread: nothing to serve."""
+
+    def flush(self, timeout_s: float) -> None:
+        try:
+            self._p.flush(timeout=timeout_s)
+        except KafkaTimeoutError as exc:
+            raise TransportError(f"messages not acknowledged within {timeout_s:.0f} s: {exc}") from None
+
+    def commit_transaction(self, offsets: Offsets, group_metadata: object) -> None:
+        try:
+            if offsets:
+                self._p.send_offsets_to_transaction(offsets_to_commit(offsets), group_metadata)
+            self._p.commit_transaction()
+            self._p.begin_transaction()
+        except KafkaError as exc:
+            raise translate(exc, "committing the transaction") from None
+
+    def abort_transaction(self) -> None:
+        try:
+            self._p.abort_transaction()
+            self._p.begin_transaction()
+        except KafkaError as exc:
+            raise translate(exc, "aborting the transaction") from None
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._p.close(timeout=timeout_s)
