@@ -52,10 +52,11 @@ class Pipeline:
         self._published: queue.Queue = queue.Queue()
         self._tokenize_in = tokenize_in
         on_start = getattr(encoder, "bind_thread", None)
+        self._output = threading.Event()  # something came back to the main loop (or a stage failed)
         self._stages = [
-            Stage("tokenize", self._tokenize, tokenize_in, self._tokenized, self._abort).start(),
+            Stage("tokenize", self._tokenize, tokenize_in, self._tokenized, self._abort, on_output=self._output.set).start(),
             Stage("forward", lambda b: forward(encoder, b), self._forward_in, publish_in, self._abort, threads=replicas, on_start=on_start).start(),
-            Stage("publish", sender.publish, publish_in, self._published, self._abort).start(),
+            Stage("publish", sender.publish, publish_in, self._published, self._abort, on_output=self._output.set).start(),
         ]
         self.tokenizing = 0  # submitted to tokenize, not yet drained
         self.encoding = 0  # dispatched to forward, not yet drained from publish
@@ -98,6 +99,11 @@ class Pipeline:
         items = drain(self._published)
         self.encoding -= len(items)
         return items
+
+    def wait(self, timeout_s: float) -> None:
+        """Block until a stage hands something back to the main loop, or ``timeout_s`` passes."""
+        self._output.wait(timeout_s)
+        self._output.clear()
 
     @property
     def busy(self) -> bool:

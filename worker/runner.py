@@ -115,7 +115,10 @@ class Worker:
                     self._pipeline.check()
                     held = self._must_hold()
                     self._consumer.hold(held)
-                    records = self._consume(self._poll_timeout(next_commit))  # rebalances are handled in here
+                    timeout = self._poll_timeout(next_commit)
+                    records = self._consume(0.0 if held else timeout)  # rebalances are handled in here
+                    if held and not records:  # paused: wake as soon as the pipeline hands something back
+                        self._pipeline.wait(timeout)
                     self._health.polled()
                     self._m.last_poll.set(time.time())
                     idle.saw(bool(records) or held, (self._rebalances, self._rewinds), bool(self._consumer.assignment()))
@@ -146,7 +149,7 @@ class Worker:
         records = self._consumer.consume(self._s.kafka.max_poll_records, timeout_s)
         skip = self._fenced | self._to_rewind
         if skip and records:
-            records = [r for r in records if (r.topic, r.partition) not in skip]
+            records = [r for r in records if (r[0], r[1]) not in skip]
         return records
 
     def _commit(self) -> None:
@@ -196,11 +199,11 @@ class Worker:
         self.stats.first_message = self.stats.first_message or now
         self.stats.received += len(records)
         track, starts = self._tracker.track, self._starts
-        for r in records:
-            tp = (r.topic, r.partition)
-            track(tp, r.offset)
+        for topic, partition, offset, *_ in records:
+            tp = (topic, partition)
+            track(tp, offset)
             if tp not in starts:
-                starts[tp] = r.offset
+                starts[tp] = offset
         docs, rejected = decode_records(records)
         for rej in rejected:
             self._dead_letter(rej)
@@ -270,9 +273,12 @@ class Worker:
         self._waiting.add((d for d in current if d.rejected is None), arrived)
 
     def _collect(self, sent: Sent) -> None:
-        """A batch the publish stage handed to the producer: its deliveries, stats and metrics."""
-        for d in sent.deliveries:
-            self._register(d)
+        """A batch the publish stage handed to the producer: its deliveries (those acknowledged
+        already are settled together: one Redis call for the batch), stats and metrics."""
+        add = self._checkpoint.add
+        early = [d for d in sent.deliveries if add(d)]
+        if early:
+            self._release(self._strategy.settle(early))
         record_sent(self.stats, self._m, sent, sent.encoded.docs)
 
     def _register(self, d: Delivery) -> None:

@@ -60,6 +60,7 @@ class Stage:
         *,
         threads: int = 1,
         on_start: Callable[[], None] | None = None,
+        on_output: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self._fn = fn
@@ -67,6 +68,7 @@ class Stage:
         self._outbox = outbox
         self._abort = abort
         self._on_start = on_start
+        self._on_output = on_output or (lambda: None)
         self._failure: BaseException | None = None
         self._threads = [threading.Thread(target=self._loop, name=f"embed-{name}-{i}", daemon=True) for i in range(threads)]
 
@@ -89,10 +91,12 @@ class Stage:
                     return
                 if not offer(self._outbox, self._fn(item), self._abort):
                     return
+                self._on_output()
         except BaseException as exc:  # surfaced by check() in the main loop, never swallowed
             log.error("%s stage failed: %s: %s", self.name, type(exc).__name__, exc)
             self._failure = exc
             self._abort.set()
+            self._on_output()
 
     def check(self) -> None:
         """Raise the stage's failure, if it had one, in the calling (main) thread."""

@@ -48,7 +48,7 @@ class Delivery:
     def tp(self) -> TopicPartitionKey:
         return (self.source.topic, self.source.partition)
 
-    def on_delivery(self, error: BaseException | None) -> None:
+    def on_delivery(self, error: object = None, _message: object = None) -> None:
         """The producer's callback for each message: recorded, resolved on the main thread."""
         self._outcomes.append((self, error))
 
@@ -110,7 +110,8 @@ class Checkpoint:
             if error is not None:
                 if self._failure is None:
                     self._failure = (d.tp, PublishError(f"publishing the output of {d.source} failed: {error}"))
-                    self._failure[1].__cause__ = error
+                    if isinstance(error, BaseException):
+                        self._failure[1].__cause__ = error
                 continue
             d.pending -= 1
             self._progress_at = time.monotonic()

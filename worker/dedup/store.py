@@ -15,6 +15,7 @@ mark only costs a re-embedding later.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Sequence
 
@@ -28,6 +29,17 @@ from worker.errors import DedupError
 
 log = logging.getLogger(__name__)
 
+# KEYS: the ids' keys; ARGV[1]: the TTL in ms; ARGV[i + 1]: the content value for KEYS[i], or ""
+# to forget the id (a delete).
+MARK_SCRIPT = """
+local ttl = ARGV[1]
+for i, key in ipairs(KEYS) do
+  local value = ARGV[i + 1]
+  if value == '' then redis.call('DEL', key) else redis.call('SET', key, value, 'PX', ttl) end
+end
+return #KEYS
+"""
+
 
 class DedupStore:
     def __init__(self, settings: RedisSettings, model_fingerprint: str, client: redis.Redis | None = None, retry: Backoff | None = None) -> None:
@@ -37,6 +49,9 @@ class DedupStore:
         self._client = client or connect(settings)
         self._fail_closed = settings.on_error == "closed"
         self._backoff = retry or Backoff(0.5, 30.0)
+        self._mark = self._client.register_script(MARK_SCRIPT)
+        # an id is looked up, then marked a moment later: its key (a hash) is computed once
+        self._keys = functools.lru_cache(maxsize=1 << 16)(functools.partial(dedup_key, self._ns, self._model))
         self.errors = 0  # calls that failed
         self.unchecked = 0  # documents embedded without a lookup while Redis was down (fail-open)
 
@@ -44,7 +59,7 @@ class DedupStore:
         self._client.ping()
 
     def _key(self, doc_id: str) -> str:
-        return dedup_key(self._ns, self._model, doc_id)
+        return self._keys(doc_id)
 
     def already_embedded(self, docs: Sequence[Document]) -> list[bool]:
         """For each upsert, whether the same content was already embedded with this model."""
@@ -64,17 +79,14 @@ class DedupStore:
         return [False] * len(docs)
 
     def mark(self, docs: Sequence[Document]) -> None:
-        """Record acknowledged embeddings (upserts) and forget deleted ids, in one round trip."""
+        """Record acknowledged embeddings (upserts) and forget deleted ids: one round trip and one
+        command (a script), not a command per document, whose packing costs more than the call."""
         if not docs or self._backoff.waiting():
             return
-        pipe = self._client.pipeline(transaction=False)
-        for d in docs:
-            if d.op == "delete":
-                pipe.delete(self._key(d.id))
-            else:
-                pipe.set(self._key(d.id), d.dedup_value, px=self._ttl_ms)
+        keys = [self._key(d.id) for d in docs]
+        values = ["" if d.op == "delete" else d.dedup_value for d in docs]
         try:
-            pipe.execute()
+            self._mark(keys=keys, args=[self._ttl_ms, *values])
         except redis.RedisError as exc:
             self._failed("mark", exc)
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import logging
 import threading
@@ -78,6 +79,7 @@ class TextTokenizer:
         if self.max_length > limit:
             raise ModelLoadError(f"EMBED_MODEL__MAX_LENGTH={self.max_length} exceeds the model's limit of {limit} tokens")
         self.pad_id = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else 0
+        self._fast = self._truncating_backend()
         self.wants_type_ids = "token_type_ids" in self._tokenizer.model_input_names
         self._prefix, self._suffix = self._special_tokens()
 
@@ -94,12 +96,26 @@ class TextTokenizer:
     def specials(self) -> int:
         return len(self._prefix) + len(self._suffix)
 
+    def _truncating_backend(self):
+        """The fast tokenizer's Rust backend, set to truncate at ``max_length`` without padding:
+        called directly it skips transformers' per-text Python conversion (the ids are the same,
+        a test checks it). None for a tokenizer without one."""
+        backend = getattr(self._tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            return None
+        backend = copy.deepcopy(backend)
+        backend.no_padding()
+        backend.enable_truncation(self.max_length)
+        return backend
+
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, special tokens included, truncated to ``max_length``."""
         if not texts:
             return []
         cap = self.max_length * CHARS_PER_TOKEN_CAP
         capped = [t.strip()[:cap] for t in texts]
+        if self._fast is not None:
+            return [e.ids for e in self._fast.encode_batch(capped)]
         return self._tokenizer(
             capped,
             truncation=True,

@@ -2,13 +2,14 @@
 
 Nothing above ``worker.transport`` imports a Kafka client. The contract both implementations keep:
 
-- ``Consumer.consume`` returns a batch of ``Record`` s; assignment changes are reported to the
-  ``Rebalance`` listener *inside* ``consume``, on the calling thread, before any record of the
+- ``Consumer.consume`` returns a batch of records (tuples in ``Record``'s field order); assignment
+  changes are reported to the ``Rebalance`` listener *inside* ``consume``, on the calling thread, before any record of the
   new assignment is returned. A newly assigned partition starts at the group's committed offset
   (or the reset policy's end when none was committed).
 - ``Producer.produce`` never waits for the broker: the outcome of each message comes back through
-  its ``on_delivery`` callback (``None`` for success, a ``TransportError`` otherwise), which may run
-  on any thread; ``poll`` and ``flush`` serve callbacks where the client needs it.
+  its ``on_delivery`` callback, first argument ``None`` for success, else an object describing the
+  failure (the client's own error: no wrapper is built per message on this hot path); it may run on
+  any thread; ``poll`` and ``flush`` serve callbacks where the client needs it.
 - Every client error becomes a ``TransportError`` subclass (``worker.errors``), so the loop reasons
   about "rejected by a rebalance", "too large", "fatal" and "try again" without knowing the client.
 """
@@ -19,10 +20,14 @@ from typing import Callable, NamedTuple, Protocol
 
 TopicPartitionKey = tuple[str, int]
 Offsets = dict[TopicPartitionKey, int]  # partition -> the next offset to read
-OnDelivery = Callable[["BaseException | None"], None]
+OnDelivery = Callable[..., None]  # (error or None, [the client's message]): error is any object that describes the failure
 
 
 class Record(NamedTuple):
+    """A consumed record's fields, in this order. The clients hand records over as plain tuples of
+    the same shape (a named tuple costs a Python call per record on the hot path); read them by
+    position or unpack them."""
+
     topic: str
     partition: int
     offset: int

@@ -161,7 +161,7 @@ class ConfluentConsumer:
 
     # -- the interface ---------------------------------------------------------------------------
 
-    def consume(self, max_records: int, timeout_s: float) -> list[Record]:
+    def consume(self, max_records: int, timeout_s: float) -> list[Record]:  # plain tuples, in Record's order
         """What is fetched now; if nothing is, wait up to ``timeout_s`` for the first record only
         (``consume(n, t)`` would hold a trickle back until ``n`` arrive or ``t`` passes)."""
         messages = self._c.consume(max_records, 0)
@@ -178,7 +178,7 @@ class ConfluentConsumer:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error on %s [%s]: %s", m.topic(), m.partition(), err.str())
                 continue
-            out.append(Record(m.topic(), m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value()))
+            out.append((m.topic(), m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value()))
         return out
 
     def assignment(self) -> set[TopicPartitionKey]:
@@ -269,21 +269,27 @@ class ConfluentProducer:
                 raise _raised(exc, "starting transactions") from None
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list, on_delivery: OnDelivery) -> None:
-        def delivered(err, _msg) -> None:
-            on_delivery(None if err is None else translate(err, f"delivering to {topic}"))
+        """``on_delivery`` is handed to librdkafka as it is (no wrapper per message): it is called
+        with librdkafka's ``KafkaError`` (or None) and the message."""
+        try:
+            self._p.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+        except BufferError:  # the local queue is full: serve deliveries, then try again
+            self._produce_when_room(topic, key, value, headers, on_delivery)
+        except KafkaException as exc:
+            raise _raised(exc, f"producing to {topic}") from None
 
-        full: Deadline | None = None
-        while True:
+    def _produce_when_room(self, topic, key, value, headers, on_delivery) -> None:
+        full = Deadline(self._timeout_s)
+        while not full.expired():
+            self._p.poll(0.05)
             try:
-                self._p.produce(topic, value, key, headers=headers, on_delivery=delivered)
+                self._p.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
                 return
-            except BufferError:  # the local queue is full: serve deliveries, then try again
-                full = full or Deadline(self._timeout_s)
-                if full.expired():
-                    raise TransportError(f"the producer's queue stayed full for {self._timeout_s:.0f} s") from None
-                self._p.poll(0.05)
+            except BufferError:
+                continue
             except KafkaException as exc:
                 raise _raised(exc, f"producing to {topic}") from None
+        raise TransportError(f"the producer's queue stayed full for {self._timeout_s:.0f} s")
 
     def poll(self) -> None:
         self._p.poll(0)

@@ -120,7 +120,7 @@ class KafkaPythonConsumer:
         for records in batches.values():
             for r in records:
                 if (r.topic, r.partition) not in skip:
-                    out.append(Record(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value))
+                    out.append((r.topic, r.partition, r.offset, r.timestamp, r.key, r.value))
         return out
 
     def _place(self) -> None:

@@ -90,6 +90,17 @@ def test_the_real_tokenizer_truncates_the_same_way_through_either_path():
     assert tok.wrap([7592]) == [101, 7592, 102]
 
 
+def test_the_fast_path_tokenizes_exactly_as_transformers_does():
+    from loadgen.corpus import sample_corpus
+    from worker.config import ModelSettings
+    from worker.encode.transformer import TextTokenizer
+
+    tok = TextTokenizer(ModelSettings())
+    texts = [d["text"] for d in sample_corpus(400)] + ["a", "é" * 5, "x" * 5000, "  padded  ", "日本語のテキスト 🙂"]
+    slow = tok._tokenizer([t.strip()[: tok.max_length * 250] for t in texts], truncation=True, max_length=tok.max_length)["input_ids"]
+    assert tok.tokenize(texts) == slow
+
+
 def _settings(**long_text):
     return Settings(
         kafka=KafkaSettings(commit_interval_ms=5),
