@@ -64,4 +64,6 @@ class FatalTransportError(TransportError):
 
 
 class TransactionAbortError(TransportError):
-    """The open transaction must be aborted and its work redone."""
+    """The open transaction must be aborted and its work redone (calling again will not do)."""
+
+    retriable = False

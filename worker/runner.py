@@ -236,7 +236,7 @@ class Worker:
                     self._tracker.finish((d.source.topic, d.source.partition), d.source.offset)
                     done.append(d)
                 elif d.op == "delete":
-                    self._register(self._sender.delete(d))
+                    self._register([self._sender.delete(d)])
                     self.stats.deletes += 1
                     self._m.deletes.inc()
                     self.stats.last_output = time.monotonic()
@@ -273,20 +273,20 @@ class Worker:
         self._waiting.add((d for d in current if d.rejected is None), arrived)
 
     def _collect(self, sent: Sent) -> None:
-        """A batch the publish stage handed to the producer: its deliveries (those acknowledged
-        already are settled together: one Redis call for the batch), stats and metrics."""
-        add = self._checkpoint.add
-        early = [d for d in sent.deliveries if add(d)]
-        if early:
-            self._release(self._strategy.settle(early))
+        """A batch the publish stage handed to the producer: its deliveries, stats and metrics."""
+        self._register(sent.deliveries)
         record_sent(self.stats, self._m, sent, sent.encoded.docs)
 
-    def _register(self, d: Delivery) -> None:
-        if self._checkpoint.add(d):  # acknowledged before it was handed over
-            self._release(self._strategy.settle([d]))
+    def _register(self, deliveries: list[Delivery]) -> None:
+        """Hand deliveries to the checkpoint; those acknowledged already are settled together
+        (one Redis call for a batch, not one per document)."""
+        add = self._checkpoint.add
+        early = [d for d in deliveries if add(d)]
+        if early:
+            self._release(self._strategy.settle(early))
 
     def _dead_letter(self, rej: Rejection, doc: Document | None = None) -> None:
-        self._register(self._sender.dead_letter(rej, doc))
+        self._register([self._sender.dead_letter(rej, doc)])
         self.stats.dead_lettered[rej.reason] += 1
         self._m.dlq.labels(reason=rej.reason).inc()
 

@@ -115,12 +115,11 @@ class Checkpoint:
                 continue
             d.pending -= 1
             self._progress_at = time.monotonic()
-            if d.pending == 0:
+            if d.pending == 0 and d.registered:  # an unregistered one is finished by ``add``
                 acked.append(d)
-                if d.registered:
-                    self._unacked[d.tp] -= 1
-                    self._tracker.finish(d.tp, d.source.offset)
-        return [d for d in acked if d.registered]
+                self._unacked[d.tp] -= 1
+                self._tracker.finish(d.tp, d.source.offset)
+        return acked
 
     def check(self) -> None:
         """Raise the first failed send (``PublishError``): nothing past it may be committed."""

@@ -66,7 +66,7 @@ def _upsert(doc: Document, vector: bytes, info: ModelInfo, vector_dtype: str, em
         "dtype": vector_dtype,
         "vector": vector,
         "content_hash": doc.content_hash,
-        "source": {"topic": src.topic, "partition": src.partition, "offset": src.offset},
+        "source": _source(src),
         "produced_at": src.timestamp_ms,
         "embedded_at": embedded_at_ms,
         "metadata": doc.metadata,

@@ -23,6 +23,13 @@ Offsets = dict[TopicPartitionKey, int]  # partition -> the next offset to read
 OnDelivery = Callable[..., None]  # (error or None, [the client's message]): error is any object that describes the failure
 
 
+def resume_offset(committed: int | None, first_taken: int | None) -> int | None:
+    """Where a partition is read again: its commit; with none, the first offset taken in since it
+    was assigned (the reset policy's end would skip what was read and not finished); None when
+    neither is known, for the reset policy to decide."""
+    return committed if committed is not None else first_taken
+
+
 class Record(NamedTuple):
     """A consumed record's fields, in this order. The clients hand records over as plain tuples of
     the same shape (a named tuple costs a Python call per record on the hot path); read them by

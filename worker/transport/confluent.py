@@ -27,7 +27,7 @@ from worker.errors import (
     TransactionAbortError,
     TransportError,
 )
-from worker.transport.base import OnDelivery, Offsets, Rebalance, Record, TopicPartitionKey
+from worker.transport.base import OnDelivery, Offsets, Rebalance, Record, TopicPartitionKey, resume_offset
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +77,10 @@ def client_config(settings: KafkaSettings) -> dict:
 
 
 def _start(tp, starts: Offsets | None, reset: str) -> int:
-    """Where a partition is read again: its commit; with none, the first offset taken in since it
-    was assigned (the reset policy's end would skip what was read and not finished); else the reset."""
-    if tp.offset >= 0:
-        return tp.offset
-    first = (starts or {}).get((tp.topic, tp.partition))
-    if first is not None:
-        return first
+    """``resume_offset``, or librdkafka's logical offset for the reset policy."""
+    offset = resume_offset(tp.offset if tp.offset >= 0 else None, (starts or {}).get((tp.topic, tp.partition)))
+    if offset is not None:
+        return offset
     return _BEGINNING if reset == "earliest" else _END
 
 
@@ -302,25 +299,25 @@ class ConfluentProducer:
     def commit_transaction(self, offsets: Offsets, group_metadata: object) -> None:
         """A retriable failure (e.g. a timeout) is retried, as librdkafka requires: an abort is
         refused while a commit is in progress. Anything else is raised for the loop to abort."""
-        tps = [TopicPartition(t, p, off) for (t, p), off in offsets.items()]
-        for step in ("offsets", "commit"):
-            for attempt in range(3):
-                try:
-                    if step == "offsets":
-                        if tps:
-                            self._p.send_offsets_to_transaction(tps, group_metadata, self._timeout_s)
-                    else:
-                        self._p.commit_transaction(self._timeout_s)
-                    break
-                except KafkaException as exc:
-                    err = _raised(exc, "committing the transaction")
-                    if not err.retriable or isinstance(err, (TransactionAbortError, FatalTransportError)) or attempt == 2:
-                        raise err from None
-                    log.warning("%s; retrying", err)
+        if offsets:
+            tps = [TopicPartition(t, p, off) for (t, p), off in offsets.items()]
+            self._retried(lambda: self._p.send_offsets_to_transaction(tps, group_metadata, self._timeout_s))
+        self._retried(lambda: self._p.commit_transaction(self._timeout_s))
         try:
             self._p.begin_transaction()
         except KafkaException as exc:
             raise _raised(exc, "opening the next transaction") from None
+
+    def _retried(self, call, attempts: int = 3) -> None:
+        for attempt in range(attempts):
+            try:
+                call()
+                return
+            except KafkaException as exc:
+                err = _raised(exc, "committing the transaction")
+                if not err.retriable or attempt == attempts - 1:
+                    raise err from None
+                log.warning("%s; retrying", err)
 
     def abort_transaction(self) -> None:
         try:

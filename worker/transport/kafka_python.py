@@ -23,7 +23,7 @@ from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError, Messa
 from worker.config import KafkaSettings
 from worker.errors import CommitRejectedError, FatalTransportError, MessageTooLargeError, TransportError
 from worker.kafka_options import client_options, offsets_to_commit
-from worker.transport.base import OnDelivery, Offsets, Rebalance, Record, TopicPartitionKey
+from worker.transport.base import OnDelivery, Offsets, Rebalance, Record, TopicPartitionKey, resume_offset
 
 log = logging.getLogger(__name__)
 ASSIGNORS = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor, "cooperative-sticky": CooperativeStickyAssignor}
@@ -164,12 +164,9 @@ class KafkaPythonConsumer:
                 tp = TopicPartition(topic, partition)
                 if tp not in assigned:
                     continue  # already moved on by a later rebalance
-                committed = self._c.committed(tp, timeout_ms=self._timeout_ms)
-                first = (starts or {}).get((topic, partition))
-                if committed is not None:
-                    self._c.seek(tp, committed)
-                elif first is not None:  # nothing committed yet: back to the first offset taken in, not the reset's end
-                    self._c.seek(tp, first)
+                offset = resume_offset(self._c.committed(tp, timeout_ms=self._timeout_ms), (starts or {}).get((topic, partition)))
+                if offset is not None:
+                    self._c.seek(tp, offset)
                 elif self._reset == "earliest":
                     self._c.seek_to_beginning(tp)
                 else:
