@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -43,6 +44,14 @@ def warm_up(encoder, max_tokens: int) -> None:
             f"warm-up at the full token budget ({rows} × {len(ids)} tokens) failed: {type(exc).__name__}: {exc}; "
             "lower EMBED_BATCH__MAX_TOKENS"
         ) from exc
+
+
+def freeze_heap() -> None:
+    """Move everything start-up made (modules, the model, the tokenizer: millions of objects, none of
+    them ever garbage) out of the collector's sight. Otherwise each full collection, which the hot
+    path's allocations trigger every second or so, walks all of it while holding the GIL."""
+    gc.collect()
+    gc.freeze()
 
 
 def run_worker(
@@ -92,6 +101,7 @@ def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | No
     except BaseException:
         producer.close()
         raise
+    freeze_heap()
     try:
         return Worker(settings, encoder, consumer, producer, dedup, stop, metrics=metrics, health=health).run(exit_when_idle_s)
     finally:

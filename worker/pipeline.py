@@ -52,10 +52,11 @@ class Pipeline:
         self._published: queue.Queue = queue.Queue()
         self._tokenize_in = tokenize_in
         on_start = getattr(encoder, "bind_thread", None)
-        self._output = threading.Event()  # something came back to the main loop (or a stage failed)
+        self._output = threading.Event()  # something came back to the main loop, the model has room, or a stage failed
         self._stages = [
             Stage("tokenize", self._tokenize, tokenize_in, self._tokenized, self._abort, on_output=self._output.set).start(),
-            Stage("forward", lambda b: forward(encoder, b), self._forward_in, publish_in, self._abort, threads=replicas, on_start=on_start).start(),
+            Stage("forward", lambda b: forward(encoder, b), self._forward_in, publish_in, self._abort, threads=replicas, on_start=on_start,
+                  on_take=self._output.set).start(),  # room for the next batch: the main loop hands it over at once
             Stage("publish", sender.publish, publish_in, self._published, self._abort, on_output=self._output.set).start(),
         ]
         self.tokenizing = 0  # submitted to tokenize, not yet drained
@@ -101,7 +102,8 @@ class Pipeline:
         return items
 
     def wait(self, timeout_s: float) -> None:
-        """Block until a stage hands something back to the main loop, or ``timeout_s`` passes."""
+        """Block until a stage hands something back to the main loop, the forward stage takes a
+        batch (room for the next), or ``timeout_s`` passes."""
         self._output.wait(timeout_s)
         self._output.clear()
 

@@ -43,7 +43,9 @@ __all__ = ["RunStats", "Worker"]
 
 log = logging.getLogger(__name__)
 TopicPartitionKey = tuple[str, int]
-TICK_S = 0.01  # longest poll while the pipeline works: how soon its results are picked up
+TICK_S = 0.01  # longest wait while the pipeline works: how soon a result it does not announce is picked up
+PAUSE_AFTER_S = 0.5  # a hold for room shorter than this skips polling instead of pausing (``Worker._poll``)
+_HOLD, _ROOM = 1, 2  # why consumption waits (``Worker._must_hold``)
 
 
 class Worker:
@@ -93,6 +95,7 @@ class Worker:
         self._rebalances = 0
         self._rewinds = 0
         self._draining = False  # exactly-once: consumption paused until everything polled is out, then commit
+        self._room_since: float | None = None  # since when consumption waits for room
         self._progress = Progress(self._m, consumer, encoder, dedup, settings.log_interval_s, lambda: self._rebalances)
         self.stats = RunStats()
         consumer.subscribe(self)
@@ -113,12 +116,7 @@ class Worker:
                     self._draining = True
                 try:
                     self._pipeline.check()
-                    held = self._must_hold()
-                    self._consumer.hold(held)
-                    timeout = self._poll_timeout(next_commit)
-                    records = self._consume(0.0 if held else timeout)  # rebalances are handled in here
-                    if held and not records:  # paused: wake as soon as the pipeline hands something back
-                        self._pipeline.wait(timeout)
+                    records, held = self._poll(next_commit)  # rebalances are handled in here
                     self._health.polled()
                     self._m.last_poll.set(time.time())
                     idle.saw(bool(records) or held, (self._rebalances, self._rewinds), bool(self._consumer.assignment()))
@@ -164,11 +162,42 @@ class Worker:
         self._m.inflight.set(self._tracker.unfinished())
         self._progress.tick(self.stats)
 
-    def _must_hold(self) -> bool:
-        """Pause consumption: too much in flight, a full pipeline, documents waiting for Redis
-        (fail-closed), partitions still to be rewound, a broker outage's backoff, or a drain."""
-        full = self._tracker.unfinished() >= self._s.batch.max_pending or not self._pipeline.has_room()
-        return full or self._draining or bool(self._unscreened) or bool(self._to_rewind) or self._backoff.waiting()
+    def _poll(self, next_commit: Deadline) -> tuple[list, bool]:
+        """This iteration's records (none while consumption is held), and whether it is held.
+
+        A hold for room skips polling for up to ``PAUSE_AFTER_S`` instead of pausing the
+        partitions: librdkafka drops a paused partition's prefetched records, and fetching them
+        again stalls intake for about half a second each time. A longer hold, or one for any other
+        reason, pauses them and keeps polling, so rebalances are served. While the pipeline has
+        work, the loop waits on it rather than on the broker, so a free model is fed at once."""
+        hold = self._must_hold()
+        now = time.monotonic()
+        if hold != _ROOM:
+            self._room_since = None
+        elif self._room_since is None:
+            self._room_since = now
+        skip = hold == _ROOM and now - self._room_since < PAUSE_AFTER_S
+        self._consumer.hold(bool(hold) and not skip)
+        timeout = self._poll_timeout(next_commit)
+        working = self._working()
+        records = [] if skip else self._consume(0.0 if hold or working else timeout)
+        if not records and (hold or working):  # wake as soon as the pipeline hands something back or has room
+            self._pipeline.wait(timeout)
+        return records, bool(hold)
+
+    def _must_hold(self) -> int:
+        """Why consumption must wait, if it must: ``_ROOM`` (too much in flight, a full tokenizer
+        queue), or ``_HOLD`` (documents waiting for Redis (fail-closed), partitions still to be
+        rewound, a broker outage's backoff, or a drain); 0 if not."""
+        if self._draining or self._unscreened or self._to_rewind or self._backoff.waiting():
+            return _HOLD
+        if self._tracker.unfinished() >= self._s.batch.max_pending or not self._pipeline.has_room():
+            return _ROOM
+        return 0
+
+    def _working(self) -> bool:
+        """Something in flight will come back by itself (from the pipeline or the producer)."""
+        return bool(self._ready or self._pipeline.busy or self._checkpoint.unacked())
 
     def _drained(self) -> bool:
         """Nothing polled is still on its way to the producer."""
@@ -186,7 +215,7 @@ class Worker:
         batch_due = self._waiting.next_deadline()
         if batch_due is not None:
             wait = min(wait, max(0.0, batch_due - time.monotonic()))
-        if self._ready or self._pipeline.busy or self._checkpoint.unacked():  # progress comes from elsewhere: look again soon
+        if self._working():  # progress comes from elsewhere: look again soon
             wait = min(max(wait, TICK_S / 10), TICK_S)
         return wait
 

@@ -61,6 +61,7 @@ class Stage:
         threads: int = 1,
         on_start: Callable[[], None] | None = None,
         on_output: Callable[[], None] | None = None,
+        on_take: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self._fn = fn
@@ -69,6 +70,7 @@ class Stage:
         self._abort = abort
         self._on_start = on_start
         self._on_output = on_output or (lambda: None)
+        self._on_take = on_take or (lambda: None)
         self._failure: BaseException | None = None
         self._threads = [threading.Thread(target=self._loop, name=f"embed-{name}-{i}", daemon=True) for i in range(threads)]
 
@@ -89,6 +91,7 @@ class Stage:
                 if item is _CLOSE:
                     offer(self._inbox, _CLOSE, self._abort)
                     return
+                self._on_take()
                 if not offer(self._outbox, self._fn(item), self._abort):
                     return
                 self._on_output()

@@ -408,6 +408,45 @@ def test_with_redis_down_and_fail_closed_nothing_is_embedded_until_it_answers():
     assert intake.commits[-1] == {("in", 0): 2}
 
 
+class PollLog(HoldingIntake):
+    """Remembers, for each consume call, whether consumption was paused at the time."""
+
+    def __init__(self, polls):
+        super().__init__(polls)
+        self.paused_at_call = []
+
+    def consume(self, max_records, timeout_s):
+        self.paused_at_call.append(bool(self.holds and self.holds[-1]))
+        return super().consume(max_records, timeout_s)
+
+
+def _hold_for_room(monkeypatch, pause_after_s):
+    """Six documents one by one against a two-document in-flight limit and a slow model: the
+    loop must wait for room again and again, each time for about one batch (0.15 s)."""
+    import worker.runner
+
+    monkeypatch.setattr(worker.runner, "PAUSE_AFTER_S", pause_after_s)
+    settings = Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64, max_size=1, max_pending=2))
+    intake = PollLog([records((f"d{i}", f"text {i}"), start=i) for i in range(6)])
+    stats = Worker(settings, SlowEncoder(0.15), intake, FakeProducer(), FakeDedup()).run(exit_when_idle_s=0.05)
+    assert stats.embedded == 6 and intake.commits[-1] == {("in", 0): 6}
+    return intake
+
+
+def test_a_short_wait_for_room_skips_polling_instead_of_pausing(monkeypatch):
+    # librdkafka drops a paused partition's prefetched records: pausing for every short wait for
+    # room made intake fetch everything again, and stall, each time
+    intake = _hold_for_room(monkeypatch, pause_after_s=10)
+    assert True not in intake.holds
+    assert not any(intake.paused_at_call)
+
+
+def test_a_long_wait_for_room_pauses_and_keeps_polling_for_rebalances(monkeypatch):
+    intake = _hold_for_room(monkeypatch, pause_after_s=0.01)
+    assert True in intake.holds
+    assert sum(intake.paused_at_call) > 3  # paused, and still polled
+
+
 class SmallMessagePublisher(FakeProducer):
     """A producer whose largest message is ``limit`` bytes."""
 

@@ -64,3 +64,19 @@ def test_offer_waits_on_a_full_queue_until_abort_or_deadline():
     threading.Timer(0.1, abort.set).start()
     assert not offer(q, "b", abort)
     assert drain(q) == ["a"]
+
+
+def test_on_take_announces_each_item_as_the_stage_takes_it():
+    # the pipeline wakes the main loop with it, so a free model is fed at once rather than after a poll
+    release, taken = threading.Event(), []
+    inbox, outbox, abort = queue.Queue(1), queue.Queue(), threading.Event()
+    stage = Stage("slow", lambda x: release.wait(5) and x, inbox, outbox, abort, on_take=lambda: taken.append(inbox.qsize())).start()
+    offer(inbox, 1, abort)
+    deadline = time.monotonic() + 5
+    while not taken and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert taken == [0]  # taken (the queue has room again) while the function still runs
+    assert outbox.empty()
+    release.set()
+    stage.close(Deadline(5))
+    assert stage.join(Deadline(5)) and drain(outbox) == [1]
