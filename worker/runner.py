@@ -32,7 +32,7 @@ from worker.encode.base import Encoder
 from worker.encode.chunking import TextLimits
 from worker.errors import DedupError, PublishError, StageError, TransportError
 from worker.observe.health import Health
-from worker.observe.metrics import Metrics
+from worker.observe.metrics import Metrics, observe_many
 from worker.observe.progress import Progress, record_sent
 from worker.order import KeyGate
 from worker.pipeline import Pipeline
@@ -324,15 +324,10 @@ class Worker:
         their end-to-end latency is recorded."""
         if not settled:
             return
-        now = time.time()
-        docs = []
-        for d in settled:
-            if d.doc is None:
-                continue
-            if d.mark and d.source.timestamp_ms > 0:
-                self._m.end_to_end_seconds.observe(max(0.0, now - d.source.timestamp_ms / 1000))
-            docs.append(d.doc)
-        self._admit_next(docs)
+        now_ms = time.time() * 1000
+        latencies = [max(0.0, now_ms - d.source.timestamp_ms) / 1000 for d in settled if d.mark and d.source.timestamp_ms > 0]
+        observe_many(self._m.end_to_end_seconds, latencies)
+        self._admit_next([d.doc for d in settled if d.doc is not None])
 
     def _admit_next(self, done: list[Document]) -> None:
         release = self._gate.release

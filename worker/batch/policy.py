@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Sequence
+from typing import Callable, Sequence
 
 
 class FlushReason(str, Enum):
@@ -48,6 +48,20 @@ def default_max_tokens(device_type: str, max_length: int) -> int:
     """Token budget when none is set: TEI's 16384 on accelerators, 2048 on CPU, never below one
     full-length document."""
     return max(16_384 if device_type == "cuda" else 2_048, max_length)
+
+
+def grown_budget(start: int, seconds_at: Callable[[int], float], *, within_s: float, ceiling: int = 16_384) -> int:
+    """A token budget for a model fast enough that a batch's fixed cost (Python in the model's
+    modules, a few ms) outweighs its tokens: ``start`` doubled while a full batch at the doubled
+    budget still runs within ``within_s`` (``seconds_at(tokens)`` measures one), up to ``ceiling``.
+    A doubling is tried only if twice the last measured time fits, so a slow model is timed once."""
+    budget, seconds = start, seconds_at(start)
+    while budget * 2 <= ceiling and seconds * 2 <= within_s:
+        seconds = seconds_at(budget * 2)
+        if seconds > within_s:
+            break
+        budget *= 2
+    return budget
 
 
 def padded_cost(lengths: Sequence[int]) -> int:

@@ -84,3 +84,25 @@ def test_default_budget_depends_on_device_and_fits_one_document():
 def test_invalid_limits_are_refused():
     with pytest.raises(ValueError):
         BatchLimits(0, 1, 0.0)
+
+
+def test_a_fast_model_grows_the_budget_while_a_full_batch_stays_within_the_limit():
+    from worker.batch.policy import grown_budget
+
+    timed = []
+
+    def seconds_at(tokens):  # 3 ms a batch plus 2 µs a token
+        timed.append(tokens)
+        return 0.003 + tokens * 2e-6
+
+    assert grown_budget(2048, seconds_at, within_s=0.05) == 16_384  # 35.8 ms at 16384: within, and the ceiling
+    assert grown_budget(2048, seconds_at, within_s=0.02) == 4_096  # 11.2 ms at 4096: twice that does not fit
+    timed.clear()
+    assert grown_budget(2048, lambda t: seconds_at(t) * 10, within_s=0.05) == 2048  # 44 ms at 2048: no doubling fits
+    assert timed == [2048]  # a slow model is timed once, at its budget
+
+
+def test_a_doubling_predicted_to_fit_but_measured_too_slow_is_not_taken():
+    from worker.batch.policy import grown_budget
+
+    assert grown_budget(2048, {2048: 0.02, 4096: 0.06}.__getitem__, within_s=0.05) == 2048

@@ -94,6 +94,8 @@ def test_the_batch_decoder_accepts_and_rejects_exactly_what_the_detailed_decoder
         msgpack.packb({"id": "a", "text": 5}), msgpack.packb({"id": "a", "text": "x", "metadata": [1]}), None,
         msgpack.packb({"id": "a", "text": "x", "metadata": {1: 2}}), b"\x82\xa2id\xa1a\xa4text\xa3a\xc3(",  # invalid UTF-8
         encode_document("a", "x", metadata=_nested(MAX_METADATA_DEPTH + 1)),
+        encode_document("a", "x", metadata={"b": b"\x00raw", "f": 1.5, "t": True, "n": None, "i": -3, "u": 2**64 - 1, "s": "é"}),
+        encode_document("a", "x", metadata={"list": [1, "two"], "k": "v"}), encode_document("a", "x", metadata={}),
     ]
     for key in (None, b"a", b"b"):
         records = [("t", 0, i, 1, key, v) for i, v in enumerate(values)]
