@@ -33,20 +33,17 @@ TopicPartitionKey = tuple[str, int]
 class Delivery:
     """The messages of one document (or dead letter) on their way to the broker."""
 
-    __slots__ = ("source", "doc", "mark", "pending", "epoch", "registered", "_outcomes")
+    __slots__ = ("source", "tp", "doc", "mark", "pending", "epoch", "registered", "_outcomes")
 
     def __init__(self, source: Source, doc: Document | None, mark: bool, epoch: int, outcomes: deque) -> None:
         self.source = source
+        self.tp: TopicPartitionKey = (source.topic, source.partition)
         self.doc = doc  # the document whose output this is (None for undecodable input)
         self.mark = mark  # record in dedup once acknowledged (False for dead letters)
         self.pending = 0  # messages not yet acknowledged: set before the first is produced
         self.epoch = epoch
         self.registered = False  # handed back to the main loop (``Checkpoint.add``)
         self._outcomes = outcomes
-
-    @property
-    def tp(self) -> TopicPartitionKey:
-        return (self.source.topic, self.source.partition)
 
     def on_delivery(self, error: object = None, _message: object = None) -> None:
         """The producer's callback for each message: recorded, resolved on the main thread."""

@@ -26,6 +26,7 @@ from worker.kafka_options import client_options, offsets_to_commit
 from worker.transport.base import OnDelivery, Offsets, Rebalance, Record, TopicPartitionKey, resume_offset
 
 log = logging.getLogger(__name__)
+BATCH_BYTES = 1_000_000  # librdkafka's batch.size: within a broker's default message.max.bytes
 ASSIGNORS = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor, "cooperative-sticky": CooperativeStickyAssignor}
 
 
@@ -218,6 +219,9 @@ class KafkaPythonProducer:
                 enable_idempotence=True,  # broker-side retries cannot reorder or duplicate a partition's messages
                 linger_ms=settings.linger_ms,
                 max_request_size=settings.max_message_bytes,
+                # a vector message is ~1.6 KB: the default 16 KB batches meant a record batch (and
+                # its Python work in the sender thread) per ten outputs; librdkafka's size instead
+                batch_size=min(BATCH_BYTES, settings.max_message_bytes),
                 **extra,
             )
             self.transactional = transactional_id is not None
