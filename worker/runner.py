@@ -93,6 +93,7 @@ class Worker:
         self._closed = False
         self._backoff = Backoff(0.5, 30.0)  # after a publish failure or a broker that does not answer
         self._rebalances = 0
+        self._departures = 0  # revocations and losses
         self._rewinds = 0
         self._draining = False  # exactly-once: consumption paused until everything polled is out, then commit
         self._room_since: float | None = None  # since when consumption waits for room
@@ -119,7 +120,7 @@ class Worker:
                     records, held = self._poll(next_commit)  # rebalances are handled in here
                     self._health.polled()
                     self._m.last_poll.set(time.time())
-                    idle.saw(bool(records) or held, (self._rebalances, self._rewinds), bool(self._consumer.assignment()))
+                    idle.saw(bool(records) or held, (self._rebalances, self._departures, self._rewinds), bool(self._consumer.assignment()))
                     self._take_in(records)
                     self._screen()
                     self._advance()
@@ -381,6 +382,7 @@ class Worker:
                 time.sleep(TICK_S / 5)
 
     def _leave(self, tps: set[TopicPartitionKey]) -> None:
+        self._departures += 1  # restarts the idle clock: under an eager protocol the partitions may come straight back
         log.info("dropped %d waiting documents of partitions that left (not committed)", self._forget(tps))
         if self._eos:  # the open transaction may hold their outputs: it must not commit them without their offsets
             self._restart_transaction(kept=self._consumer.assignment() - tps)

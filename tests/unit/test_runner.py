@@ -679,3 +679,41 @@ def test_a_partition_revoked_and_assigned_back_in_one_consume_call_is_read_again
     assert {("in", 0)} in intake.rewound
     assert {decode_output(m.value)["id"] for _, m in publisher.sent} == {"a", "b", "c"}
     assert intake.commits[-1] == {("in", 0): 3}
+
+
+class TimedRebalance(FakeConsumer):
+    """Rebalance events by time since the first call: ``script`` is [(seconds, what, tps, records)],
+    each fired inside the first consume call at or after its time; its records come back with it."""
+
+    commits_on_revoke = False  # as kafka-python: the revocation is reported after the fact
+
+    def __init__(self, polls, script):
+        super().__init__(polls)
+        self.script = list(script)
+        self.began = None
+
+    def consume(self, max_records, timeout_s):
+        self.began = self.began or time.monotonic()
+        if self.script and time.monotonic() - self.began >= self.script[0][0]:
+            _, what, tps, recs = self.script.pop(0)
+            if what == "assigned":
+                self.owned = set(tps)
+                self.listener.on_assigned(tps)
+            else:  # kafka-python's assignment() lists the revoked partitions until the join completes
+                self.listener.on_revoked(tps)
+            if recs:
+                return recs
+        return super().consume(max_records, timeout_s)
+
+
+def test_a_worker_does_not_exit_idle_between_a_revocation_and_the_assignment_that_follows():
+    # Eager rebalance after another member left: partitions revoked, then assigned back (with
+    # the left member's) a moment later. The idle clock ran on through the revocation, so the
+    # worker exited in between, its uncommitted documents dropped (seen with kafka-python).
+    settings = Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64))
+    script = [(0.0, "assigned", {("in", 0)}, []), (0.25, "revoked", {("in", 0)}, []),
+              (0.45, "assigned", {("in", 0), ("in", 1)}, records(("late", "after the rebalance"), partition=1))]
+    intake, publisher = TimedRebalance([records(("a", "alpha"))], script), FakeProducer()
+    Worker(settings, DummyEncoder(), intake, publisher, FakeDedup()).run(exit_when_idle_s=0.3)
+    assert sorted(decode_output(m.value)["id"] for _, m in publisher.sent) == ["a", "late"]
+    assert intake.commits[-1] == {("in", 1): 1}  # partition 0's offset 1 was committed before the rebalance
