@@ -179,8 +179,8 @@ class Worker:
             self._room_since = now
         skip = hold == _ROOM and now - self._room_since < PAUSE_AFTER_S
         self._consumer.hold(bool(hold) and not skip)
-        timeout = self._poll_timeout(next_commit)
         working = self._working()
+        timeout = self._poll_timeout(next_commit, working)
         records = [] if skip else self._consume(0.0 if hold or working else timeout)
         if not records and (hold or working):  # wake as soon as the pipeline hands something back or has room
             self._pipeline.wait(timeout)
@@ -211,12 +211,12 @@ class Worker:
         owned = self._consumer.assignment()
         return bool(owned) and self._consumer.settled() and not self._checkpoint.moved(owned)  # e.g. a commit refused mid-rebalance
 
-    def _poll_timeout(self, next_commit: Deadline) -> float:
+    def _poll_timeout(self, next_commit: Deadline, working: bool) -> float:
         wait = min(next_commit.remaining(), 0.5)
         batch_due = self._waiting.next_deadline()
         if batch_due is not None:
             wait = min(wait, max(0.0, batch_due - time.monotonic()))
-        if self._working():  # progress comes from elsewhere: look again soon
+        if working:  # progress comes from elsewhere: look again soon
             wait = min(max(wait, TICK_S / 10), TICK_S)
         return wait
 
