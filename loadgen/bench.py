@@ -86,13 +86,13 @@ def accuracy_vs_fp32(encoder, settings: Settings, token_ids: list[list[int]], ma
 def bench_pipeline(docs: list[dict], state_dir: str, partitions: int = 4) -> dict:
     """Publish to the local broker, then one ``embed-worker run`` (EMBED_PROCESSES processes)
     drains the topic with dedup on."""
-    from loadgen.publish import make_sender, publish
+    from loadgen.publish import TopicSender, publish
     from loadgen.readback import read_topic
     from worker.stack.devstack import LocalRun
 
     run = LocalRun.start("bench", state_dir, partitions)
     kafka = KafkaSettings(bootstrap_servers=run.addresses.kafka)
-    sender = make_sender(kafka)
+    sender = TopicSender(kafka)
     try:
         publish(sender, run.input_topic, docs)
     finally:

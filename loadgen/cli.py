@@ -162,7 +162,7 @@ def _cmd_faults(ns: argparse.Namespace) -> int:
     state_dir = ns.dir or tempfile.mkdtemp(prefix="embed-faults-")
     print(f"fault suite ({ns.size}): {', '.join(names)}; stack, worker logs: {state_dir}", flush=True)
     print(" | ".join(HEADER), flush=True)
-    outcomes = run_suite(names, ns.size, state_dir, seed=ns.seed,
+    outcomes = run_suite(names, ns.size, state_dir, seed=ns.seed, client=ns.client,
                          report=lambda o: print(" | ".join(table_row(o)) + "".join(f"\n    {d}" for d in o.details), flush=True))
     if ns.json:
         Path(ns.json).write_text(json.dumps([o.to_json() for o in outcomes], indent=2))
@@ -242,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run only this scenario (repeatable; default: all)")
     flt.add_argument("--size", choices=["full", "ci"], default="full", help="full: the issue's sizes (5,000 documents, 20 kills, 10,000 fuzzed payloads); ci: a small form")
     flt.add_argument("--seed", type=int, default=1, help="seed of the random fault moments")
+    flt.add_argument("--client", choices=["auto", "confluent", "kafka-python"], help="the Kafka client of the workers and the lab (EMBED_KAFKA__CLIENT; default: the worker's own)")
     flt.add_argument("--dir", help="state directory of the suite's own broker and Redis, and the worker logs (default: a new temporary one)")
     flt.add_argument("--json", metavar="PATH", help="also write the outcomes as JSON")
     flt.set_defaults(func=_cmd_faults)

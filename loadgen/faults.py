@@ -17,14 +17,14 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-
 from loadgen.fuzz import ANY_REASON, Payload
 from loadgen.readback import read_topic
 from worker.config import KafkaSettings
 from worker.deadline import Deadline
 from worker.publish.codec import decode_output
+from worker.errors import TransportError
 from worker.stack.devstack import DevStack, LocalRun, create_topics, start_redis
+from worker.transport import transport
 
 WORKER_ENV = {
     # short group timings so a rebalance takes seconds, and frequent commits
@@ -41,11 +41,13 @@ WORKER_ENV = {
 class Lab:
     """The stack (broker + Redis) with handles to freeze, kill and restart them."""
 
-    def __init__(self, state_dir: str | Path) -> None:
+    def __init__(self, state_dir: str | Path, client: str | None = None) -> None:
+        """``client``: the Kafka client of the workers and of the lab itself (None: the default)."""
         self.dir = Path(state_dir).resolve()
         self.stack = DevStack(self.dir)
         self.addresses = self.stack.up()
-        self.kafka = KafkaSettings(bootstrap_servers=self.addresses.kafka, max_message_bytes=32 * 1024 * 1024)
+        self.kafka = KafkaSettings(bootstrap_servers=self.addresses.kafka, max_message_bytes=32 * 1024 * 1024, client=client or "auto")
+        self.worker_env = {"EMBED_KAFKA__CLIENT": client} if client else {}
 
     def _pid(self, name: str) -> int:
         return int((self.dir / f"{name}.pid").read_text())
@@ -145,17 +147,28 @@ class Workers:
 
 def publish_payloads(kafka: KafkaSettings, topic: str, payloads: list[Payload]) -> dict[tuple[int, int], int]:
     """Send each payload (as is); returns (partition, offset) → index into ``payloads``."""
-    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all", linger_ms=20, max_request_size=kafka.max_message_bytes)
+    producer = transport(kafka).producer(kafka.model_copy(update={"linger_ms": 20}), client_suffix="-faults")
+    placed: dict[tuple[int, int], int] = {}
+    failed: list[str] = []
+
+    def landed(i: int):
+        def sent(err, partition: int, offset: int, _stamp: int) -> None:
+            if err is not None:
+                failed.append(str(err))
+            else:
+                placed[(partition, offset)] = i
+        return sent
+
     try:
-        futures = [producer.send(topic, key=p.key, value=p.value) for p in payloads]
-        producer.flush()
-        placed = {}
-        for i, f in enumerate(futures):
-            md = f.get(timeout=0)
-            placed[(md.partition, md.offset)] = i
-        return placed
+        for i, p in enumerate(payloads):
+            producer.send(topic, p.key, p.value, landed(i))
+            producer.poll()
+        producer.flush(60)
     finally:
         producer.close()
+    if failed:
+        raise RuntimeError(f"{len(failed)} payloads not published: {failed[:3]}")
+    return placed
 
 
 def end_offsets(placed: dict[tuple[int, int], int]) -> dict[int, int]:
@@ -169,22 +182,20 @@ class Progress:
     """The group's committed offsets against the input's end offsets."""
 
     def __init__(self, kafka: KafkaSettings, run: LocalRun, ends: dict[int, int]) -> None:
-        self._consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=run.name, enable_auto_commit=False,
-                                       request_timeout_ms=5000)
-        self._tps = {TopicPartition(run.input_topic, p): end for p, end in ends.items()}
+        quick = kafka.model_copy(update={"request_timeout_ms": 5000})  # the broker may be frozen
+        self._consumer = transport(quick).consumer(quick, group_id=run.name)
+        self._ends = {(run.input_topic, p): end for p, end in ends.items()}
 
     def committed(self) -> int:
         """Input messages below the committed offsets (0 while the broker does not answer)."""
-        total = 0
         try:
-            for tp, end in self._tps.items():
-                total += min(end, self._consumer.committed(tp, timeout_ms=3000) or 0)
-        except Exception:
+            committed = self._consumer.committed(set(self._ends))
+        except TransportError:
             return 0
-        return total
+        return sum(min(end, committed.get(tp) or 0) for tp, end in self._ends.items())
 
     def done(self) -> bool:
-        return self.committed() >= sum(self._tps.values())
+        return self.committed() >= sum(self._ends.values())
 
     def wait_done(self, timeout_s: float, workers: Workers | None = None, restart: bool = False) -> bool:
         """Until everything is committed; with ``restart``, a crashed worker is replaced (as a

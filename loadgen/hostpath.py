@@ -169,10 +169,10 @@ def bare_loop(bootstrap: str, topic: str, out_topic: str, group: str, n: int, to
 
 
 def _publish(bootstrap: str, topic: str, docs: list[dict]) -> None:
-    from loadgen.publish import make_sender, publish
+    from loadgen.publish import TopicSender, publish
     from worker.config import KafkaSettings
 
-    sender = make_sender(KafkaSettings(bootstrap_servers=bootstrap))
+    sender = TopicSender(KafkaSettings(bootstrap_servers=bootstrap))
     try:
         report = publish(sender, topic, docs)
     finally:

@@ -14,12 +14,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import msgpack
-from kafka import KafkaConsumer, TopicPartition
 
-from loadgen.readback import topic_partitions
 from worker.config import KafkaSettings
-from worker.deadline import Deadline
-from worker.kafka_options import client_options
+from worker.transport import Message, transport
 
 
 @dataclass
@@ -109,22 +106,21 @@ class Collector(threading.Thread):
             self.error = exc
 
     def _run(self) -> None:
-        consumer = KafkaConsumer(**client_options(self._settings), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest")
+        """From a minute before the run where the broker can say where that is (matching by source
+        offset keeps the result exact either way)."""
+        reader = transport(self._settings).reader(self._settings, list(self._topics), since_ms=self._since_ms)
         try:
-            tps = [tp for topic in self._topics for tp in topic_partitions(consumer, topic, Deadline(30))]
-            consumer.assign(tps)
-            self._seek_near_start(consumer, tps)
             while not self._halt.is_set():
-                for tp, records in consumer.poll(timeout_ms=200).items():
-                    now = time.time()
-                    events = [e for e in (self._parse(tp.topic, r, now) for r in records) if e is not None]
-                    with self._lock:
-                        self._events.extend(events)
+                records = reader.read(0.2)
+                now = time.time()
+                events = [e for e in (self._parse(r, now) for r in records) if e is not None]
+                with self._lock:
+                    self._events.extend(events)
         finally:
-            consumer.close()
+            reader.close()
 
-    def _parse(self, topic: str, record, now: float) -> Answer | None:
-        if topic == self._topics[0]:
+    def _parse(self, record: Message, now: float) -> Answer | None:
+        if record.topic == self._topics[0]:
             if record.value is None:
                 self.tombstones += 1
                 return None
@@ -135,20 +131,6 @@ class Collector(threading.Thread):
             return None
         source = (int(h["embed-source-partition"]), int(h["embed-source-offset"]))
         return Answer(source, record.timestamp, now, h.get("embed-dlq-reason", b"unknown").decode())
-
-    def _seek_near_start(self, consumer: KafkaConsumer, tps: list[TopicPartition]) -> None:
-        """Skip history older than this run where the broker can say where it starts; matching by
-        source offset keeps the result exact either way."""
-        try:
-            found = consumer.offsets_for_times({tp: self._since_ms for tp in tps})
-        except Exception:
-            found = {}
-        for tp in tps:
-            at = found.get(tp)
-            if at is not None:
-                consumer.seek(tp, at.offset)
-            else:
-                consumer.seek_to_beginning(tp)
 
 
 class LagSampler(threading.Thread):
@@ -171,14 +153,14 @@ class LagSampler(threading.Thread):
         self._halt.set()
 
     def run(self) -> None:
-        consumer = KafkaConsumer(**client_options(self._settings), group_id=self._group, enable_auto_commit=False)
+        consumer = transport(self._settings).consumer(self._settings, group_id=self._group)
         try:
             while not self._halt.wait(self._interval_s):
                 ends = dict(self.ends)
+                committed = consumer.committed({(self._topic, p) for p in ends}) if ends else {}
                 lag = 0
                 for p, end in ends.items():
-                    committed = consumer.committed(TopicPartition(self._topic, p))
-                    lag += max(0, end - max(committed or 0, self.starts.get(p, 0)))
+                    lag += max(0, end - max(committed.get((self._topic, p)) or 0, self.starts.get(p, 0)))
                 self.samples.append((time.time(), lag))
         except Exception:
             pass  # lag sampling is best effort; the report says how many samples it has

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 from loadgen.rate import Schedule
 from worker.config import KafkaSettings
 from worker.consume.decode import encode_document
-from worker.kafka_options import client_options
+from worker.transport import transport
 
 
 @dataclass
@@ -47,106 +47,47 @@ class PublishReport:
             self.end_offsets[p] = max(self.end_offsets.get(p, 0), off)
 
 
-class _KafkaPythonSender:
-    """kafka-python: always there (the worker's own client), ~40 µs of Python per message."""
+class TopicSender:
+    """The transport's producer (``EMBED_KAFKA__CLIENT``), lingering at least 20 ms to fill record
+    batches; collects where each message landed. Here librdkafka sends ~180,000 messages/s from
+    one process, kafka-python ~25,000 (use ``--processes`` with it)."""
 
     def __init__(self, settings: KafkaSettings) -> None:
-        from kafka import KafkaProducer
-
-        self._producer = KafkaProducer(**client_options(settings), acks="all", linger_ms=20, batch_size=512 * 1024, max_request_size=settings.max_message_bytes)
-        self._sent: list[tuple[int, object]] = []
+        settings = settings.model_copy(update={"linger_ms": max(settings.linger_ms, 20)})
+        self._producer = transport(settings).producer(settings, client_suffix="-loadgen")
+        self._acks: list[tuple[int, int, int, int]] = []
+        self._errors: list[str] = []
 
     def prepare(self, topic: str) -> None:
-        self._producer.partitions_for(topic)  # fetch metadata before the clock starts
+        self._producer.warm(topic)  # metadata before the clock starts
 
     def send(self, topic: str, key: bytes, value: bytes, timestamp_ms: int | None, index: int, on_ack) -> None:
-        future = self._producer.send(topic, key=key, value=value, timestamp_ms=timestamp_ms)
-        if on_ack is not None:
-            future.add_callback(lambda md: on_ack(md.partition, md.offset))
-        self._sent.append((index, future))
+        def sent(err, partition: int, offset: int, stamp: int) -> None:
+            if err is not None:
+                self._errors.append(str(err))
+                return
+            self._acks.append((index, partition, offset, stamp))
+            if on_ack is not None:
+                on_ack(partition, offset)
+
+        self._producer.send(topic, key, value, sent, timestamp_ms)
+        self._producer.poll()
 
     def flush(self) -> list[tuple[int, int, int, int]]:
-        self._producer.flush()
-        acks = []
-        for index, future in self._sent:
-            md = future.get(timeout=0)  # raises the send's error, if any
-            acks.append((index, md.partition, md.offset, md.timestamp))
-        self._sent = []
+        """Every acknowledgement since the last flush: (index, partition, offset, timestamp);
+        raises if any send failed."""
+        self._producer.flush(60)
+        if self._errors:
+            raise RuntimeError(f"{len(self._errors)} sends failed: {self._errors[:3]}")
+        acks, self._acks = self._acks, []
         return acks
 
     def close(self) -> None:
         self._producer.close()
 
 
-class _ConfluentSender:
-    """confluent-kafka (librdkafka, in C): ~180,000 messages/s here against ~25,000 for kafka-python.
-    Its murmur2_random partitioner maps keys to partitions as Java clients and kafka-python do."""
-
-    def __init__(self, settings: KafkaSettings) -> None:
-        from confluent_kafka import Producer
-
-        conf = {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "client.id": f"{settings.client_id}-loadgen",
-            "security.protocol": settings.security_protocol,
-            "acks": "all",
-            "linger.ms": 20,
-            "batch.size": 1_000_000,
-            "queue.buffering.max.messages": 500_000,
-            "message.max.bytes": settings.max_message_bytes,
-            "partitioner": "murmur2_random",
-        }
-        if settings.sasl_mechanism:
-            conf.update({"sasl.mechanism": settings.sasl_mechanism, "sasl.username": settings.sasl_username or "",
-                         "sasl.password": settings.sasl_password.get_secret_value() if settings.sasl_password else ""})
-        if settings.ssl_cafile:
-            conf["ssl.ca.location"] = settings.ssl_cafile
-        self._producer = Producer(conf)
-        self._acks: list[tuple[int, int, int, int]] = []
-        self._errors: list[str] = []
-
-    def prepare(self, topic: str) -> None:
-        self._producer.list_topics(topic, timeout=10)
-
-    def send(self, topic: str, key: bytes, value: bytes, timestamp_ms: int | None, index: int, on_ack) -> None:
-        def delivered(err, msg) -> None:
-            if err is not None:
-                self._errors.append(str(err))
-                return
-            self._acks.append((index, msg.partition(), msg.offset(), msg.timestamp()[1]))
-            if on_ack is not None:
-                on_ack(msg.partition(), msg.offset())
-
-        while True:
-            try:
-                self._producer.produce(topic, key=key, value=value, timestamp=timestamp_ms or 0, on_delivery=delivered)
-                break
-            except BufferError:  # the local queue is full: let deliveries drain
-                self._producer.poll(0.05)
-        self._producer.poll(0)
-
-    def flush(self) -> list[tuple[int, int, int, int]]:
-        left = self._producer.flush(60)
-        if left or self._errors:
-            raise RuntimeError(f"{left} messages unsent, {len(self._errors)} failed: {self._errors[:3]}")
-        acks, self._acks = self._acks, []
-        return acks
-
-    def close(self) -> None:
-        self._producer.flush(10)
-
-
-def make_sender(settings: KafkaSettings):
-    """confluent-kafka when installed (the ``loadgen`` extra), else kafka-python."""
-    try:
-        import confluent_kafka  # noqa: F401
-    except ImportError:
-        return _KafkaPythonSender(settings)
-    return _ConfluentSender(settings)
-
-
 def publish(
-    sender,
+    sender: TopicSender,
     topic: str,
     docs: Sequence[dict],
     *,
@@ -207,7 +148,7 @@ def _child(args: tuple) -> PublishReport:
         with counter.get_lock():
             counter.value += n
 
-    sender = make_sender(settings)
+    sender = TopicSender(settings)
     try:
         return publish(sender, topic, docs, schedule=schedule, indexes=indexes, progress=tick)
     finally:
@@ -216,7 +157,7 @@ def _child(args: tuple) -> PublishReport:
 
 def publish_parallel(settings: KafkaSettings, topic: str, docs: Sequence[dict], processes: int, *, schedule: Schedule | None = None, progress: Callable[[int], None] | None = None) -> PublishReport:
     if processes <= 1:
-        sender = make_sender(settings)
+        sender = TopicSender(settings)
         try:
             return publish(sender, topic, docs, schedule=schedule, progress=progress)
         finally:

@@ -1,62 +1,40 @@
-"""Read a whole topic back (outputs, dead letters) without joining a consumer group.
+"""Read a whole topic back (outputs, dead letters) without joining a consumer group, and a group's
+committed offsets: through the worker's transport (``EMBED_KAFKA__CLIENT``), so the load generator
+and the tests need no client of their own.
 
-The end of each partition is taken from the high watermark that fetch responses carry
-(``consumer.highwater``), which is right on every broker; some Kafka-protocol brokers answer
-ListOffsets(latest) wrongly, so ``end_offsets()`` is not used.
+The end of each partition is the end the broker reported with its last fetch (see
+``worker.transport.base.Reader``): some Kafka-protocol brokers answer ListOffsets(latest) wrongly.
 """
 
 from __future__ import annotations
 
-import time
-
-from kafka import KafkaConsumer, TopicPartition
-from kafka.consumer.fetcher import ConsumerRecord
-
 from worker.config import KafkaSettings
 from worker.deadline import Deadline
-from worker.kafka_options import client_options
-
-
-def topic_partitions(consumer: KafkaConsumer, topic: str, deadline: Deadline) -> list[TopicPartition]:
-    """The topic's partitions, waiting for its metadata until ``deadline`` (empty if it never shows)."""
-    partitions = consumer.partitions_for_topic(topic)
-    while partitions is None and not deadline.expired():
-        time.sleep(0.2)
-        partitions = consumer.partitions_for_topic(topic)
-    return [TopicPartition(topic, p) for p in sorted(partitions or [])]
+from worker.transport import Message, transport
 
 
 def read_topic(
     settings: KafkaSettings, topic: str, *, expect: int | None = None, timeout_s: float = 30.0, committed_only: bool = False
-) -> list[ConsumerRecord]:
+) -> list[Message]:
     """Every record of ``topic``, once each partition's end is reached (and ``expect`` records, if
     given); with ``committed_only``, as a ``read_committed`` reader sees it (no aborted outputs)."""
-    isolation = "read_committed" if committed_only else "read_uncommitted"
-    consumer = KafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest", isolation_level=isolation)
+    deadline = Deadline(timeout_s)
+    reader = transport(settings).reader(settings, [topic], read_committed=committed_only, timeout_s=timeout_s)
     try:
-        deadline = Deadline(timeout_s)
-        tps = topic_partitions(consumer, topic, deadline)
-        if not tps:
-            return []
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        records: list[ConsumerRecord] = []
+        records: list[Message] = []
         while not deadline.expired():
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-            # a read_committed reader also reaches the high watermark once no transaction is open
-            at_end = all(consumer.highwater(tp) is not None and consumer.position(tp) >= consumer.highwater(tp) for tp in tps)
-            if at_end and (expect is None or len(records) >= expect):
+            records.extend(reader.read(0.5))
+            if reader.at_end() and (expect is None or len(records) >= expect):
                 break
         return records
     finally:
-        consumer.close()
+        reader.close()
 
 
 def committed_offsets(settings: KafkaSettings, group: str, topic: str, partitions: list[int]) -> dict[int, int | None]:
     """The group's committed offset per partition (None where it never committed)."""
-    consumer = KafkaConsumer(**client_options(settings), group_id=group, enable_auto_commit=False)
+    consumer = transport(settings).consumer(settings, group_id=group)
     try:
-        return {p: consumer.committed(TopicPartition(topic, p)) for p in partitions}
+        return {p: off for (_, p), off in consumer.committed({(topic, p) for p in partitions}).items()}
     finally:
         consumer.close()

@@ -76,7 +76,7 @@ class Scenario:
         self.exactly_once = env.get("EMBED_KAFKA__EXACTLY_ONCE") == "true"
         self.started = time.monotonic()
         self.run = lab.new_run(name, sizes.partitions)
-        self.workers = Workers(self.run, lab.dir, env)
+        self.workers = Workers(self.run, lab.dir, {**lab.worker_env, **env})
         self.payloads = payloads
         self.placed = publish_payloads(lab.kafka, self.run.input_topic, payloads)
         self.progress = Progress(lab.kafka, self.run, end_offsets(self.placed))
@@ -207,9 +207,11 @@ SCENARIOS: dict[str, Callable[[Lab, Sizes, random.Random], Outcome]] = {
 }
 
 
-def run_suite(names: list[str], size: str, state_dir: str, seed: int = 1, report: Callable[[Outcome], None] = lambda o: None) -> list[Outcome]:
+def run_suite(names: list[str], size: str, state_dir: str, seed: int = 1, report: Callable[[Outcome], None] = lambda o: None,
+              client: str | None = None) -> list[Outcome]:
+    """``client``: the Kafka client of the workers and the lab (None: the default)."""
     sizes = SIZES[size]
-    lab = Lab(state_dir)
+    lab = Lab(state_dir, client)
     outcomes = []
     try:
         for name in names:

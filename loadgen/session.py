@@ -6,7 +6,7 @@ import time
 from typing import Callable, Sequence
 
 from loadgen.measure import Collector, LagSampler, Matcher, Published
-from loadgen.publish import make_sender, publish
+from loadgen.publish import TopicSender, publish
 from loadgen.rate import Schedule
 from loadgen.report import histogram, latency_summary, per_second
 from worker.config import Settings
@@ -43,7 +43,7 @@ def run_measured(
     collector.start()
     lag.start()
     start = time.time()
-    sender = make_sender(k)
+    sender = TopicSender(k)
     try:
         pub = publish(sender, k.input_topic, docs, schedule=schedule, progress=progress, on_ack=lag.acknowledged)
     finally:

@@ -112,7 +112,11 @@ def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | No
         producer = client.producer(settings.kafka, transactional_id=tid)
         if tid:
             log.info("exactly-once: transactional id %s", tid)
-        check_broker(client, producer, settings)
+        try:
+            producer.reachable(min(10.0, settings.kafka.request_timeout_ms / 1000))
+        except TransportError:
+            producer.close(0)
+            raise
     except TransportError as exc:
         raise BrokerUnavailableError(
             f"no Kafka broker reachable at {settings.kafka.bootstrap_servers} (EMBED_KAFKA__BOOTSTRAP_SERVERS): {exc}"
@@ -144,19 +148,3 @@ def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | No
         consumer.close()
         producer.close()
         dedup.close()
-
-
-def check_broker(client, producer, settings: Settings) -> None:
-    """Fail at start-up, naming the setting, when no broker answers (librdkafka would retry forever)."""
-    if client.name != "confluent":
-        return  # kafka-python's producer already failed to bootstrap
-    from confluent_kafka.admin import AdminClient
-    from confluent_kafka import KafkaException
-
-    from worker.transport.confluent import client_config
-
-    try:
-        AdminClient(client_config(settings.kafka)).list_topics(timeout=min(10.0, settings.kafka.request_timeout_ms / 1000))
-    except KafkaException as exc:
-        producer.close(0)
-        raise TransportError(str(exc.args[0])) from None

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from kafka import KafkaProducer
-
-from loadgen.publish import PublishReport, make_sender, publish
+from loadgen.publish import PublishReport, TopicSender, publish
 from loadgen.readback import committed_offsets, read_topic
 from worker.config import KafkaSettings
 from worker.stack.devstack import StackAddresses, create_topics, free_port, start_broker, start_redis
+from worker.transport import transport
 
 REPO = Path(__file__).resolve().parents[2]
 PARTITIONS = 3
@@ -81,20 +80,22 @@ class Lane:
         return env
 
     def publish(self, docs: list[dict]) -> PublishReport:
-        sender = make_sender(self.kafka)
+        sender = TopicSender(self.kafka)
         try:
             return publish(sender, self.input, docs)
         finally:
             sender.close()
 
     def publish_raw(self, messages: list[tuple[bytes | None, bytes | None]]) -> None:
-        producer = KafkaProducer(bootstrap_servers=self.stack.kafka)
+        failed = []
+        producer = transport(self.kafka).producer(self.kafka)
         try:
             for key, value in messages:
-                producer.send(self.input, key=key, value=value)
-            producer.flush()
+                producer.send(self.input, key, value, lambda err, *_: err is None or failed.append(err))
+            producer.flush(30)
         finally:
             producer.close()
+        assert not failed, failed
 
     def run_worker(self, *, idle_s: float = 2.0, timeout_s: float = 240, with_stderr: bool = False, **env: str):
         """Run ``embed-worker run --exit-when-idle`` to completion; returns its summary (and its

@@ -1,5 +1,6 @@
 """The fault-injection suite in its CI size: real worker processes, a broker and a Redis of the
-suite's own (frozen and killed on purpose), every input accounted for in the outputs."""
+suite's own (frozen and killed on purpose), every input accounted for in the outputs; once with
+each Kafka client (the workers' and the lab's own)."""
 
 import pytest
 
@@ -8,11 +9,11 @@ from loadgen.scenarios import SIZES, run_suite
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def outcomes(tmp_path_factory):
-    """Every scenario once, on one lab; each test below checks one of them."""
+@pytest.fixture(scope="module", params=["confluent", "kafka-python"])
+def outcomes(request, tmp_path_factory):
+    """Every scenario once per client, on one lab; each test below checks one of them."""
     names = ["fuzz", "sigterm", "sigterm-exactly-once", "redis-down", "redis-down-closed", "broker-freeze", "scale", "kill9"]
-    return {o.scenario: o for o in run_suite(names, "ci", str(tmp_path_factory.mktemp("faults")))}
+    return {o.scenario: o for o in run_suite(names, "ci", str(tmp_path_factory.mktemp("faults")), client=request.param)}
 
 
 def check(outcome):

@@ -12,7 +12,7 @@ import msgpack
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from loadgen.publish import make_sender, publish
+from loadgen.publish import TopicSender, publish
 from loadgen.rate import Schedule
 from loadgen.readback import read_topic
 from loadgen.session import run_measured
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 def test_open_loop_rate_is_within_5_percent_over_10_seconds(lane):
     schedule = Schedule(300)
     docs = [{"id": f"r-{i}", "text": f"document {i}"} for i in range(schedule.count_for(10))]
-    sender = make_sender(lane.kafka)
+    sender = TopicSender(lane.kafka)
     try:
         report = publish(sender, lane.input, docs, schedule=schedule)
     finally:

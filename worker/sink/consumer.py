@@ -16,17 +16,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from kafka import KafkaConsumer
-from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from worker.config import Settings
-from worker.errors import BrokerUnavailableError
-from worker.kafka_options import client_options, offsets_to_commit
+from worker.errors import BrokerUnavailableError, TransportError
 from worker.observe.health import Health
 from worker.observe.metrics import DURATION_BUCKETS
 from worker.sink.events import plan
 from worker.sink.index import Index
+from worker.transport import Consumer, TopicPartitionKey, transport
 
 log = logging.getLogger(__name__)
 
@@ -65,23 +63,30 @@ class SinkStats:
         }
 
 
-def open_consumer(settings: Settings) -> KafkaConsumer:
-    k = settings.kafka
+class _Assignments:
+    """The sink commits after every write, so a rebalance finds nothing of its own to commit: the
+    assignment changes are only logged."""
+
+    def on_assigned(self, tps: set[TopicPartitionKey]) -> None:
+        if tps:
+            log.info("sink: partitions assigned: %s", sorted(tps))
+
+    def on_revoked(self, tps: set[TopicPartitionKey]) -> None:
+        log.info("sink: partitions revoked: %s", sorted(tps))
+
+    def on_lost(self, tps: set[TopicPartitionKey]) -> None:
+        log.info("sink: partitions lost: %s", sorted(tps))
+
+
+def open_consumer(settings: Settings) -> Consumer:
+    """The transport's consumer (``EMBED_KAFKA__CLIENT``) in the sink's own group, from the
+    output topic's start when the group has no commit."""
+    k = settings.kafka.model_copy(update={"auto_offset_reset": "earliest", "max_poll_records": settings.sink.max_poll_records})
     try:
-        consumer = KafkaConsumer(
-            **client_options(k),
-            group_id=settings.sink.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=settings.sink.max_poll_records,
-            max_poll_interval_ms=k.max_poll_interval_ms,
-            session_timeout_ms=k.session_timeout_ms,
-            heartbeat_interval_ms=k.heartbeat_interval_ms,
-            isolation_level="read_committed" if k.exactly_once else "read_uncommitted",
-        )
-    except KafkaError as exc:
+        consumer = transport(k).consumer(k, group_id=settings.sink.group_id)
+    except TransportError as exc:
         raise BrokerUnavailableError(f"no Kafka broker reachable at {k.bootstrap_servers} (EMBED_KAFKA__BOOTSTRAP_SERVERS): {exc}") from None
-    consumer.subscribe([k.output_topic])
+    consumer.subscribe(_Assignments(), k.output_topic)
     return consumer
 
 
@@ -103,9 +108,8 @@ def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | No
     last_message = None
     try:
         while not stop.is_set():
-            batches = consumer.poll(timeout_ms=500)
+            records = consumer.consume(settings.sink.max_poll_records, 0.5)
             health.polled()
-            records = [r for rs in batches.values() for r in rs]
             now = time.monotonic()
             if not records:
                 if last_message is None and consumer.assignment():
@@ -122,7 +126,7 @@ def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | No
             metrics.lag.set(_lag(consumer))
     finally:
         health.stopping()
-        consumer.close(autocommit=False)
+        consumer.close()
         summary = stats.summary(index.count())
         log.info("sink summary: %s", summary)
     return summary
@@ -130,7 +134,7 @@ def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | No
 
 def _apply(index: Index, records, stats: SinkStats, metrics: SinkMetrics) -> None:
     started = time.monotonic()
-    p = plan((r.key, r.value) for r in records)
+    p = plan((r[4], r[5]) for r in records)  # (key, value): records are tuples in Record's order
     index.apply(p)
     took = time.monotonic() - started
     stats.write_s.append(took)
@@ -148,26 +152,22 @@ def _apply(index: Index, records, stats: SinkStats, metrics: SinkMetrics) -> Non
     metrics.points.set(index.count())
 
 
-def _lag(consumer: KafkaConsumer) -> int:
+def _lag(consumer: Consumer) -> int:
     """Messages behind the high watermark the last fetches reported, over the assigned partitions."""
-    behind = 0
-    for tp in consumer.assignment():
-        high = consumer.highwater(tp)
-        if high is not None:
-            behind += max(0, high - consumer.position(tp))
-    return behind
+    return sum(consumer.lag().values())
 
 
-def _commit(consumer: KafkaConsumer, records, stats: SinkStats, metrics: SinkMetrics) -> None:
+def _commit(consumer: Consumer, records, stats: SinkStats, metrics: SinkMetrics) -> None:
     """Commit past everything applied. A refused commit (mid-rebalance) is only logged: the next
     owner replays those messages, which the index absorbs."""
-    offsets: dict[tuple[str, int], int] = {}
-    for r in records:
-        offsets[(r.topic, r.partition)] = max(offsets.get((r.topic, r.partition), 0), r.offset + 1)
+    offsets: dict[TopicPartitionKey, int] = {}
+    for topic, partition, offset, *_ in records:
+        if offset + 1 > offsets.get((topic, partition), 0):
+            offsets[(topic, partition)] = offset + 1
     try:
-        consumer.commit(offsets_to_commit(offsets))
+        consumer.commit(offsets)
         stats.commits += 1
-    except (CommitFailedError, KafkaTimeoutError, KafkaError) as exc:
+    except TransportError as exc:
         stats.commit_failures += 1
         metrics.commit_failures.inc()
         log.warning("sink: commit refused (%s); the applied messages will be replayed and absorbed", exc)

@@ -4,9 +4,9 @@ on request (``EMBED_KAFKA__CLIENT``). Only this package imports a Kafka client."
 from __future__ import annotations
 
 from worker.config import KafkaSettings
-from worker.transport.base import Consumer, Producer, Rebalance, Record, TopicPartitionKey, Transport
+from worker.transport.base import Consumer, Message, Producer, Reader, Rebalance, Record, TopicPartitionKey, Transport
 
-__all__ = ["Consumer", "Producer", "Rebalance", "Record", "TopicPartitionKey", "Transport", "resolve_client", "transport"]
+__all__ = ["Consumer", "Message", "Producer", "Reader", "Rebalance", "Record", "TopicPartitionKey", "Transport", "resolve_client", "transport"]
 
 
 def resolve_client(setting: str) -> str:
@@ -23,9 +23,9 @@ def resolve_client(setting: str) -> str:
 def transport(settings: KafkaSettings) -> Transport:
     name = resolve_client(settings.client)
     if name == "confluent":
-        from worker.transport.confluent import ConfluentConsumer, ConfluentProducer
+        from worker.transport.confluent import ConfluentConsumer, ConfluentProducer, ConfluentReader
 
-        return Transport(name, ConfluentConsumer, ConfluentProducer)
-    from worker.transport.kafka_python import KafkaPythonConsumer, KafkaPythonProducer
+        return Transport(name, ConfluentConsumer, ConfluentProducer, ConfluentReader)
+    from worker.transport.kafka_python import KafkaPythonConsumer, KafkaPythonProducer, KafkaPythonReader
 
-    return Transport(name, KafkaPythonConsumer, KafkaPythonProducer)
+    return Transport(name, KafkaPythonConsumer, KafkaPythonProducer, KafkaPythonReader)

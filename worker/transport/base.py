@@ -10,6 +10,9 @@ Nothing above ``worker.transport`` imports a Kafka client. The contract both imp
   its ``on_delivery`` callback, first argument ``None`` for success, else an object describing the
   failure (the client's own error: no wrapper is built per message on this hot path); it may run on
   any thread; ``poll`` and ``flush`` serve callbacks where the client needs it.
+- ``Reader`` reads whole topics outside any group (the load generator, the fault lab, the demo and
+  the tests check what the worker wrote through it), and ``Producer.send`` reports where each
+  message landed: tools see partitions and offsets without importing a client either.
 - Every client error becomes a ``TransportError`` subclass (``worker.errors``), so the loop reasons
   about "rejected by a rebalance", "too large", "fatal" and "try again" without knowing the client.
 """
@@ -43,6 +46,21 @@ class Record(NamedTuple):
     value: bytes | None
 
 
+class Message(NamedTuple):
+    """A record as a ``Reader`` returns it: ``Record``'s fields and the headers."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+OnSent = Callable[[object, int, int, int], None]  # (error or None, partition, offset, timestamp ms)
+
+
 class Rebalance(Protocol):
     """What the consumer tells its owner about assignment changes (on the consuming thread)."""
 
@@ -57,6 +75,9 @@ class Rebalance(Protocol):
 
 class Consumer(Protocol):
     commits_on_revoke: bool  # whether on_revoked runs before the partitions leave (a commit there counts)
+
+    def subscribe(self, listener: Rebalance, topic: str | None = None) -> None:
+        """Join the group on ``topic`` (default: the input topic); changes go to ``listener``."""
 
     def consume(self, max_records: int, timeout_s: float) -> list[Record]: ...
 
@@ -81,6 +102,10 @@ class Consumer(Protocol):
     def lag(self) -> dict[TopicPartitionKey, int]:
         """Messages behind the high watermark, per owned partition with a known watermark."""
 
+    def committed(self, tps: set[TopicPartitionKey]) -> dict[TopicPartitionKey, int | None]:
+        """The group's committed offsets (None where it never committed); works unsubscribed.
+        ``TransportError`` when the broker does not answer."""
+
     def group_metadata(self) -> object: ...
 
     def close(self) -> None: ...
@@ -92,6 +117,17 @@ class Producer(Protocol):
     def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list, on_delivery: OnDelivery) -> None:
         """Queue one message. Raises ``MessageTooLargeError`` for a message over the size limit
         and ``TransportError`` when it cannot be queued within the delivery timeout."""
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None, on_sent: OnSent, timestamp_ms: int | None = None) -> None:
+        """``produce`` for tools: the callback learns where the message landed (partition, offset,
+        timestamp); ``timestamp_ms`` stamps the message (None: the send time)."""
+
+    def warm(self, topic: str) -> None:
+        """Fetch the topic's metadata now, so the first send does not wait for it."""
+
+    def reachable(self, timeout_s: float) -> None:
+        """``TransportError`` unless a broker answers within ``timeout_s`` (checked at start-up:
+        a client that retries forever would otherwise hide a wrong address)."""
 
     def poll(self) -> None:
         """Serve delivery callbacks that are due, without waiting."""
@@ -108,9 +144,29 @@ class Producer(Protocol):
     def close(self, timeout_s: float = 10.0) -> None: ...
 
 
+class Reader(Protocol):
+    """Whole topics read from their start (or from a time) without a group: for tools, not the
+    worker. The end of a partition is the end the broker reported with its last fetch (the last
+    stable offset for ``read_committed``): some Kafka-protocol brokers answer ListOffsets(latest)
+    wrongly, so it is never asked."""
+
+    def read(self, timeout_s: float) -> list[Message]:
+        """What is fetched now, waiting up to ``timeout_s`` for something."""
+
+    def at_end(self) -> bool:
+        """Every partition has been read up to the end its last fetch reported."""
+
+    def close(self) -> None: ...
+
+
 class Transport(NamedTuple):
-    """The factories of one client: the worker, the sink and the load generator build through these."""
+    """The factories of one client: the worker, the sink and the load generator build through these.
+
+    ``reader(settings, topics, *, read_committed=False, since_ms=None, timeout_s=30.0)`` waits up to
+    ``timeout_s`` for the topics' metadata (a topic that never shows is read as empty) and starts each
+    partition at its beginning, or at the first record stamped at or after ``since_ms``."""
 
     name: str
     consumer: Callable[..., Consumer]
     producer: Callable[..., Producer]
+    reader: Callable[..., Reader]

@@ -15,6 +15,7 @@ message, where kafka-python spends tens. Settings that matter for our guarantees
 from __future__ import annotations
 
 import logging
+import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -27,7 +28,7 @@ from worker.errors import (
     TransactionAbortError,
     TransportError,
 )
-from worker.transport.base import OnDelivery, Offsets, Rebalance, Record, TopicPartitionKey, resume_offset
+from worker.transport.base import Message, OnDelivery, OnSent, Offsets, Rebalance, Record, TopicPartitionKey, resume_offset
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +234,16 @@ class ConfluentConsumer:
             out[(tp.topic, tp.partition)] = max(0, high - tp.offset)
         return out
 
+    def committed(self, tps: set[TopicPartitionKey]) -> dict[TopicPartitionKey, int | None]:
+        try:
+            got = self._c.committed([TopicPartition(t, p) for t, p in sorted(tps)], timeout=self._timeout_s)
+        except KafkaException as exc:
+            raise _raised(exc, "reading committed offsets") from None
+        for tp in got:
+            if tp.error is not None:
+                raise translate(tp.error, f"reading the committed offset of {tp.topic} [{tp.partition}]")
+        return {(tp.topic, tp.partition): tp.offset if tp.offset >= 0 else None for tp in got}
+
     def group_metadata(self) -> object:
         return self._c.consumer_group_metadata()
 
@@ -275,18 +286,44 @@ class ConfluentProducer:
         except KafkaException as exc:
             raise _raised(exc, f"producing to {topic}") from None
 
-    def _produce_when_room(self, topic, key, value, headers, on_delivery) -> None:
+    def _produce_when_room(self, topic, key, value, headers, on_delivery, timestamp_ms: int = 0) -> None:
         full = Deadline(self._timeout_s)
         while not full.expired():
             self._p.poll(0.05)
             try:
-                self._p.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                self._p.produce(topic, value, key, headers=headers, on_delivery=on_delivery, timestamp=timestamp_ms)
                 return
             except BufferError:
                 continue
             except KafkaException as exc:
                 raise _raised(exc, f"producing to {topic}") from None
         raise TransportError(f"the producer's queue stayed full for {self._timeout_s:.0f} s")
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None, on_sent: OnSent, timestamp_ms: int | None = None) -> None:
+        def delivered(err, msg) -> None:
+            if err is not None:
+                on_sent(translate(err, f"delivering to {topic}"), -1, -1, -1)
+            else:
+                on_sent(None, msg.partition(), msg.offset(), msg.timestamp()[1])
+
+        try:
+            self._p.produce(topic, value, key, on_delivery=delivered, timestamp=timestamp_ms or 0)
+        except BufferError:
+            self._produce_when_room(topic, key, value, None, delivered, timestamp_ms or 0)
+        except KafkaException as exc:
+            raise _raised(exc, f"producing to {topic}") from None
+
+    def warm(self, topic: str) -> None:
+        try:
+            self._p.list_topics(topic, timeout=self._timeout_s)
+        except KafkaException as exc:
+            raise _raised(exc, f"reading the metadata of {topic}") from None
+
+    def reachable(self, timeout_s: float) -> None:
+        try:
+            self._p.list_topics(timeout=timeout_s)
+        except KafkaException as exc:
+            raise _raised(exc, "reading cluster metadata") from None
 
     def poll(self) -> None:
         self._p.poll(0)
@@ -328,3 +365,71 @@ class ConfluentProducer:
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._p.flush(timeout_s)
+
+
+class ConfluentReader:
+    """Whole topics without a group. librdkafka reports reaching a partition's end as an event
+    (``enable.partition.eof``), at the end its last fetch reported (the last stable offset for
+    ``read_committed``): a partition is at its end from that event until a record of it arrives."""
+
+    def __init__(self, settings: KafkaSettings, topics: list[str], *, read_committed: bool = False, since_ms: int | None = None, timeout_s: float = 30.0) -> None:
+        conf = {
+            **client_config(settings),
+            "group.id": f"{settings.client_id}-reader",  # required by the client; never joined or committed
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+        }
+        self._c = Consumer(conf, logger=log)
+        deadline = Deadline(timeout_s)
+        tps = [tp for topic in topics for tp in self._partitions(topic, deadline)]
+        self._ends: set[TopicPartitionKey] = set()
+        self._all = _keys(tps)
+        if since_ms is not None and tps:
+            tps = self._from_time(tps, since_ms, deadline)
+        self._c.assign(tps)
+
+    def _partitions(self, topic: str, deadline: Deadline) -> list[TopicPartition]:
+        while True:
+            try:
+                md = self._c.list_topics(topic, timeout=max(0.5, deadline.remaining())).topics.get(topic)
+                if md is not None and md.error is None and md.partitions:
+                    return [TopicPartition(topic, p, _BEGINNING) for p in sorted(md.partitions)]
+            except KafkaException:
+                pass
+            if deadline.expired():
+                return []
+            time.sleep(0.2)
+
+    def _from_time(self, tps: list[TopicPartition], since_ms: int, deadline: Deadline) -> list[TopicPartition]:
+        """The first offset stamped at or after ``since_ms``; where the broker cannot say, the
+        beginning (reading more is harmless, skipping is not)."""
+        try:
+            found = self._c.offsets_for_times([TopicPartition(tp.topic, tp.partition, since_ms) for tp in tps], timeout=max(1.0, deadline.remaining()))
+        except KafkaException:
+            return tps
+        return [TopicPartition(tp.topic, tp.partition, tp.offset if tp.error is None and tp.offset >= 0 else _BEGINNING) for tp in found]
+
+    def read(self, timeout_s: float) -> list[Message]:
+        messages = self._c.consume(10_000, 0)
+        if not messages and timeout_s > 0:
+            messages = self._c.consume(1, timeout_s)
+        out = []
+        for m in messages:
+            err = m.error()
+            key = (m.topic(), m.partition())
+            if err is None:
+                self._ends.discard(key)
+                out.append(Message(m.topic(), m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value(), m.headers() or []))
+            elif err.code() == KafkaError._PARTITION_EOF:
+                self._ends.add(key)
+            elif err.fatal():
+                raise translate(err, "reading")
+        return out
+
+    def at_end(self) -> bool:
+        return self._ends >= self._all
+
+    def close(self) -> None:
+        self._c.close()

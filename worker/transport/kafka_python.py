@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
@@ -23,7 +24,8 @@ from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError, Messa
 from worker.config import KafkaSettings
 from worker.errors import CommitRejectedError, FatalTransportError, MessageTooLargeError, TransportError
 from worker.kafka_options import client_options, offsets_to_commit
-from worker.transport.base import OnDelivery, Offsets, Rebalance, Record, TopicPartitionKey, resume_offset
+from worker.deadline import Deadline
+from worker.transport.base import Message, OnDelivery, OnSent, Offsets, Rebalance, Record, TopicPartitionKey, resume_offset
 
 log = logging.getLogger(__name__)
 BATCH_BYTES = 1_000_000  # librdkafka's batch.size: within a broker's default message.max.bytes
@@ -197,6 +199,12 @@ class KafkaPythonConsumer:
                 out[(tp.topic, tp.partition)] = max(0, high - position)
         return out
 
+    def committed(self, tps: set[TopicPartitionKey]) -> dict[TopicPartitionKey, int | None]:
+        try:
+            return {(t, p): self._c.committed(TopicPartition(t, p), timeout_ms=self._timeout_ms) for t, p in sorted(tps)}
+        except KafkaError as exc:
+            raise translate(exc, "reading committed offsets") from None
+
     def group_metadata(self) -> object:
         return self._c.group_metadata()
 
@@ -239,6 +247,23 @@ class KafkaPythonProducer:
         future.add_callback(lambda _md: on_delivery(None))
         future.add_errback(lambda exc: on_delivery(translate(exc, f"delivering to {topic}")))
 
+    def send(self, topic: str, key: bytes | None, value: bytes | None, on_sent: OnSent, timestamp_ms: int | None = None) -> None:
+        try:
+            future = self._p.send(topic, key=key, value=value, timestamp_ms=timestamp_ms)
+        except KafkaError as exc:
+            raise translate(exc, f"producing to {topic}") from None
+        future.add_callback(lambda md: on_sent(None, md.partition, md.offset, md.timestamp))
+        future.add_errback(lambda exc: on_sent(translate(exc, f"delivering to {topic}"), -1, -1, -1))
+
+    def warm(self, topic: str) -> None:
+        try:
+            self._p.partitions_for(topic)
+        except KafkaError as exc:
+            raise translate(exc, f"reading the metadata of {topic}") from None
+
+    def reachable(self, timeout_s: float) -> None:
+        """Already known: the constructor fails when no broker answers its bootstrap."""
+
     def poll(self) -> None:
         """kafka-python delivers on its I/O thread: nothing to serve."""
 
@@ -266,3 +291,51 @@ class KafkaPythonProducer:
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._p.close(timeout=timeout_s)
+
+
+class KafkaPythonReader:
+    """Whole topics without a group. A partition is at its end when the consumer's position has
+    reached the high watermark the last fetch carried (``highwater``); a ``read_committed`` reader
+    reaches it too once no transaction is open (the commit marker is stepped over)."""
+
+    def __init__(self, settings: KafkaSettings, topics: list[str], *, read_committed: bool = False, since_ms: int | None = None, timeout_s: float = 30.0) -> None:
+        self._c = KafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+                                isolation_level="read_committed" if read_committed else "read_uncommitted")
+        deadline = Deadline(timeout_s)
+        self._tps = [tp for topic in topics for tp in self._partitions(topic, deadline)]
+        self._c.assign(self._tps)
+        found = {}
+        if since_ms is not None and self._tps:
+            try:
+                found = self._c.offsets_for_times({tp: since_ms for tp in self._tps})
+            except KafkaError:
+                found = {}
+        for tp in self._tps:
+            at = found.get(tp)
+            if at is not None:
+                self._c.seek(tp, at.offset)
+            else:  # where the broker cannot say, the beginning (reading more is harmless, skipping is not)
+                self._c.seek_to_beginning(tp)
+
+    def _partitions(self, topic: str, deadline: Deadline) -> list[TopicPartition]:
+        partitions = self._c.partitions_for_topic(topic)
+        while not partitions and not deadline.expired():
+            time.sleep(0.2)
+            partitions = self._c.partitions_for_topic(topic)
+        return [TopicPartition(topic, p) for p in sorted(partitions or [])]
+
+    def read(self, timeout_s: float) -> list[Message]:
+        out = []
+        for records in self._c.poll(timeout_ms=max(0, int(timeout_s * 1000))).values():
+            out.extend(Message(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value, list(r.headers or [])) for r in records)
+        return out
+
+    def at_end(self) -> bool:
+        for tp in self._tps:
+            high = self._c.highwater(tp)
+            if high is None or self._c.position(tp) < high:
+                return False
+        return True
+
+    def close(self) -> None:
+        self._c.close()
