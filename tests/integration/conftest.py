@@ -129,6 +129,15 @@ class Lane:
     def outputs(self, expect: int | None = None):
         return read_topic(self.kafka, self.output, expect=expect, timeout_s=30)
 
+    def any_output(self, wait_s: float = 1.0) -> bool:
+        """Whether the output topic holds a message yet (a quick look: ``outputs`` reads on to the
+        end, which it does not reach while a worker keeps writing)."""
+        reader = transport(self.kafka).reader(self.kafka, [self.output], timeout_s=30)
+        try:
+            return bool(reader.read(wait_s))
+        finally:
+            reader.close()
+
     def dead_letters(self, expect: int | None = None):
         return read_topic(self.kafka, self.dlq, expect=expect, timeout_s=30)
 

@@ -4,6 +4,7 @@ consumer reads its group's commits without joining the group."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -93,3 +94,63 @@ def test_committed_offsets_are_read_without_joining_the_group(lane, client):
     finally:
         writer.close()
     assert committed_offsets(kafka, lane.group, lane.input, [0, 1, 2]) == {0: None, 1: 17, 2: None}
+
+
+class _Changes:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, set]] = []
+
+    def on_assigned(self, tps) -> None:
+        self.events.append(("assigned", set(tps)))
+
+    def on_revoked(self, tps) -> None:
+        self.events.append(("revoked", set(tps)))
+
+    def on_lost(self, tps) -> None:
+        self.events.append(("lost", set(tps)))
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_member_is_not_settled_between_a_revocation_and_the_assignment_after_it(lane, client):
+    """An eager rebalance after another member leaves: the partitions are revoked, then (seconds
+    later on the local broker) all of them come back. In between the member must not look idle
+    (owning partitions and settled), or a worker exiting when idle leaves with its work undone."""
+    kafka = KafkaSettings(bootstrap_servers=lane.stack.kafka, client=client, group_id=lane.group, input_topic=lane.input,
+                          assignment_strategy="range", max_poll_interval_ms=10_000, session_timeout_ms=6_000, heartbeat_interval_ms=1_000)
+    everything = {(lane.input, p) for p in range(3)}
+    leaving, staying = (transport(kafka).consumer(kafka) for _ in range(2))
+    listener = _Changes()
+    staying.subscribe(listener)
+    leaving.subscribe(_Changes())
+    stop = threading.Event()
+
+    def keep_polling() -> None:  # each member on a thread of its own, as each worker process is
+        while not stop.is_set():
+            leaving.consume(100, 0.1)
+
+    other = threading.Thread(target=keep_polling, daemon=True)
+    other.start()
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not (staying.assignment() and staying.settled() and len(staying.assignment()) < 3):
+            staying.consume(100, 0.1)
+        assert 0 < len(staying.assignment()) < 3, "the two members never shared the partitions"
+        stop.set()
+        other.join(10)
+        leaving.close()  # it leaves the group: an eager rebalance follows
+        seen = len(listener.events)
+        between = 0  # consume calls that returned after the revocation and before the new assignment
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (staying.assignment() == everything and staying.settled()):
+            staying.consume(100, 0.1)
+            since = [kind for kind, _ in listener.events[seen:]]
+            if "revoked" in since and "assigned" not in since[since.index("revoked"):]:
+                between += 1
+                assert not (staying.assignment() and staying.settled()), "idle-looking in the middle of a rebalance"
+        assert staying.assignment() == everything
+        assert between > 0, "the revocation and the assignment came in one call: nothing in between was checked"
+    finally:
+        stop.set()
+        other.join(10)
+        for member in (leaving, staying):
+            member.close()

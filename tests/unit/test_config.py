@@ -97,7 +97,7 @@ def test_secrets_never_appear_in_settings_dumps_or_error_lines(monkeypatch):
 
 
 def test_kafka_security_settings_reach_the_client_options(monkeypatch):
-    from worker.kafka_options import client_options
+    from worker.transport.kafka_python import client_options
 
     monkeypatch.setenv("EMBED_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("EMBED_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512")

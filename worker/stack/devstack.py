@@ -100,19 +100,11 @@ def start_redis(port: int, workdir: Path, log_path: Path) -> subprocess.Popen:
 
 
 def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
-    """Create topics (name → partitions); existing ones are left as they are."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    """Create topics (name → partitions) on the local broker; existing ones are left as they are."""
+    from worker.config import KafkaSettings
+    from worker.transport.kafka_python import create_topics as create
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    try:
-        for name, partitions in topics.items():
-            try:
-                admin.create_topics([NewTopic(name, partitions, 1)])
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        admin.close()
+    create(KafkaSettings(bootstrap_servers=bootstrap, request_timeout_ms=10_000), topics)
 
 
 class DevStack:

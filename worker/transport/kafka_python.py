@@ -14,22 +14,62 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
+from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError, MessageSizeTooLargeError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
 
 from worker.config import KafkaSettings
 from worker.errors import CommitRejectedError, FatalTransportError, MessageTooLargeError, TransportError
-from worker.kafka_options import client_options, offsets_to_commit
 from worker.deadline import Deadline
 from worker.transport.base import Message, OnDelivery, OnSent, Offsets, Rebalance, Record, TopicPartitionKey, resume_offset
 
 log = logging.getLogger(__name__)
 BATCH_BYTES = 1_000_000  # librdkafka's batch.size: within a broker's default message.max.bytes
 ASSIGNORS = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor, "cooperative-sticky": CooperativeStickyAssignor}
+
+
+def client_options(settings: KafkaSettings) -> dict[str, Any]:
+    opts: dict[str, Any] = {
+        "bootstrap_servers": [s.strip() for s in settings.bootstrap_servers.split(",") if s.strip()],
+        "client_id": settings.client_id,
+        "security_protocol": settings.security_protocol,
+        "request_timeout_ms": settings.request_timeout_ms,
+    }
+    if settings.sasl_mechanism:
+        opts["sasl_mechanism"] = settings.sasl_mechanism
+        opts["sasl_plain_username"] = settings.sasl_username
+        opts["sasl_plain_password"] = settings.sasl_password.get_secret_value() if settings.sasl_password else None
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        if getattr(settings, name):
+            opts[name] = getattr(settings, name)
+    if settings.ssl_password:
+        opts["ssl_password"] = settings.ssl_password.get_secret_value()
+    return opts
+
+
+def offsets_to_commit(offsets: dict[tuple[str, int], int]) -> dict[TopicPartition, OffsetAndMetadata]:
+    """(topic, partition) → next offset to read, as kafka-python's commit calls take it."""
+    return {TopicPartition(t, p): OffsetAndMetadata(off, "", -1) for (t, p), off in offsets.items()}
+
+
+def create_topics(settings: KafkaSettings, topics: dict[str, int]) -> None:
+    """Create topics (name → partitions, replication 1: the local stack); existing ones are left as they are."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(**client_options(settings))
+    try:
+        for name, partitions in topics.items():
+            try:
+                admin.create_topics([NewTopic(name, partitions, 1)])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
 
 
 def translate(exc: BaseException, what: str) -> TransportError:
@@ -153,8 +193,16 @@ class KafkaPythonConsumer:
         return {(tp.topic, tp.partition) for tp in self._c.assignment()}
 
     def settled(self) -> bool:
-        """No assignment change waits to be reported, and every assigned partition is placed."""
-        return not self._unplaced and not self._changes.pending()
+        """No assignment change waits to be reported, every assigned partition is placed, and the
+        group is stable. Under the eager protocol kafka-python announces a revocation before it
+        rejoins and keeps reporting the old partitions as assigned until the new assignment comes,
+        which can take seconds: the member is mid-rebalance all that time, not idle."""
+        if self._unplaced or self._changes.pending():
+            return False
+        coordinator = getattr(self._c, "_coordinator", None)  # kafka-python's group coordinator: no public view of its state
+        if coordinator is None:
+            return True
+        return coordinator.generation_if_stable() is not None and not coordinator.need_rejoin()
 
     def hold(self, paused: bool) -> None:
         self._holding = paused
