@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from worker.batch.policy import BatchLimits, cut_batches, default_max_tokens
+from worker.batch.policy import BatchLimits, default_max_tokens, sorted_batches
 from worker.config import KafkaSettings, Settings
 from worker.stats import percentile
 
@@ -48,7 +48,7 @@ def bench_sentence_transformers(texts: Sequence[str], model_path: str, device: s
 def bench_raw_forward(encoder, token_ids: list[list[int]], max_tokens: int, max_size: int) -> dict:
     """Every document sorted by length at once and cut into token-budget batches: the model's limit."""
     lengths = [len(ids) for ids in token_ids]
-    cuts = cut_batches(lengths, 0.0, BatchLimits(max_tokens, max_size, 0.0, lookahead=1), drain=True)
+    cuts = sorted_batches(lengths, BatchLimits(max_tokens, max_size, 0.0))
     encoder.encode([token_ids[i] for i in cuts[0].indices[:4]])  # warm-up
     seconds = []
     for cut in cuts:
@@ -71,7 +71,7 @@ def accuracy_vs_fp32(encoder, settings: Settings, token_ids: list[list[int]], ma
     reference = load_encoder(settings.model.model_copy(update={"quantize": "none", "dtype": "float32"}))
     lengths = [len(t) for t in token_ids]
     ours, ref = np.zeros((len(token_ids), encoder.info.dim), np.float32), np.zeros((len(token_ids), encoder.info.dim), np.float32)
-    for cut in cut_batches(lengths, 0.0, BatchLimits(max_tokens, settings.batch.max_size, 0.0, lookahead=1), drain=True):
+    for cut in sorted_batches(lengths, BatchLimits(max_tokens, settings.batch.max_size, 0.0)):
         idx = list(cut.indices)
         ours[idx] = encoder.encode([token_ids[i] for i in idx])
         ref[idx] = reference.encode([token_ids[i] for i in idx])
@@ -134,7 +134,7 @@ def run_bench(
     result = {
         "environment": environment(),
         "model": {"name": info.name, "dim": info.dim, "dtype": info.dtype, "device": info.device, "max_length": info.max_length, "quantize": info.quantize},
-        "settings": {"max_tokens": max_tokens, "max_size": settings.batch.max_size, "max_wait_ms": settings.batch.max_wait_ms, "lookahead": settings.batch.lookahead,
+        "settings": {"max_tokens": max_tokens, "max_size": settings.batch.max_size, "max_wait_ms": settings.batch.max_wait_ms,
                      "replicas": settings.model.replicas, "processes": settings.processes, "partitions": partitions, "autocast": settings.model.autocast},
         "documents": {"count": len(docs), "tokens": tokens, "p50_tokens": percentile(lengths, 50), "p99_tokens": percentile(lengths, 99),
                       "max_tokens": max(lengths), "tokenize_docs_per_s": round(len(docs) / tokenize_s, 1)},

@@ -30,7 +30,7 @@ PANELS = [
     ("Batch size and padding efficiency", "short", [
         ("documents per batch", f"sum(rate(embed_batch_size_sum{SEL}[$__rate_interval])) / sum(rate(embed_batch_size_count{SEL}[$__rate_interval]))"),
         ("padding efficiency", f"sum(rate(embed_padding_efficiency_ratio_sum{SEL}[$__rate_interval])) / sum(rate(embed_padding_efficiency_ratio_count{SEL}[$__rate_interval]))"),
-    ], "Padding efficiency is real tokens / padded tokens: below 0.8, raise EMBED_BATCH__LOOKAHEAD."),
+    ], "Real tokens / padded tokens. Low under light load (an idle model takes what waits); low while saturated: raise EMBED_BATCH__MAX_PENDING so more documents gather."),
     ("Padded tokens per batch", "short", [
         ("mean", f"sum(rate(embed_batch_tokens_sum{SEL}[$__rate_interval])) / sum(rate(embed_batch_tokens_count{SEL}[$__rate_interval]))"),
         ("p99", f"histogram_quantile(0.99, sum by (le) (rate(embed_batch_tokens_bucket{SEL}[$__rate_interval])))"),

@@ -168,8 +168,11 @@ class ModelSettings(_Section):
 
 
 class BatchSettings(_Section):
-    """A batch is cut when its padded cost (longest × count) would exceed ``max_tokens``, when it
-    holds ``max_size`` documents, or when its oldest document has waited ``max_wait_ms``.
+    """A batch holds at most ``max_tokens`` of padded cost (longest × count) and ``max_size``
+    documents. It is chosen when the model has room for it, from every document waiting then,
+    sorted by length: a full batch at once, a partial one when its oldest document has waited
+    ``max_wait_ms``. While the model is busy, documents gather, so the next batch is drawn from a
+    larger pool (less padding).
 
     Worked example: with max_tokens=16384 and documents truncated to 256 tokens, a batch holds at most
     64 full-length documents, or 256 documents of 64 tokens (capped by max_size=256). On CPU a forward
@@ -182,10 +185,7 @@ class BatchSettings(_Section):
         "(up to 16384) while a full batch of the model still runs within 50 ms.",
     )
     max_size: int = Field(256, gt=0, description="Most documents in one batch.")
-    max_wait_ms: int = Field(50, ge=0, description="Latency deadline: the longest a document waits for its batch to fill.")
-    lookahead: int = Field(
-        4, gt=0, description="Batches' worth of waiting documents sorted by length together before full batches are cut (less padding)."
-    )
+    max_wait_ms: int = Field(50, ge=0, description="Latency deadline: the longest an idle model waits for a full batch; past it, the oldest document's batch runs as it is.")
     max_pending: int = Field(
         4096, gt=0, description="Most documents held between poll and commit; consumption pauses above it."
     )

@@ -87,6 +87,10 @@ class Pipeline:
         self.tokenizing -= len(items)
         return items
 
+    def room(self) -> int:
+        """Batches the forward stage would take now (one per replica beyond those running)."""
+        return self._forward_in.maxsize - self._forward_in.qsize()
+
     def dispatch(self, batch: Batch) -> bool:
         """Hand a batch to the forward stage; False (keep it) if its queue is full."""
         try:

@@ -77,7 +77,7 @@ class Worker:
             self._strategy = AtLeastOnce(consumer, producer, self._checkpoint, dedup, revoke_budget_s=budget)
         b = settings.batch
         max_tokens = b.max_tokens or default_max_tokens(encoder.info.device.split(":")[0], encoder.info.max_length)
-        self._waiting = WaitingRoom(BatchLimits(max_tokens, b.max_size, b.max_wait_ms / 1000, b.lookahead))
+        self._waiting = WaitingRoom(BatchLimits(max_tokens, b.max_size, b.max_wait_ms / 1000))
         self._gate = KeyGate()
         self._unscreened: deque[tuple[list[Document], float]] = deque()  # admitted, awaiting the dedup lookup
         self._ready: deque[Batch] = deque()  # cut, waiting for room in the forward stage
@@ -212,11 +212,17 @@ class Worker:
         return bool(owned) and self._consumer.settled() and not self._checkpoint.moved(owned)  # e.g. a commit refused mid-rebalance
 
     def _poll_timeout(self, next_commit: Deadline, working: bool) -> float:
+        """How long this iteration may wait: until the next commit, or the oldest waiting
+        document's deadline when the model has room for a batch (while it has none, the next batch
+        is cut when it takes one, which wakes the loop). While work is in flight, at most ``TICK_S``
+        if acknowledgements are due (the producer serves them only when polled) or the waiting room
+        could use more documents; a busy model with a full waiting room wakes the loop itself, and
+        every wake-up meanwhile would only take CPU from it."""
         wait = min(next_commit.remaining(), 0.5)
-        batch_due = self._waiting.next_deadline()
+        batch_due = self._waiting.next_deadline() if self._pipeline.room() > len(self._ready) else None
         if batch_due is not None:
             wait = min(wait, max(0.0, batch_due - time.monotonic()))
-        if working:  # progress comes from elsewhere: look again soon
+        if working and (self._checkpoint.unacked() or len(self._waiting) < self._s.batch.max_size):
             wait = min(max(wait, TICK_S / 10), TICK_S)
         return wait
 
@@ -282,7 +288,8 @@ class Worker:
     def _advance(self) -> None:
         for rows, arrived in self._pipeline.tokenized():
             self._wait(rows, arrived)
-        self._ready.extend(self._waiting.take(drain=self._draining))
+        # the next batch is chosen only when the model has room for it: until then documents gather
+        self._ready.extend(self._waiting.take(self._pipeline.room() - len(self._ready), drain=self._draining))
         while self._ready and self._pipeline.dispatch(self._ready[0]):
             batch = self._ready.popleft()
             self._m.stage_seconds.labels(stage="queue_wait").observe(time.monotonic() - batch.arrived)

@@ -284,6 +284,55 @@ def test_versions_of_one_id_stay_in_order_with_two_replicas():
     assert intake.commits[-1] == {("in", 0): offset}
 
 
+class LengthRecorder(DummyEncoder):
+    """Keeps each batch's token lengths; each batch takes ``seconds``."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+        self.lengths: list[list[int]] = []
+
+    def encode(self, token_ids):
+        self.lengths.append([len(t) for t in token_ids])
+        time.sleep(self.seconds)
+        return super().encode(token_ids)
+
+
+class PacedConsumer(FakeConsumer):
+    """Poll i becomes available ``every_s`` × i after the first call, as a steady stream arrives."""
+
+    def __init__(self, polls, every_s, events=None):
+        super().__init__([], events)
+        self.pending = list(polls)
+        self.every_s = every_s
+        self.started = None
+        self.released = 0
+
+    def consume(self, max_records, timeout_s):
+        self.started = self.started or time.monotonic()
+        due = int((time.monotonic() - self.started) / self.every_s) + 1
+        while self.pending and self.released < due:
+            self.polls.append(self.pending.pop(0))
+            self.released += 1
+        return super().consume(max_records, min(timeout_s, 0.001))
+
+
+def test_a_busy_model_gets_batches_of_close_lengths_chosen_from_all_that_gathered():
+    # documents of 1-40 words arrive ten every 2 ms while each batch takes 20 ms, with a deadline of
+    # 0: cut as they arrive, batches would hold ten random lengths; chosen when the model frees, from
+    # everything that waited meanwhile, they hold close lengths
+    rng = random.Random(5)
+    polls = [records(*[(f"d{p}-{i}", " ".join(["w"] * rng.randint(1, 40))) for i in range(10)], start=p * 10) for p in range(60)]
+    encoder = LengthRecorder(0.02)
+    settings = Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=256))
+    intake, publisher = PacedConsumer(polls, 0.002, events={0: [("assigned", {("in", 0)})]}), FakeProducer()
+    Worker(settings, encoder, intake, publisher, FakeDedup()).run(exit_when_idle_s=0.05)
+    assert len(publisher.sent) == 600 and intake.commits[-1] == {("in", 0): 600}
+    real = sum(sum(b) for b in encoder.lengths)
+    padded = sum(max(b) * len(b) for b in encoder.lengths)
+    assert real / padded > 0.85, (real / padded, encoder.lengths[:5])
+
+
 class SlowEncoder(DummyEncoder):
     def __init__(self, seconds):
         super().__init__()

@@ -1,7 +1,14 @@
-"""Batching policy: which waiting documents form the next batches (pure, no Kafka, no torch).
+"""Batching policy: which waiting documents form the next batch (pure, no Kafka, no torch).
 
-A batch costs ``longest × count`` tokens, as a padded forward pass does (TEI's accounting). Waiting
-documents are sorted by length so each batch holds documents of similar length and padding stays low.
+A batch costs ``longest × count`` tokens, as a padded forward pass does (TEI's accounting), and holds
+at most ``max_tokens`` of that cost and ``max_size`` documents.
+
+The next batch is chosen when the model has room for it, from everything waiting then (TEI's
+"build the next batch while the current one runs"): while the model is busy, documents keep
+gathering, so a busy model is fed length-homogeneous batches drawn from a large pool, and an idle
+one gets a batch as soon as a full one can be formed, or at the deadline (``max_wait_s`` after the
+oldest waiting document arrived) with whatever waits. Once the oldest document is due, the next
+batch is the one that holds it, so nothing waits much past its deadline.
 """
 
 from __future__ import annotations
@@ -23,16 +30,42 @@ class BatchLimits:
     max_tokens: int
     max_size: int
     max_wait_s: float
-    lookahead: int = 4  # batches' worth of documents sorted together before full batches are cut
 
     def __post_init__(self) -> None:
-        if self.max_tokens <= 0 or self.max_size <= 0 or self.max_wait_s < 0 or self.lookahead < 1:
+        if self.max_tokens <= 0 or self.max_size <= 0 or self.max_wait_s < 0:
             raise ValueError(f"invalid batch limits: {self}")
+
+    def capacity(self, longest: int) -> int:
+        """Documents a batch whose longest has ``longest`` tokens can hold (at least one)."""
+        return max(1, min(self.max_size, self.max_tokens // max(longest, 1)))
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    """A batch chosen from the waiting lengths: ``take`` is (length, how many of the oldest documents
+    of that length), shortest first."""
+
+    take: tuple[tuple[int, int], ...]
+    reason: FlushReason
+    real_tokens: int
+    padded_tokens: int
+
+    @property
+    def size(self) -> int:
+        return sum(k for _, k in self.take)
+
+    @property
+    def full(self) -> bool:
+        return self.reason in (FlushReason.TOKENS, FlushReason.SIZE)
+
+    @property
+    def padding_efficiency(self) -> float:
+        return self.real_tokens / self.padded_tokens if self.padded_tokens else 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class Cut:
-    """One batch: positions into the lengths given to ``cut_batches``, shortest first."""
+    """One batch of ``sorted_batches``: positions into the lengths it was given, shortest first."""
 
     indices: tuple[int, ...]
     reason: FlushReason
@@ -69,17 +102,58 @@ def padded_cost(lengths: Sequence[int]) -> int:
     return max((max(n, 1) for n in lengths), default=0) * len(lengths)
 
 
-def cut_batches(lengths: Sequence[int], oldest_wait_s: float, limits: BatchLimits, *, drain: bool = False) -> list[Cut]:
-    """Cut the waiting documents (given by token length) into batches to run now.
+def segments(lengths: Sequence[int], counts: Sequence[int], limits: BatchLimits) -> list[Pick]:
+    """The waiting documents, given as a histogram (``lengths`` the distinct token lengths,
+    ascending, ``counts`` how many wait at each), sorted and cut greedily from the shortest into
+    batches within the limits: every batch full (``TOKENS`` or ``SIZE``) but the last, which is
+    ``DEADLINE`` (what is left). Within one length the oldest documents come first. Cost: one pass
+    over the distinct lengths plus one step per batch."""
+    out: list[Pick] = []
+    take: list[tuple[int, int]] = []
+    size = real = longest = 0
 
-    Before the oldest document's deadline (``max_wait_s``), batches are cut only once a look-ahead
-    window of ``lookahead`` full batches is waiting, so that sorting has enough documents to group
-    similar lengths; then the full batches run and the last, partly filled one keeps waiting for
-    company. At the deadline (or when draining) everything waiting runs.
-    """
-    expired = drain or oldest_wait_s >= limits.max_wait_s
-    if not expired and not _window_full(lengths, limits):
-        return []
+    def close(reason: FlushReason) -> None:
+        nonlocal take, size, real, longest
+        out.append(Pick(tuple(take), reason, real, longest * size))
+        take, size, real, longest = [], 0, 0, 0
+
+    for length, count in zip(lengths, counts):
+        n = max(length, 1)
+        while count:
+            if size and limits.capacity(max(longest, n)) <= size:
+                close(FlushReason.SIZE if size == limits.max_size else FlushReason.TOKENS)
+            longest = max(longest, n)
+            k = min(count, limits.capacity(longest) - size)
+            take.append((length, k))
+            size, real, count = size + k, real + k * n, count - k
+            if size == limits.capacity(longest):
+                close(FlushReason.SIZE if size == limits.max_size else FlushReason.TOKENS)
+    if size:
+        close(FlushReason.DEADLINE)
+    return out
+
+
+def choose_batch(lengths: Sequence[int], counts: Sequence[int], anchor: int, limits: BatchLimits, *, due: bool) -> Pick | None:
+    """The next batch for a model with room, from the waiting histogram (see ``segments``);
+    ``anchor`` is the index of the length of the oldest waiting document, ``due`` whether its
+    deadline has passed. Due: the batch that holds it, full or not. Not due: the full batch with the
+    least padding, if there is one (the oldest then waits at most until its deadline); else None,
+    and the model waits for company up to the deadline."""
+    cuts = segments(lengths, counts, limits)
+    if due:
+        first = sum(counts[:anchor])  # the anchor is the first (oldest) document of its length
+        for cut in cuts:
+            if first < cut.size:
+                return cut
+            first -= cut.size
+    full = [c for c in cuts if c.full]
+    return max(full, key=lambda c: c.padding_efficiency) if full else None
+
+
+def sorted_batches(lengths: Sequence[int], limits: BatchLimits) -> list[Cut]:
+    """Every document at once, sorted by length and cut greedily into batches within the limits:
+    the best a batcher that could see all documents in advance does (the raw-forward benchmark's
+    reference)."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     cuts: list[Cut] = []
     batch: list[int] = []
@@ -87,8 +161,7 @@ def cut_batches(lengths: Sequence[int], oldest_wait_s: float, limits: BatchLimit
 
     def close(reason: FlushReason) -> None:
         nonlocal batch, longest
-        real = sum(lengths[i] for i in batch)
-        cuts.append(Cut(tuple(batch), reason, real, longest * len(batch)))
+        cuts.append(Cut(tuple(batch), reason, sum(max(lengths[i], 1) for i in batch), longest * len(batch)))
         batch, longest = [], 0
 
     for i in order:
@@ -99,15 +172,6 @@ def cut_batches(lengths: Sequence[int], oldest_wait_s: float, limits: BatchLimit
         longest = max(longest, n)
         if len(batch) == limits.max_size:
             close(FlushReason.SIZE)
-
-    if batch and longest * (len(batch) + 1) > limits.max_tokens:
-        close(FlushReason.TOKENS)  # full already: no document of any length could join it
-    if batch and expired:
-        close(FlushReason.DRAIN if drain else FlushReason.DEADLINE)
+    if batch:
+        close(FlushReason.DRAIN)
     return cuts
-
-
-def _window_full(lengths: Sequence[int], limits: BatchLimits) -> bool:
-    if len(lengths) >= limits.lookahead * limits.max_size:
-        return True
-    return sum(max(n, 1) for n in lengths) >= limits.lookahead * limits.max_tokens

@@ -1,10 +1,22 @@
+import random
+
 import pytest
 
-from worker.batch.policy import BatchLimits, FlushReason, cut_batches, default_max_tokens, padded_cost
+from worker.batch.policy import BatchLimits, FlushReason, choose_batch, default_max_tokens, padded_cost, segments, sorted_batches
 
 
-def limits(max_tokens=100, max_size=10, max_wait_s=0.05, lookahead=1):
-    return BatchLimits(max_tokens, max_size, max_wait_s, lookahead)
+def limits(max_tokens=100, max_size=10, max_wait_s=0.05):
+    return BatchLimits(max_tokens, max_size, max_wait_s)
+
+
+def histogram(lengths):
+    distinct = sorted(set(lengths))
+    return distinct, [lengths.count(n) for n in distinct]
+
+
+def choose(lengths, anchor_length, lim, **kw):
+    distinct, counts = histogram(lengths)
+    return choose_batch(distinct, counts, distinct.index(anchor_length), lim, **kw)
 
 
 def test_padded_cost_is_longest_times_count():
@@ -13,65 +25,74 @@ def test_padded_cost_is_longest_times_count():
     assert padded_cost([0, 0]) == 2  # an empty document still takes a row
 
 
-def test_token_budget_closes_a_batch_before_it_is_exceeded():
-    cuts = cut_batches([20] * 12, 0.0, limits(max_tokens=100, max_size=100))
-    # 5 × 20 = 100 fits, a sixth would cost 120: two full batches, the last 2 wait for company
-    assert [len(c.indices) for c in cuts] == [5, 5]
-    assert all(c.reason is FlushReason.TOKENS for c in cuts)
-    assert all(c.padded_tokens <= 100 for c in cuts)
+def test_a_full_batch_is_chosen_before_the_deadline_and_stays_within_the_budget():
+    pick = choose([20] * 12, 20, limits(max_tokens=100, max_size=100), due=False)
+    # 5 × 20 = 100 fits, a sixth would cost 120
+    assert (pick.size, pick.reason, pick.padded_tokens) == (5, FlushReason.TOKENS, 100)
 
 
-def test_size_cap_closes_a_batch():
-    cuts = cut_batches([1] * 7, 0.0, limits(max_tokens=10_000, max_size=3))
-    assert [len(c.indices) for c in cuts] == [3, 3]
-    assert cuts[0].reason is FlushReason.SIZE
+def test_the_size_cap_fills_a_batch():
+    pick = choose([1] * 7, 1, limits(max_tokens=10_000, max_size=3), due=False)
+    assert (pick.size, pick.reason) == (3, FlushReason.SIZE)
 
 
-def test_partial_batch_waits_until_the_deadline():
-    assert cut_batches([5, 6], 0.01, limits(max_wait_s=0.05)) == []
-    cuts = cut_batches([5, 6], 0.05, limits(max_wait_s=0.05))
-    assert len(cuts) == 1 and cuts[0].reason is FlushReason.DEADLINE
-    assert sorted(cuts[0].indices) == [0, 1]
+def test_a_partial_batch_waits_for_its_deadline_then_runs_whole():
+    assert choose([5, 6], 5, limits(), due=False) is None
+    pick = choose([5, 6], 5, limits(), due=True)
+    assert (pick.take, pick.reason) == (((5, 1), (6, 1)), FlushReason.DEADLINE)
 
 
-def test_drain_releases_everything():
-    assert cut_batches([5, 6, 7], 0.0, limits()) == []
-    cuts = cut_batches([5, 6, 7], 0.0, limits(), drain=True)
-    assert [sorted(c.indices) for c in cuts] == [[0, 1, 2]]
-    assert cuts[0].reason is FlushReason.DRAIN
+def test_segments_sort_lengths_together_and_leave_the_rest_partial():
+    distinct, counts = histogram([100, 2, 100, 2, 100, 2, 100, 2, 7])
+    cuts = segments(distinct, counts, limits(max_tokens=400, max_size=4))
+    assert [c.take for c in cuts] == [((2, 4),), ((7, 1), (100, 3)), ((100, 1),)]
+    assert [c.full for c in cuts] == [True, True, False]
+    assert cuts[0].padding_efficiency == 1.0
 
 
-def test_a_batch_that_nothing_could_join_runs_at_once():
-    cuts = cut_batches([50, 50], 0.0, limits(max_tokens=100))
-    assert len(cuts) == 1 and cuts[0].reason is FlushReason.TOKENS
+def test_when_due_the_batch_holding_the_oldest_runs_even_if_partial():
+    lengths = [2] * 8 + [100]
+    lim = limits(max_tokens=400, max_size=4)
+    assert choose(lengths, 100, lim, due=True).take == ((100, 1),)
+    assert choose(lengths, 2, lim, due=True).take == ((2, 4),)  # the oldest 2 is the first of its length
 
 
-def test_sorting_groups_similar_lengths_and_cuts_padding():
-    lengths = [100, 2, 100, 2, 100, 2, 100, 2]
-    cuts = cut_batches(lengths, 1.0, limits(max_tokens=400, max_size=4))
-    assert [sorted(lengths[i] for i in c.indices) for c in cuts] == [[2, 2, 2, 2], [100, 100, 100, 100]]
-    assert all(c.padding_efficiency == 1.0 for c in cuts)
+def test_before_the_deadline_the_least_padded_full_batch_runs():
+    lengths = [10] * 5 + [11] * 5 + [50, 60]
+    pick = choose(lengths, 50, limits(max_tokens=55, max_size=100), due=False)
+    assert pick.take == ((10, 5),) and pick.padding_efficiency == 1.0
 
 
 def test_a_document_longer_than_the_budget_still_runs_alone():
-    cuts = cut_batches([500, 3], 1.0, limits(max_tokens=100))
-    assert sorted(len(c.indices) for c in cuts) == [1, 1]
+    pick = choose([500, 3], 500, limits(max_tokens=100), due=True)
+    assert pick.take == ((500, 1),) and pick.full
 
 
-def test_lookahead_holds_full_batches_until_the_window_fills():
-    lim = limits(max_tokens=100, max_size=10, max_wait_s=1.0, lookahead=3)
-    # 200 tokens waiting, the window is 3 × 100: nothing is cut before the deadline
-    assert cut_batches([20] * 10, 0.0, lim) == []
-    cuts = cut_batches([20] * 15, 0.0, lim)
-    assert sum(len(c.indices) for c in cuts) == 15  # 3 full batches of 5
-    assert cut_batches([20] * 10, 1.0, lim) != []  # the deadline overrides the window
+def test_random_histograms_give_valid_batches():
+    rng = random.Random(7)
+    for _ in range(300):
+        lengths = [rng.choice([rng.randint(1, 20), rng.randint(0, 300)]) for _ in range(rng.randint(1, 80))]
+        lim = limits(max_tokens=rng.choice([64, 256, 1000]), max_size=rng.choice([1, 4, 16, 64]))
+        distinct, counts = histogram(lengths)
+        cuts = segments(distinct, counts, lim)
+        taken = sorted(n for c in cuts for n, k in c.take for _ in range(k))
+        assert taken == sorted(lengths)  # every document in exactly one batch
+        for c in cuts:
+            chosen = [n for n, k in c.take for _ in range(k)]
+            assert c.size == len(chosen) <= lim.max_size
+            assert c.padded_tokens == max(max(chosen), 1) * len(chosen)
+            assert c.padded_tokens <= lim.max_tokens or c.size == 1
+            assert c.real_tokens == sum(max(n, 1) for n in chosen)
+        assert all(c.full for c in cuts[:-1])
+        anchor = rng.randrange(len(distinct))
+        pick = choose_batch(distinct, counts, anchor, lim, due=True)
+        assert any(n == distinct[anchor] for n, _ in pick.take)
 
 
-def test_every_document_is_in_at_most_one_batch():
+def test_sorted_batches_cover_every_document_once_within_the_limits():
     lengths = [(i * 37) % 61 + 1 for i in range(200)]
-    cuts = cut_batches(lengths, 1.0, limits(max_tokens=256, max_size=16))
-    taken = [i for c in cuts for i in c.indices]
-    assert sorted(taken) == list(range(200))
+    cuts = sorted_batches(lengths, limits(max_tokens=256, max_size=16))
+    assert sorted(i for c in cuts for i in c.indices) == list(range(200))
     assert all(c.padded_tokens <= 256 and len(c.indices) <= 16 for c in cuts)
 
 
