@@ -1,7 +1,8 @@
 """GPU correctness checks for the encoder, run on a CUDA machine (CI has none): prints each check
 and exits non-zero if one fails.
 
-1. precision: the default CUDA path (a float16 model) and bfloat16 autocast against float32 on CPU;
+1. precision: the default CUDA path (a float16 model, traced into one graph), the same run eagerly,
+   and bfloat16 autocast against float32 on CPU;
 2. replicas: two forward threads, each on its own CUDA stream, give the same vectors as one thread;
 3. out of memory: with the process capped to a small share of GPU memory, a batch that does not fit
    raises torch's real ``OutOfMemoryError``, and the forward step splits it until every document
@@ -42,13 +43,15 @@ def check_precision(model: str, ids: list[list[int]], reference: np.ndarray) -> 
     out = {}
     for label, settings in {
         "auto (float16 model)": ModelSettings(name=model, device="cuda"),
+        "auto, eager (EMBED_MODEL__TRACE=off)": ModelSettings(name=model, device="cuda", trace="off"),
         "bfloat16 model": ModelSettings(name=model, device="cuda", dtype="bfloat16"),
         "bfloat16 autocast": ModelSettings(name=model, device="cuda", dtype="bfloat16", autocast=True),
         "float16 autocast": ModelSettings(name=model, device="cuda", dtype="float16", autocast=True),
         "float32 cuda": ModelSettings(name=model, device="cuda", dtype="float32"),
     }.items():
-        cos = cosine(encode_all(TransformerEncoder(settings), ids), reference)
-        out[label] = {"cosine_mean": round(float(cos.mean()), 6), "cosine_min": round(float(cos.min()), 6)}
+        encoder = TransformerEncoder(settings)
+        cos = cosine(encode_all(encoder, ids), reference)
+        out[label] = {"cosine_mean": round(float(cos.mean()), 6), "cosine_min": round(float(cos.min()), 6), "traced": encoder.traced}
     return out
 
 

@@ -154,6 +154,11 @@ class ModelSettings(_Section):
         le=16,
         description="Forward threads sharing the model's weights, each on its own CUDA stream: 2-4 keep a GPU busy with a small model. Leave 1 on CPU.",
     )
+    trace: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Run the model, pooling and normalization as one TorchScript graph traced at start-up (one GIL hand-over a batch "
+        "instead of one an operator): auto keeps it only if it matches eager PyTorch on probe batches; on fails start-up if not.",
+    )
     quantize: Literal["none", "int8"] = Field(
         "none",
         description="CPU only: int8 dynamic quantization of the linear layers (per channel). all-MiniLM-L6-v2: 1.5x faster, cosine to fp32 0.975 on average.",

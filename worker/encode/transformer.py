@@ -16,7 +16,8 @@ import torch
 from worker.config import ModelSettings
 from worker.encode.base import ModelInfo
 from worker.encode.chunking import CHARS_PER_TOKEN_CAP
-from worker.encode.pooling import PoolingConfig, pool, read_sentence_transformers_config
+from worker.encode.graph import Forward, Pooled, probe_rows, trace
+from worker.encode.pooling import PoolingConfig, read_sentence_transformers_config
 from worker.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,29 @@ class TransformerEncoder:
             revision=settings.revision,
             quantize=settings.quantize,
         )
+        pooled = Pooled(self._model, self._pooling, self._normalize, self._text.wants_type_ids)
+        self._forward = self._graph(pooled, settings.trace)
+        self.traced = self._forward is not pooled
         log.info("model %s loaded from %s: %s", settings.name, self._text.source, self.info)
+
+    def _graph(self, module: Pooled, setting: str) -> Forward:
+        """The forward pass as one traced graph where it matches eager PyTorch (``worker.encode.graph``)."""
+        if self._autocast:  # a trace would freeze autocast's casts into the graph: not attempted
+            if setting == "on":
+                raise ModelLoadError("EMBED_MODEL__TRACE=on does not combine with EMBED_MODEL__AUTOCAST=true")
+            return module
+        body = self._text.body(["Traced graphs are checked against eager PyTorch before they serve."])[0]
+        rows = probe_rows(body, self._text.max_length, self._text.wrap)
+        example = [rows[-1][i] for i in (3, 10, 17, 22)]  # four rows, four lengths: padding in the example
+        batches = [self._inputs(batch) for batch in rows]
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # tracing reads every attribute; some log on first access, past our log format
+        try:
+            return trace(module, self._inputs(example), batches, dtype=self._dtype, setting=setting)
+        finally:
+            hf_logging.set_verbosity(verbosity)
 
     def free_memory(self) -> None:
         """Return cached accelerator memory after an out-of-memory error, before retrying smaller."""
@@ -223,20 +246,23 @@ class TransformerEncoder:
         with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
             return self._encode(token_ids)
 
-    def _encode(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+    def _inputs(self, token_ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's tensors on the model's device. On CPU no operator runs here: each would hand
+        the GIL over and wait to get it back (``worker.encode.graph``)."""
         ids, mask = batch_arrays(token_ids, self._text.pad_id)
         ids, mask = torch.from_numpy(ids), torch.from_numpy(mask)
-        if self._device.type == "cuda":  # page-locked, so the copies below overlap host work
-            ids, mask = ids.pin_memory(), mask.pin_memory()
-        ids, mask = ids.to(self._device, non_blocking=True), mask.to(self._device, non_blocking=True)
-        inputs = {"input_ids": ids, "attention_mask": mask}
-        if self._text.wants_type_ids:
-            inputs["token_type_ids"] = torch.zeros_like(ids)
+        if self._device.type == "cpu":
+            return ids, mask
+        ids, mask = ids.pin_memory(), mask.pin_memory()  # page-locked, so the copies below overlap host work
+        return ids.to(self._device, non_blocking=True), mask.to(self._device, non_blocking=True)
+
+    def _encode(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        ids, mask = self._inputs(token_ids)
         autocast = torch.autocast(self._device.type, dtype=self._dtype) if self._autocast else contextlib.nullcontext()
-        with torch.inference_mode(), autocast:
-            hidden = self._model(**inputs).last_hidden_state
-            vectors = pool(hidden.float(), mask, self._pooling)
-            if self._normalize:
-                vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
-        return vectors.cpu().numpy().astype(np.float32, copy=False)  # waits for this stream's work
+        # a traced graph runs as recorded: no per-shape profiling and re-optimizing (a thread-local switch)
+        with torch.inference_mode(), autocast, torch.jit.optimized_execution(False):
+            vectors = self._forward(ids, mask)
+        if vectors.device.type != "cpu":
+            vectors = vectors.cpu()  # waits for this stream's work
+        return vectors.numpy().astype(np.float32, copy=False)
 
