@@ -107,6 +107,8 @@ def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | No
 
     client = transport(settings.kafka)
     log.info("Kafka client: %s", client.name)
+    if settings.batch.lookahead is not None:
+        log.warning("EMBED_BATCH__LOOKAHEAD is deprecated and ignored: batches are chosen from everything waiting when the model has room")
     tid = transactional_id(settings.kafka) if settings.kafka.exactly_once else None
     try:  # the broker first: a wrong address fails before the model is loaded
         producer = client.producer(settings.kafka, transactional_id=tid)

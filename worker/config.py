@@ -194,6 +194,9 @@ class BatchSettings(_Section):
     max_pending: int = Field(
         4096, gt=0, description="Most documents held between poll and commit; consumption pauses above it."
     )
+    lookahead: int | None = Field(
+        None, gt=0, description="Deprecated and ignored (batches are chosen from everything waiting when the model has room); remove it."
+    )
 
 
 class OutputSettings(_Section):

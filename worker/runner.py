@@ -222,7 +222,7 @@ class Worker:
         batch_due = self._waiting.next_deadline() if self._pipeline.room() > len(self._ready) else None
         if batch_due is not None:
             wait = min(wait, max(0.0, batch_due - time.monotonic()))
-        if working and (self._checkpoint.unacked() or len(self._waiting) < self._s.batch.max_size):
+        if working and (self._checkpoint.unacked() or len(self._waiting) < self._s.batch.max_size * self._s.model.replicas):
             wait = min(max(wait, TICK_S / 10), TICK_S)
         return wait
 

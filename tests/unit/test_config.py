@@ -109,3 +109,10 @@ def test_kafka_security_settings_reach_the_client_options(monkeypatch):
     assert opts["security_protocol"] == "SASL_SSL" and opts["sasl_mechanism"] == "SCRAM-SHA-512"
     assert (opts["sasl_plain_username"], opts["sasl_plain_password"]) == ("svc", "pw")
     assert (opts["ssl_cafile"], opts["ssl_certfile"]) == ("/etc/ca.pem", "/etc/client.pem") and "ssl_keyfile" not in opts
+
+
+def test_the_retired_lookahead_setting_is_still_accepted(monkeypatch):
+    # EMBED_BATCH__LOOKAHEAD no longer means anything (batches are chosen from everything waiting);
+    # a deployment that still sets it must start, not fail on an unknown setting
+    monkeypatch.setenv("EMBED_BATCH__LOOKAHEAD", "4")
+    assert load_settings().batch.lookahead == 4

@@ -105,9 +105,10 @@ def padded_cost(lengths: Sequence[int]) -> int:
 def segments(lengths: Sequence[int], counts: Sequence[int], limits: BatchLimits) -> list[Pick]:
     """The waiting documents, given as a histogram (``lengths`` the distinct token lengths,
     ascending, ``counts`` how many wait at each), sorted and cut greedily from the shortest into
-    batches within the limits: every batch full (``TOKENS`` or ``SIZE``) but the last, which is
-    ``DEADLINE`` (what is left). Within one length the oldest documents come first. Cost: one pass
-    over the distinct lengths plus one step per batch."""
+    batches within the limits. A batch is full (``TOKENS`` or ``SIZE``) when no document of any length
+    could join it; one closed because the longer documents that follow do not fit beside it, and the
+    last, are not (``DEADLINE``: documents as short as theirs may still come). Within one length the
+    oldest documents come first. Cost: one pass over the distinct lengths plus one step per batch."""
     out: list[Pick] = []
     take: list[tuple[int, int]] = []
     size = real = longest = 0
@@ -117,19 +118,25 @@ def segments(lengths: Sequence[int], counts: Sequence[int], limits: BatchLimits)
         out.append(Pick(tuple(take), reason, real, longest * size))
         take, size, real, longest = [], 0, 0, 0
 
+    def closed() -> FlushReason:
+        """Full (nothing of any length could join) or not (later documents as short could)."""
+        if size < limits.capacity(longest):
+            return FlushReason.DEADLINE
+        return FlushReason.SIZE if size == limits.max_size else FlushReason.TOKENS
+
     for length, count in zip(lengths, counts):
         n = max(length, 1)
         while count:
             if size and limits.capacity(max(longest, n)) <= size:
-                close(FlushReason.SIZE if size == limits.max_size else FlushReason.TOKENS)
+                close(closed())  # the longer documents do not fit beside these
             longest = max(longest, n)
             k = min(count, limits.capacity(longest) - size)
             take.append((length, k))
             size, real, count = size + k, real + k * n, count - k
             if size == limits.capacity(longest):
-                close(FlushReason.SIZE if size == limits.max_size else FlushReason.TOKENS)
+                close(closed())
     if size:
-        close(FlushReason.DEADLINE)
+        close(closed())
     return out
 
 

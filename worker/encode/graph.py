@@ -94,7 +94,8 @@ def trace(
     if setting == "off":
         return module
     try:
-        with torch.inference_mode(), warnings.catch_warnings():
+        # the graph is checked as it serves: run as recorded, without per-shape profiling and fusing
+        with torch.inference_mode(), torch.jit.optimized_execution(False), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about shape-dependent Python: checked below
             graph = torch.jit.trace(module, example, check_trace=False)
             problem = _agree(graph, module, probes, dtype)

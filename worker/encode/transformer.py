@@ -253,7 +253,8 @@ class TransformerEncoder:
         ids, mask = torch.from_numpy(ids), torch.from_numpy(mask)
         if self._device.type == "cpu":
             return ids, mask
-        ids, mask = ids.pin_memory(), mask.pin_memory()  # page-locked, so the copies below overlap host work
+        if self._device.type == "cuda":  # page-locked, so the copies below overlap host work
+            ids, mask = ids.pin_memory(), mask.pin_memory()
         return ids.to(self._device, non_blocking=True), mask.to(self._device, non_blocking=True)
 
     def _encode(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:

@@ -50,6 +50,14 @@ def test_segments_sort_lengths_together_and_leave_the_rest_partial():
     assert cuts[0].padding_efficiency == 1.0
 
 
+def test_a_batch_closed_only_because_a_long_document_follows_is_not_full():
+    # four short documents then one that cannot join them: the short ones could still gain company
+    distinct, counts = histogram([10] * 4 + [512])
+    lim = BatchLimits(2048, 256, 0.05)
+    assert [c.full for c in segments(distinct, counts, lim)] == [False, False]
+    assert choose_batch(distinct, counts, 0, lim, due=False) is None
+
+
 def test_when_due_the_batch_holding_the_oldest_runs_even_if_partial():
     lengths = [2] * 8 + [100]
     lim = limits(max_tokens=400, max_size=4)
@@ -83,7 +91,9 @@ def test_random_histograms_give_valid_batches():
             assert c.padded_tokens == max(max(chosen), 1) * len(chosen)
             assert c.padded_tokens <= lim.max_tokens or c.size == 1
             assert c.real_tokens == sum(max(n, 1) for n in chosen)
-        assert all(c.full for c in cuts[:-1])
+        for c, after in zip(cuts, cuts[1:]):  # each batch closed because nothing more could join it
+            longest = max(max(n, 1) for n, _ in c.take)
+            assert c.full or lim.capacity(max(longest, max(after.take[0][0], 1))) <= c.size
         anchor = rng.randrange(len(distinct))
         pick = choose_batch(distinct, counts, anchor, lim, due=True)
         assert any(n == distinct[anchor] for n, _ in pick.take)
