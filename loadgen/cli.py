@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -141,6 +142,25 @@ def _cmd_hostpath(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_curve(ns: argparse.Namespace) -> int:
+    from loadgen.curve import run_curve, summary_text, write_chart
+
+    loads = [float(x) / 100 for x in ns.loads.split(",")]
+    if not loads or any(not 0 < x <= 2 for x in loads):
+        raise ValueError(f"--loads takes percentages of the backlog rate between 1 and 200, not {ns.loads!r}")
+    result = run_curve(ns.state_dir, loads=loads, duration_s=ns.duration, backlog=ns.backlog, partitions=ns.partitions,
+                       progress=lambda line: print(line, flush=True))
+    result["environment"] = {"cpu_count": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
+    out = Path(ns.out)
+    out.mkdir(parents=True, exist_ok=True)
+    label = ns.label or time.strftime("curve-%Y%m%d-%H%M%S")
+    (out / f"{label}.json").write_text(json.dumps(result, indent=2))
+    chart = write_chart(result, out / f"{label}.png")
+    print(summary_text(result))
+    print(f"results: {out / (label + '.json')}, chart: {chart}")
+    return 0 if all(p["missing"] == 0 for p in result["points"]) else 1
+
+
 def _cmd_compare(ns: argparse.Namespace) -> int:
     from loadgen.report import compare_text
 
@@ -236,6 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
     hos.add_argument("--json-out", metavar="PATH", help="also write the results as JSON")
     hos.add_argument("--state-dir", default=".devstack", help="local stack state directory; the tiny model is built there (default: .devstack)")
     hos.set_defaults(func=_cmd_hostpath)
+
+    cur = sub.add_parser("curve", help="latency, padding and batch size of one worker at shares of the backlog rate it measures first")
+    cur.add_argument("--loads", default="25,50,75,90", help="percentages of the backlog rate to run at (default: 25,50,75,90)")
+    cur.add_argument("--duration", type=float, default=30.0, help="seconds of open-loop load at each share (default: 30)")
+    cur.add_argument("--backlog", type=int, default=3000, help="documents drained first to measure the backlog rate (default: 3000)")
+    cur.add_argument("--partitions", type=int, default=4, help="partitions of the run's topics (default: 4)")
+    cur.add_argument("--state-dir", default=".devstack", help="local stack state directory (default: .devstack)")
+    cur.add_argument("--out", default="reports", help="where the JSON result and the PNG chart go (default: reports)")
+    cur.add_argument("--label", help="file name of the result (default: curve-<time>)")
+    cur.set_defaults(func=_cmd_curve)
 
     flt = sub.add_parser("faults", help="fault-injection suite: kill -9, broker freeze, Redis outage, scaling, SIGTERM, fuzzed input; 0 lost or exit 1")
     flt.add_argument("--scenario", action="append", choices=list(SCENARIO_NAMES),

@@ -8,10 +8,10 @@ import threading
 import time
 
 from worker import __version__
-from worker.batch.policy import default_max_tokens, grown_budget
 from worker.config import Settings
 from worker.dedup.keys import output_fingerprint
-from worker.errors import BrokerUnavailableError, ConfigError, ModelLoadError, TransportError
+from worker.encode.calibrate import batch_overhead_tokens, token_budget
+from worker.errors import BrokerUnavailableError, ConfigError, TransportError
 from worker.observe.health import Health
 from worker.observe.metrics import Metrics
 from worker.runner import RunStats, Worker
@@ -31,54 +31,6 @@ def make_dedup(settings: Settings, fingerprint: str):
     except Exception as exc:
         log.warning("Redis not reachable at start-up (%s); dedup fails open until it is", type(exc).__name__)
     return store
-
-
-FAST_BATCH_S = 0.05  # an unset CPU budget grows while a full batch runs within this (``grown_budget``)
-
-
-def _full_batch(encoder, max_tokens: int) -> list[list[int]]:
-    """Rows of the model's full length, as many as the budget holds."""
-    ids = encoder.tokenize(["warm up " * encoder.info.max_length])[0]
-    return [ids] * max(1, max_tokens // len(ids))
-
-
-def warm_up(encoder, max_tokens: int) -> None:
-    """One forward pass at the full token budget: a budget that does not fit fails now, not later."""
-    rows = _full_batch(encoder, max_tokens)
-    try:
-        encoder.encode(rows)
-    except Exception as exc:
-        raise ModelLoadError(
-            f"warm-up at the full token budget ({len(rows)} × {len(rows[0])} tokens) failed: {type(exc).__name__}: {exc}; "
-            "lower EMBED_BATCH__MAX_TOKENS"
-        ) from exc
-
-
-def batch_seconds(encoder, max_tokens: int, *, warm: bool = False) -> float:
-    """How long a full batch at ``max_tokens`` takes, timed after a first pass at that shape
-    (which also pays for setting it up) unless it is ``warm`` already."""
-    rows = _full_batch(encoder, max_tokens)
-    if not warm:
-        encoder.encode(rows)
-    started = time.perf_counter()
-    encoder.encode(rows)
-    return time.perf_counter() - started
-
-
-def token_budget(settings: Settings, encoder) -> int:
-    """The batch token budget: the setting; unset, the device's default, which on CPU grows for a
-    model fast enough that a batch's fixed cost outweighs its tokens (a full batch still runs
-    within ``FAST_BATCH_S``). Warmed up at the budget either way."""
-    info = encoder.info
-    device = info.device.split(":")[0]
-    budget = settings.batch.max_tokens or default_max_tokens(device, info.max_length)
-    warm_up(encoder, budget)
-    if settings.batch.max_tokens is None and device == "cpu":
-        grown = grown_budget(budget, lambda tokens: batch_seconds(encoder, tokens, warm=tokens == budget), within_s=FAST_BATCH_S)
-        if grown != budget:
-            log.info("a fast model: the batch token budget grows from %d to %d (a full batch runs within %.0f ms)", budget, grown, FAST_BATCH_S * 1000)
-            budget = grown
-    return budget
 
 
 def freeze_heap() -> None:
@@ -133,7 +85,8 @@ def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | No
                 f"{info.max_length}, so a full-length document could never be batched"
             )
         budget = token_budget(settings, encoder)
-        settings = settings.model_copy(update={"batch": settings.batch.model_copy(update={"max_tokens": budget})})
+        overhead = settings.batch.overhead_tokens if settings.batch.overhead_tokens is not None else batch_overhead_tokens(encoder, budget)
+        settings = settings.model_copy(update={"batch": settings.batch.model_copy(update={"max_tokens": budget, "overhead_tokens": overhead})})
         metrics.model_load_seconds.set(time.monotonic() - started)
         metrics.build.info({"version": __version__, "model": info.name, "dtype": info.dtype, "device": info.device, "dim": str(info.dim)})
         health.warmed_up()

@@ -194,6 +194,12 @@ class BatchSettings(_Section):
     max_pending: int = Field(
         4096, gt=0, description="Most documents held between poll and commit; consumption pauses above it."
     )
+    overhead_tokens: int | None = Field(
+        None,
+        ge=0,
+        description="What one more batch costs, in padded tokens: waiting documents are split into length-homogeneous batches where that "
+        "saves more padding than this. Unset: measured at start-up (a short row's time over a padded token's).",
+    )
     lookahead: int | None = Field(
         None, gt=0, description="Deprecated and ignored (batches are chosen from everything waiting when the model has room); remove it."
     )

@@ -77,7 +77,7 @@ class Worker:
             self._strategy = AtLeastOnce(consumer, producer, self._checkpoint, dedup, revoke_budget_s=budget)
         b = settings.batch
         max_tokens = b.max_tokens or default_max_tokens(encoder.info.device.split(":")[0], encoder.info.max_length)
-        self._waiting = WaitingRoom(BatchLimits(max_tokens, b.max_size, b.max_wait_ms / 1000))
+        self._waiting = WaitingRoom(BatchLimits(max_tokens, b.max_size, b.max_wait_ms / 1000, b.overhead_tokens))
         self._gate = KeyGate()
         self._unscreened: deque[tuple[list[Document], float]] = deque()  # admitted, awaiting the dedup lookup
         self._ready: deque[Batch] = deque()  # cut, waiting for room in the forward stage

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from worker.batch.policy import BatchLimits, FlushReason, choose_batch, default_max_tokens, padded_cost, segments, sorted_batches
+from worker.batch.policy import BatchLimits, FlushReason, choose_batch, default_max_tokens, padded_cost, segments, sorted_batches, split
 
 
 def limits(max_tokens=100, max_size=10, max_wait_s=0.05):
@@ -137,3 +137,25 @@ def test_a_doubling_predicted_to_fit_but_measured_too_slow_is_not_taken():
     from worker.batch.policy import grown_budget
 
     assert grown_budget(2048, {2048: 0.02, 4096: 0.06}.__getitem__, within_s=0.05) == 2048
+
+
+def test_split_runs_a_few_long_documents_apart_from_many_short_ones():
+    # 40 × 20 tokens and 2 × 45: one batch pads 1,000 tokens away; apart, one more batch (30)
+    assert split(((20, 40), (45, 2)), 30) == [((20, 40),), ((45, 2),)]
+    # 40 × 20 and 2 × 21: apart would save 40 tokens, less than a batch costs
+    assert split(((20, 40), (21, 2)), 100) == [((20, 40), (21, 2))]
+    # the best cut first, then each part again: 5s and 6s stay together (10 tokens saved < 20)
+    assert split(((5, 10), (6, 10), (50, 2)), 20) == [((5, 10), (6, 10)), ((50, 2),)]
+    # a GPU-like overhead keeps everything in one pass
+    assert split(((5, 10), (6, 10), (50, 2)), 5_000) == [((5, 10), (6, 10), (50, 2))]
+
+
+def test_with_an_overhead_segments_are_split_for_padding_and_the_parts_are_partial():
+    distinct, counts = histogram([20] * 40 + [45] * 2)
+    lim = BatchLimits(2048, 256, 0.05, overhead_tokens=30)
+    cuts = segments(distinct, counts, lim)
+    assert [c.take for c in cuts] == [((20, 40),), ((45, 2),)]
+    assert all(not c.full for c in cuts)
+    assert choose_batch(distinct, counts, 1, lim, due=True).take == ((45, 2),)  # the part holding the oldest
+    without = segments(distinct, counts, BatchLimits(2048, 256, 0.05))
+    assert [c.take for c in without] == [((20, 40), (45, 2))]
