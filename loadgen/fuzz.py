@@ -89,12 +89,11 @@ class Fuzzer:
         return " ".join(self._rnd.choice(["stream", "vector", "kafka", "offset", "batch", "token", "model", "index", "queue", "shard"])
                         for _ in range(self._rnd.randint(lo, hi)))
 
-    def _embed(self, doc_id: str, text: str, kind: str, *, key: bytes | None = None, metadata=None, keyed: bool = True) -> Payload:
+    def _embed(self, doc_id: str, text: str, kind: str, *, metadata=None) -> Payload:
         body = {"id": doc_id, "text": text}
         if metadata is not None:
             body["metadata"] = metadata
-        k = (key if key is not None else doc_id.encode()) if keyed else None
-        return Payload(k, _pack(body), "embed", doc_id, text, kind)
+        return Payload(doc_id.encode(), _pack(body), "embed", doc_id, text, kind)
 
     def _valid(self, doc_id: str) -> Payload:
         return self._embed(doc_id, self._words(), "valid", metadata={"n": self._n, "tags": ["a", "b"]} if self._rnd.random() < 0.5 else None)
@@ -112,7 +111,7 @@ class Fuzzer:
         return self._embed(doc_id, self._words(), "nested_metadata_ok", metadata=meta)
 
     def _no_key(self, doc_id: str) -> Payload:
-        return self._embed(doc_id, self._words(), "no_key", keyed=False)
+        return self._bad(None, _pack({"id": doc_id, "text": self._words()}), Reason.KEY_MISSING, "no_key")
 
     def _same_id_twice(self, doc_id: str) -> Payload:
         """Two versions of one id back to back: the later text must be the one that ends up embedded

@@ -58,6 +58,10 @@ class KafkaSettings(_Section):
     transaction_timeout_ms: int = Field(
         60_000, gt=0, description="With exactly_once: the broker aborts a transaction left open this long by a dead worker."
     )
+    allow_null_keys: bool = Field(
+        False,
+        description="Accept input messages with a null key (default: dead-lettered, key_missing). Per-id order is then lost: versions of one id may land in different partitions and workers, be embedded out of order, and the sink's latest-version rule compares offsets of different partitions, so an older version can win.",
+    )
     linger_ms: int = Field(5, ge=0, description="Producer linger: how long a send waits to fill a record batch.")
     max_message_bytes: int = Field(
         16 * 1024 * 1024, gt=0, description="Largest message the producer sends (a dead letter carries the original value)."

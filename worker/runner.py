@@ -96,6 +96,8 @@ class Worker:
         self._departures = 0  # revocations and losses
         self._rewinds = 0
         self._draining = False  # exactly-once: consumption paused until everything polled is out, then commit
+        self._lookups_fail = False  # the last dedup lookup failed (Redis down, fail-closed)
+        self._redis_hold = False  # exactly-once: a transaction was aborted for Redis; consumption waits out its backoff
         self._room_since: float | None = None  # since when consumption waits for room
         self._progress = Progress(self._m, consumer, encoder, dedup, settings.log_interval_s, lambda: self._rebalances)
         self.stats = RunStats()
@@ -126,9 +128,16 @@ class Worker:
                     self._advance()
                     if next_commit.expired():
                         if self._strategy.needs_drain and not self._drained():
-                            self._draining = True  # the transaction must hold exactly the outputs of the offsets it commits
+                            if self._lookups_fail:  # the drain cannot finish while Redis is down: keep the transaction short
+                                self._wait_for_redis("documents wait for a dedup lookup")
+                                next_commit = Deadline(commit_every)
+                            else:
+                                self._draining = True  # the transaction must hold exactly the outputs of the offsets it commits
                             continue
-                        self._commit()
+                        try:
+                            self._commit()
+                        except DedupError as exc:  # exactly-once: the marks the transaction replaces could not be cleared
+                            self._wait_for_redis(str(exc))
                         next_commit = Deadline(commit_every)
                         if exit_when_idle_s is not None and self._idle() and idle.seconds() >= exit_when_idle_s:
                             log.info("no message for %.1f s and nothing in flight: exiting", exit_when_idle_s)
@@ -161,6 +170,7 @@ class Worker:
         if self._backoff.succeeded():
             log.info("the broker acknowledges again: publishing resumed")
         self._m.inflight.set(self._tracker.unfinished())
+        self._m.unmarked.set(self._strategy.unmarked)
         self._progress.tick(self.stats)
 
     def _poll(self, next_commit: Deadline) -> tuple[list, bool]:
@@ -190,7 +200,9 @@ class Worker:
         """Why consumption must wait, if it must: ``_ROOM`` (too much in flight, a full tokenizer
         queue), or ``_HOLD`` (documents waiting for Redis (fail-closed), partitions still to be
         rewound, a broker outage's backoff, or a drain); 0 if not."""
-        if self._draining or self._unscreened or self._to_rewind or self._backoff.waiting():
+        if self._redis_hold:
+            self._redis_hold = self._dedup.waiting()
+        if self._draining or self._unscreened or self._to_rewind or self._backoff.waiting() or self._redis_hold:
             return _HOLD
         if self._tracker.unfinished() >= self._s.batch.max_pending or not self._pipeline.has_room():
             return _ROOM
@@ -240,7 +252,7 @@ class Worker:
             track(tp, offset)
             if tp not in starts:
                 starts[tp] = offset
-        docs, rejected = decode_records(records)
+        docs, rejected = decode_records(records, allow_null_keys=self._s.kafka.allow_null_keys)
         for rej in rejected:
             self._dead_letter(rej)
         epoch = self._checkpoint.epoch
@@ -260,7 +272,9 @@ class Worker:
             try:
                 hits = self._strategy.already_embedded(upserts)
             except DedupError:
+                self._lookups_fail = True
                 return
+            self._lookups_fail = False
             self._unscreened.popleft()
             skipped = {id(d) for d, hit in zip(upserts, hits) if hit}
             if self._s.redis.enabled:
@@ -315,12 +329,10 @@ class Worker:
         record_sent(self.stats, self._m, sent, sent.encoded.docs)
 
     def _register(self, deliveries: list[Delivery]) -> None:
-        """Hand deliveries to the checkpoint; those acknowledged already are settled together
-        (one Redis call for a batch, not one per document)."""
-        add = self._checkpoint.add
-        early = [d for d in deliveries if add(d)]
-        if early:
-            self._release(self._strategy.settle(early))
+        """Hand deliveries to the checkpoint; those acknowledged already come back from its next
+        ``resolve`` with the rest, and are settled together (one Redis call, not one per batch)."""
+        for d in deliveries:
+            self._checkpoint.add(d)
 
     def _dead_letter(self, rej: Rejection, doc: Document | None = None) -> None:
         self._register([self._sender.dead_letter(rej, doc)])
@@ -432,6 +444,15 @@ class Worker:
             self._read_again(self._consumer.assignment())
         self._stop.wait(delay)
 
+    def _wait_for_redis(self, why: str) -> None:
+        """Exactly-once with Redis down: a transaction cannot commit until the marks it replaces
+        are cleared, and one left open past the broker's transaction timeout fences the producer.
+        So it is aborted now (its work is redone from the commit), and consumption waits out the
+        store's backoff before reading again."""
+        log.warning("exactly-once: Redis does not answer (%s); aborting the transaction and pausing until it does", why)
+        self._restart_transaction(kept=self._consumer.assignment())
+        self._redis_hold = True
+
     def _read_again(self, tps: set[TopicPartitionKey]) -> None:
         self._forget(tps)
         self._to_rewind |= tps
@@ -487,7 +508,11 @@ class Worker:
                     self._strategy.abort()  # outputs above an unfinished offset must not be committed
                     log.warning("exactly-once: not drained within the grace; transaction aborted, the next owner redoes it")
                 else:
-                    self._release(self._strategy.commit())
+                    try:
+                        self._release(self._strategy.commit())
+                    except DedupError as exc:  # exactly-once, Redis down: the transaction must not commit
+                        log.warning("final commit skipped: %s; aborting the transaction, the next owner redoes it", exc)
+                        self._strategy.abort()
             except (PublishError, TransportError) as exc:
                 log.warning("final commit skipped: %s; the next owner reads from the last commit", exc)
             self._m.inflight.set(self._tracker.unfinished())

@@ -94,14 +94,23 @@ class FakeDedup:
         self.unchecked = 0
 
     def already_embedded(self, docs):
-        return [self.marks.get(d.id) == d.content_hash for d in docs]
+        return [self.marks.get(d.id) == d.dedup_value for d in docs]
 
     def mark(self, docs):
         for d in docs:
             if d.op == "delete":
                 self.marks.pop(d.id, None)
             else:
-                self.marks[d.id] = d.content_hash
+                self.marks[d.id] = d.dedup_value
+        return True
+
+    def clear(self, docs):
+        for d in docs:
+            self.marks.pop(d.id, None)
+        return True
+
+    def waiting(self):
+        return False
 
 
 def records(*docs, start=0, partition=0):
@@ -766,3 +775,157 @@ def test_a_worker_does_not_exit_idle_between_a_revocation_and_the_assignment_tha
     Worker(settings, DummyEncoder(), intake, publisher, FakeDedup()).run(exit_when_idle_s=0.3)
     assert sorted(decode_output(m.value)["id"] for _, m in publisher.sent) == ["a", "late"]
     assert intake.commits[-1] == {("in", 1): 1}  # partition 0's offset 1 was committed before the rebalance
+
+
+# -- data safety: what the index ends up holding -----------------------------------------------------
+
+
+class FlakyDedup(FakeDedup):
+    """Redis that is ``down`` while the test says so: lookups fail open (or raise, ``closed``),
+    writes are not made, and the store says it is backing off."""
+
+    def __init__(self, closed=False):
+        super().__init__()
+        self.down, self.closed, self.refused = False, closed, 0
+
+    def already_embedded(self, docs):
+        if self.down:
+            self.refused += 1
+            if self.closed:
+                raise DedupError("Redis unavailable")
+            return [False] * len(docs)
+        return super().already_embedded(docs)
+
+    def mark(self, docs):
+        return False if self.down else super().mark(docs)
+
+    def clear(self, docs):
+        return False if self.down else super().clear(docs)
+
+    def waiting(self):
+        return self.down
+
+
+class Steps(FakeConsumer):
+    """Serves ``log`` as far as the steps have opened it: each step is (ready, action, end), taken
+    at the first consume call at which ``ready()`` holds (``action()`` runs, and the log is open up
+    to offset ``end``). A paused consumer returns nothing; a rewind reads again from ``committed()``."""
+
+    def __init__(self, log, steps, committed=None):
+        super().__init__([], events={0: [("assigned", {("in", 0)})]})
+        self.log, self.steps, self.pos, self.limit = log, list(steps), 0, 0
+        self.committed_offset = committed or (lambda: self.commits[-1].get(("in", 0), 0) if self.commits else 0)
+        self.paused = False
+
+    def hold(self, paused):
+        self.paused = paused
+
+    def rewind(self, tps, starts=None):
+        super().rewind(tps)
+        self.pos = self.committed_offset()
+
+    def consume(self, max_records, timeout_s):
+        for what, tps in self.events.pop(self.calls, []):
+            self.listener.on_assigned(tps)
+        self.calls += 1
+        if self.steps and self.steps[0][0]():
+            _, action, self.limit = self.steps.pop(0)
+            action()
+        out = [] if self.paused else self.log[self.pos : self.limit]
+        self.pos += len(out)
+        if not out:
+            time.sleep(min(timeout_s, 0.005))
+        return out
+
+
+def bounded_run(worker, limit_s=20.0, idle_s=0.1):
+    """Run the worker until idle, stopping it (and failing) if it runs past ``limit_s``."""
+    timer = threading.Timer(limit_s, worker._stop.set)
+    timer.start()
+    try:
+        stats = worker.run(exit_when_idle_s=idle_s)
+    finally:
+        timer.cancel()
+    assert not worker._stop.is_set(), f"the run did not finish within {limit_s} s"
+    return stats
+
+
+def outputs_of(publisher, doc_id):
+    return [decode_output(m.value) for t, m in publisher.sent if t == "embeddings" and m.value is not None and decode_output(m.value)["id"] == doc_id]
+
+
+def test_a_delete_whose_mark_cannot_be_cleared_holds_its_offset_so_a_recreated_copy_is_embedded_again():
+    # Redis down while X is deleted: the old mark X→A survived, the offset was committed anyway, and
+    # X re-created as A was then skipped as a dedup hit: the index never got X back
+    log = records(("x", "text a")) + [Record("in", 0, 1, 1000, b"x", encode_document("x", op="delete"))] + records(("x", "text a"), start=2)
+    dedup, publisher, at_down = FlakyDedup(), FakeProducer(), []
+    deleted = lambda: any(o["op"] == "delete" for o in outputs_of(publisher, "x"))
+    steps = [
+        (lambda: True, lambda: None, 1),
+        (lambda: "x" in dedup.marks, lambda: setattr(dedup, "down", True), 2),  # X→A marked; Redis goes down
+        (lambda: deleted() and time.sleep(0.1) is None, lambda: setattr(dedup, "down", False), 3),  # commits tried meanwhile
+    ]
+    intake = Steps(log, steps)
+    commit = intake.commit
+    intake.commit = lambda offsets: (at_down.append(dict(offsets)) if dedup.down else None, commit(offsets))
+    bounded_run(Worker(Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64)), DummyEncoder(), intake, publisher, dedup))
+    assert all(c[("in", 0)] <= 1 for c in at_down)  # nothing past the delete while its mark was unwritten
+    assert [(o["op"], o["source"]["offset"]) for o in outputs_of(publisher, "x")] == [("upsert", 0), ("delete", 1), ("upsert", 2)]
+    assert intake.commits[-1] == {("in", 0): 3} and dedup.marks == {"x": content_hash("text a")}
+
+
+def test_a_change_of_metadata_alone_is_embedded_again_and_reaches_the_output():
+    dedup = FakeDedup()
+    first = [Record("in", 0, 0, 1000, b"a", encode_document("a", "same text", metadata={"tag": "old"}))]
+    retag = [Record("in", 0, 1, 1000, b"a", encode_document("a", "same text", metadata={"tag": "new"}))]
+    again = [Record("in", 0, 2, 1000, b"a", encode_document("a", "same text", metadata={"tag": "new"}))]
+    run([first], dedup)
+    stats, outputs, _, _ = run([retag], dedup)
+    assert [o["metadata"] for _, o in outputs] == [{"tag": "new"}] and stats.dedup_hits == 0
+    stats, outputs, _, _ = run([again], dedup)
+    assert outputs == [] and stats.dedup_hits == 1  # unchanged: skipped as before
+
+
+class SpanPublisher(TxnPublisher):
+    """Remembers how long each transaction that held outputs stayed open."""
+
+    def __init__(self):
+        super().__init__()
+        self.first_output, self.spans = None, []
+
+    def produce(self, topic, key, value, headers, on_delivery):
+        self.first_output = self.first_output or time.monotonic()
+        super().produce(topic, key, value, headers, on_delivery)
+
+    def _closed(self):
+        if self.first_output is not None:
+            self.spans.append(time.monotonic() - self.first_output)
+        self.first_output = None
+
+    def commit_transaction(self, offsets, group_metadata):
+        self._closed()
+        super().commit_transaction(offsets, group_metadata)
+
+    def abort_transaction(self):
+        self._closed()
+        super().abort_transaction()
+
+
+def test_exactly_once_with_redis_down_and_fail_closed_keeps_transactions_short_and_finishes_after():
+    # the drain waited for lookups that could not happen: the open transaction (a dead letter in it)
+    # outlived the broker's transaction timeout, and the fenced producer ended every worker
+    log = records(("a", "alpha"), ("b", "beta")) + [Record("in", 0, 2, 1000, b"x", b"\xc1 not msgpack")] + records(("c", "gamma"), start=3)
+    dedup, publisher = FlakyDedup(closed=True), SpanPublisher()
+    committed = lambda: max([o.get(("in", 0), 0) for o, _ in publisher.committed], default=0)
+    outage = []
+    steps = [
+        (lambda: True, lambda: None, 2),
+        (lambda: committed() == 2, lambda: (setattr(dedup, "down", True), outage.append(time.monotonic())), 4),
+        (lambda: time.monotonic() - outage[0] > 0.8, lambda: setattr(dedup, "down", False), 4),
+    ]
+    intake = Steps(log, steps, committed)
+    bounded_run(Worker(eos_settings(), DummyEncoder(), intake, publisher, dedup))
+    assert dedup.refused > 0 and max(publisher.spans) < 0.4  # no transaction held its outputs through the outage
+    assert committed() == 4 and publisher.open == []
+    outputs = [o for offsets, o in publisher.committed]
+    assert sorted(off for o in outputs for off in o) == [0, 1, 2, 3]  # each output committed once

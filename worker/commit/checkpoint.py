@@ -3,8 +3,10 @@
 Each document that leaves the worker (vector, delete event, dead letter) is one ``Delivery``: its
 source offset and how many of its messages are still unacknowledged. The producer's delivery
 callbacks (any thread) only append to a queue; the main loop drains it (``resolve``), so nothing
-scans the deliveries in flight. An acknowledged delivery finishes its offset in the watermark
-tracker; a failed one raises ``PublishError`` and nothing past it is ever committed.
+scans the deliveries in flight. An acknowledged dead letter finishes its offset in the watermark
+tracker at once; a document's output (``mark``) finishes it once the commit strategy has settled
+its dedup mark (``finish``); a failed one raises ``PublishError`` and nothing past it is ever
+committed.
 
 Deliveries carry their partition's *epoch*: a partition that is revoked, lost or read again gets a
 new one, and whatever of the old epoch is still in flight is ignored when it resolves, so a revoked
@@ -65,6 +67,7 @@ class Checkpoint:
         self._flush_timeout_s = flush_timeout_s
         self._metrics = metrics
         self._outcomes: deque = deque()
+        self._early: list[Delivery] = []  # acknowledged whole before ``add``: returned by the next ``resolve``
         self._epochs: dict[TopicPartitionKey, int] = {}
         self._unacked: Counter[TopicPartitionKey] = Counter()  # registered deliveries not yet acknowledged
         self._progress_at = time.monotonic()  # last time an acknowledgement came in, or nothing was waiting
@@ -82,23 +85,25 @@ class Checkpoint:
         epoch = doc.epoch if doc is not None else self._epochs.get((source.topic, source.partition), 0)
         return Delivery(source, doc, mark, epoch, self._outcomes)
 
-    def add(self, d: Delivery) -> bool:
-        """The main loop takes charge of a delivery produced elsewhere (or just now). True if it
-        was acknowledged whole already (its outcomes resolved before it was handed over)."""
+    def add(self, d: Delivery) -> None:
+        """The main loop takes charge of a delivery produced elsewhere (or just now). One
+        acknowledged whole already (its outcomes resolved before it was handed over) comes back
+        from the next ``resolve``, with the others."""
         if d.epoch != self._epochs.get(d.tp, 0):
-            return False
+            return
         d.registered = True
         if d.pending > 0:
             self._unacked[d.tp] += 1
-            return False
-        self._tracker.finish(d.tp, d.source.offset)
-        return True
+            return
+        if not d.mark:
+            self._tracker.finish(d.tp, d.source.offset)
+        self._early.append(d)
 
     def resolve(self) -> list[Delivery]:
         """Apply the delivery outcomes received so far; returns the deliveries now acknowledged
-        whole. A failed send (of a partition's current epoch) is kept for ``check`` to raise, so
+        whole (those with ``mark`` still to be finished). A failed send (of a partition's current epoch) is kept for ``check`` to raise, so
         the acknowledgements that came with it are not lost."""
-        acked = []
+        acked, self._early = self._early, []
         outcomes, epochs = self._outcomes, self._epochs
         while outcomes:
             d, error = outcomes.popleft()
@@ -112,11 +117,23 @@ class Checkpoint:
                 continue
             d.pending -= 1
             self._progress_at = time.monotonic()
-            if d.pending == 0 and d.registered:  # an unregistered one is finished by ``add``
+            if d.pending == 0 and d.registered:  # an unregistered one is taken by ``add``
                 acked.append(d)
                 self._unacked[d.tp] -= 1
-                self._tracker.finish(d.tp, d.source.offset)
+                if not d.mark:
+                    self._tracker.finish(d.tp, d.source.offset)
         return acked
+
+    def current(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Those of the partitions' current epochs (not revoked or read again since)."""
+        epochs = self._epochs
+        return [d for d in deliveries if d.epoch == epochs.get(d.tp, 0)]
+
+    def finish(self, deliveries: list[Delivery]) -> None:
+        """Settled outputs (acknowledged, their dedup marks written): their offsets may be committed."""
+        finish = self._tracker.finish
+        for d in self.current(deliveries):
+            finish(d.tp, d.source.offset)
 
     def check(self) -> None:
         """Raise the first failed send (``PublishError``): nothing past it may be committed."""
@@ -173,6 +190,7 @@ class Checkpoint:
         last commits are forgotten; the tracker drops them."""
         if self._failure is not None and self._failure[0] in tps:
             self._failure = None  # nothing of that partition is ours to redo any more
+        self._early = [d for d in self._early if d.tp not in tps]
         for tp in tps:
             self._epochs[tp] = self._epochs.get(tp, 0) + 1
             self._unacked.pop(tp, None)

@@ -10,15 +10,22 @@ The loop calls the same verbs whichever guarantee is configured:
 
 ``AtLeastOnce``: 1. flush the producer; 2. resolve every delivery (a failure raises
 ``PublishError``: nothing is committed); 3. mark acknowledged upserts (and clear deleted ids) in
-dedup, then let their keys go; 4. commit, synchronously, the watermark of every owned partition that
-moved. On revoke (while the partitions are still ours, with confluent-kafka) the finished work of
-the leaving partitions is committed within a budget.
+dedup; only once that is written do their offsets finish and their keys go; 4. commit,
+synchronously, the watermark of every owned partition that moved. Marks that could not be written
+(Redis down) are retried at every step 3 (the store's backoff paces it): until then their offsets and
+keys stay held, so nothing past them is committed and no later version of their ids is looked up
+against the old mark, and consumption goes on only up to ``MAX_PENDING``. On revoke (while the
+partitions are still ours, with confluent-kafka) the finished work of the leaving partitions is
+committed within a budget.
 
 ``Transactional`` (exactly-once): outputs go into an open Kafka transaction; the loop lets everything
 polled through first (``needs_drain``), so the transaction holds exactly the outputs of the offsets it
-commits; then ``commit_transaction`` with those offsets, and only then the dedup marks. Until then the
-open transaction's acknowledged outputs stay in view (``already_embedded`` reads them before Redis),
-so a later version of an id is never skipped against a mark the transaction is about to replace.
+commits. Then the marks of every id it holds are cleared, ``commit_transaction`` runs with those
+offsets, and only then are the new marks written (a mark that fails now only costs a re-embedding:
+no old one is left). If the marks cannot be cleared, the transaction is not committed: ``commit``
+raises ``DedupError`` and the loop aborts it and waits for Redis. Until the commit the open
+transaction's acknowledged outputs stay in view (``already_embedded`` reads them before Redis), so a
+later version of an id is never skipped against a mark the transaction is about to replace.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from typing import Sequence
 from worker.commit.checkpoint import Checkpoint, Delivery
 from worker.consume.decode import Document
 from worker.deadline import Backoff, Deadline
-from worker.errors import CommitRejectedError, PublishError, TransportError
+from worker.errors import CommitRejectedError, DedupError, PublishError, TransportError
 
 log = logging.getLogger(__name__)
 TopicPartitionKey = tuple[str, int]
@@ -46,14 +53,32 @@ class AtLeastOnce:
         self._dedup = dedup
         self._revoke_budget_s = revoke_budget_s
 
+        self._unmarked: list[Delivery] = []  # acknowledged outputs whose marks are still to be written
+
+    @property
+    def unmarked(self) -> int:
+        """Acknowledged outputs held back until their dedup marks are written."""
+        return len(self._unmarked)
+
     def already_embedded(self, docs: Sequence[Document]) -> list[bool]:
         return self._dedup.already_embedded(docs)
 
     def settle(self, acked: list[Delivery]) -> list[Delivery]:
-        """3. Mark what the broker acknowledged (one round trip); the keys may go after that."""
-        if acked:
-            self._dedup.mark([d.doc for d in acked if d.doc is not None and d.mark])
-        return acked
+        """3. Mark what the broker acknowledged, with what is still unmarked (one round trip);
+        returns the deliveries settled: their offsets are finished and their keys may go. Dead
+        letters settle at once (they change no mark: the id's last output is what it was)."""
+        if not acked and not self._unmarked:
+            return acked
+        settled = [d for d in acked if not d.mark]
+        waiting = self._unmarked + [d for d in acked if d.mark]
+        if waiting:
+            waiting = self._checkpoint.current(waiting)  # a revoked partition's are the next owner's to redo
+            if self._dedup.mark([d.doc for d in waiting]):
+                self._checkpoint.finish(waiting)
+                settled += waiting
+                waiting = []
+        self._unmarked = waiting
+        return settled
 
     def commit(self) -> list[Delivery]:
         """Steps 1-4; returns the deliveries acknowledged on the way (settled)."""
@@ -123,10 +148,11 @@ class Transactional(AtLeastOnce):
         return out
 
     def settle(self, acked: list[Delivery]) -> list[Delivery]:
-        """Marks wait for the transaction; the keys may go now (its outputs stay in view)."""
-        for d in acked:
-            if d.doc is not None and d.mark:
-                self._open[d.doc.id] = d.doc
+        """Marks wait for the transaction; offsets and keys may go now (its outputs stay in view)."""
+        marked = [d for d in acked if d.mark]
+        for d in marked:
+            self._open[d.doc.id] = d.doc
+        self._checkpoint.finish(marked)
         return acked
 
     def commit(self) -> list[Delivery]:
@@ -138,13 +164,16 @@ class Transactional(AtLeastOnce):
         offsets = self._checkpoint.moved(self._consumer.assignment())
         if not offsets and not self._open:
             return released
+        replaced = list(self._open.values())
+        if not self._dedup.clear(replaced):  # an old mark outliving this commit could skip a later version
+            raise DedupError(f"exactly-once: the dedup marks of {len(replaced)} documents could not be cleared before the commit")
         started = time.monotonic()
         try:
             self._producer.commit_transaction(offsets, self._consumer.group_metadata())
         except TransportError as exc:  # the transaction is aborted and its work redone: nothing is committed
             self._checkpoint.failed()
             raise PublishError(f"committing the transaction failed: {exc}") from exc
-        self._dedup.mark(list(self._open.values()))
+        self._dedup.mark(replaced)  # cleared already: one not written now only costs a re-embedding
         self._open = {}
         self._checkpoint.succeeded(offsets, started)
         return released

@@ -1,6 +1,7 @@
 """Input contract: turn one Kafka record into a ``Document`` or a ``Rejection`` (pure, no I/O).
 
-Input message: key = document id (bytes, optional); value = msgpack map with ``id`` (str),
+Input message: key = document id (bytes; a null key is dead-lettered as ``key_missing`` unless
+``allow_null_keys``); value = msgpack map with ``id`` (str),
 ``text`` (str), optional ``metadata`` (map, passed through), optional ``op`` (``upsert`` | ``delete``),
 optional ``long_text`` (``truncate`` | ``truncate_left`` | ``reject`` | ``chunk``: overrides the
 worker's policy for a text longer than the model's window).
@@ -10,6 +11,7 @@ Limits that keep every output readable downstream: ids of at most ``MAX_ID_BYTES
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, NamedTuple
@@ -33,6 +35,7 @@ class Reason:
     EMPTY_TEXT = "empty_text"
     UNKNOWN_OP = "unknown_op"
     KEY_MISMATCH = "key_mismatch"
+    KEY_MISSING = "key_missing"
     ENCODE_FAILED = "encode_failed"
     OUT_OF_MEMORY = "out_of_memory"
     ID_TOO_LONG = "id_too_long"
@@ -59,7 +62,7 @@ class Document:
     op: str
     metadata: Any
     source: Source
-    content_hash: str
+    content_hash: str  # of the text alone (the output contract's ``content_hash``)
     raw: tuple[bytes | None, bytes | None] = field(default=(None, None), repr=False)
     token_ids: list[int] | None = field(default=None, repr=False)
     long_text: str | None = None  # the message's own long-text policy, if it has one
@@ -67,6 +70,7 @@ class Document:
     group: Any = field(default=None, repr=False)  # the chunks' shared ``Chunked`` (encode.chunking)
     rejected: tuple[str, str] | None = None  # (reason, detail) when the tokenizer turned it away
     epoch: int = 0  # its partition's epoch when taken in (``commit.checkpoint``)
+    metadata_hash: str = ""  # of the metadata, when it has any (part of the dedup value)
 
     @property
     def n_tokens(self) -> int:
@@ -74,8 +78,10 @@ class Document:
 
     @property
     def dedup_value(self) -> str:
-        """What the dedup store keeps for the id: the content hash, and the message's policy if set."""
-        return f"{self.content_hash}/{self.long_text}" if self.long_text else self.content_hash
+        """What the dedup store keeps for the id: everything of the message its output depends on.
+        The text's hash, the metadata's (``+``) if it has any, the message's policy (``/``) if set."""
+        value = f"{self.content_hash}+{self.metadata_hash}" if self.metadata_hash else self.content_hash
+        return f"{value}/{self.long_text}" if self.long_text else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +100,21 @@ def content_hash(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
-def decode_record(topic: str, partition: int, offset: int, timestamp_ms: int, key: bytes | None, value: bytes | None) -> Document | Rejection:
+_encode_metadata = msgspec.msgpack.Encoder().encode
+
+
+def metadata_hash(metadata: Any) -> str:
+    """64-bit hash of a message's metadata as msgpack ("" for none or an empty map): a change of
+    metadata alone changes the dedup value, so it reaches the index. Keys keep their order, so the
+    same map written in another order is embedded again once: a cost, never a wrong hit."""
+    if not metadata:
+        return ""
+    return hashlib.blake2b(_encode_metadata(metadata), digest_size=8).hexdigest()
+
+
+def decode_record(
+    topic: str, partition: int, offset: int, timestamp_ms: int, key: bytes | None, value: bytes | None, *, allow_null_keys: bool = False
+) -> Document | Rejection:
     source = Source(topic, partition, offset, timestamp_ms)
 
     def reject(reason: str, detail: str) -> Rejection:
@@ -117,6 +137,8 @@ def decode_record(topic: str, partition: int, offset: int, timestamp_ms: int, ke
     id_bytes = doc_id.encode("utf-8", "surrogatepass")
     if len(id_bytes) > MAX_ID_BYTES:
         return reject(Reason.ID_TOO_LONG, f"'id' is {len(id_bytes)} bytes; at most {MAX_ID_BYTES}")
+    if key is None and not allow_null_keys:
+        return reject(Reason.KEY_MISSING, "the message key must be the document id (null keys scatter one id's versions over partitions; EMBED_KAFKA__ALLOW_NULL_KEYS)")
     if key is not None and key != id_bytes:
         return reject(Reason.KEY_MISMATCH, "the message key must equal the document id")
 
@@ -141,7 +163,7 @@ def decode_record(topic: str, partition: int, offset: int, timestamp_ms: int, ke
         return reject(Reason.WRONG_TYPE, f"'text' must be a string, not {type(text).__name__}")
     if not text.strip():
         return reject(Reason.EMPTY_TEXT, "'text' is empty or whitespace")
-    return Document(doc_id, text, op, metadata, source, content_hash(text), (key, value), long_text=long_text)
+    return Document(doc_id, text, op, metadata, source, content_hash(text), (key, value), long_text=long_text, metadata_hash=metadata_hash(metadata))
 
 
 class _Input(msgspec.Struct):
@@ -159,7 +181,7 @@ class _Input(msgspec.Struct):
 _FAST = msgspec.msgpack.Decoder(_Input)
 
 
-def decode_records(records: Iterable) -> tuple[list[Document], list[Rejection]]:
+def decode_records(records: Iterable, *, allow_null_keys: bool = False) -> tuple[list[Document], list[Rejection]]:
     """A poll's records as documents and dead letters, in order of arrival.
 
     The common message takes one typed msgspec decode and a few checks; anything unusual (a
@@ -168,7 +190,8 @@ def decode_records(records: Iterable) -> tuple[list[Document], list[Rejection]]:
     """
     docs: list[Document] = []
     rejected: list[Rejection] = []
-    decode, blake2b, slow = _FAST.decode, hashlib.blake2b, decode_record
+    decode, blake2b, hash_metadata = _FAST.decode, hashlib.blake2b, metadata_hash
+    slow = functools.partial(decode_record, allow_null_keys=allow_null_keys)
     for topic, partition, offset, timestamp, key, value in records:
         try:
             m = decode(value)
@@ -180,13 +203,15 @@ def decode_records(records: Iterable) -> tuple[list[Document], list[Rejection]]:
             if (
                 doc_id
                 and len(doc_id) <= MAX_ID_BYTES // 4  # at most 4 UTF-8 bytes a character: surely within the limit
-                and (key is None or key == doc_id.encode())
+                and key is not None
+                and key == doc_id.encode()
                 and (long_text is None or long_text in LONG_TEXT)
             ):
                 source = Source(topic, partition, offset, timestamp)
                 if op == "upsert" and text and not text.isspace():
                     digest = blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-                    docs.append(Document(doc_id, text, op, metadata, source, digest, (key, value), long_text=long_text))
+                    meta = hash_metadata(metadata) if metadata else ""
+                    docs.append(Document(doc_id, text, op, metadata, source, digest, (key, value), long_text=long_text, metadata_hash=meta))
                     continue
                 if op == "delete":
                     docs.append(Document(doc_id, "", op, metadata, source, "", (key, value)))

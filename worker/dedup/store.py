@@ -1,16 +1,23 @@
 """Dedup through Redis: skip documents already embedded with the same content and model.
 
-One key per (model configuration, document id) holds the content hash last embedded and
-acknowledged. Keying by id rather than by content means a document that changes A → B → A is
-embedded again on the way back to A (a content-keyed mark for A would still be alive and would
-wrongly skip it). The mark is written only after the broker acknowledged the vector, with a TTL.
+One key per (model configuration, document id) holds the dedup value of the id's last acknowledged
+output: the text's hash, the metadata's, and the message's long-text policy (``Document.dedup_value``).
+Keying by id rather than by content means a document that changes A → B → A is embedded again on
+the way back to A (a content-keyed mark for A would still be alive and would wrongly skip it).
+
+The invariant the worker keeps with it: **a dedup hit is taken only when the last acknowledged
+output for that id is an upsert of the same text, metadata and settings.** So a mark (or a delete's
+removal of one) is written after the broker acknowledged the output and *before* the offset is
+committed; ``mark`` says whether it was written, and one that was not holds its offset and its key
+back until it is (``commit.strategy``): an old mark left in place would otherwise skip a later
+version that matches it. Under exactly-once the marks a transaction replaces are cleared before it
+commits (``clear``), and the new ones written after.
 
 When Redis fails, the store stops calling it for a backoff (0.5 s doubling to 30 s) and tries again
 after it, so a dead Redis costs no socket timeouts on the hot path and is picked up again by itself.
-Meanwhile ``on_error=open`` answers "not embedded" (the worker embeds without dedup, at-least-once)
-and ``on_error=closed`` raises ``DedupError`` (the worker holds those documents and pauses
-consumption until Redis answers). Marks that cannot be written are skipped in both modes: a missing
-mark only costs a re-embedding later.
+Meanwhile a lookup under ``on_error=open`` answers "not embedded" (the worker embeds without dedup)
+and under ``on_error=closed`` raises ``DedupError`` (the worker holds those documents and pauses
+consumption until Redis answers).
 """
 
 from __future__ import annotations
@@ -78,26 +85,39 @@ class DedupStore:
         self.unchecked += len(docs)
         return [False] * len(docs)
 
-    def mark(self, docs: Sequence[Document]) -> None:
-        """Record acknowledged embeddings (upserts) and forget deleted ids: one round trip and one
-        command (a script), not a command per document, whose packing costs more than the call."""
-        if not docs or self._backoff.waiting():
-            return
-        keys = [self._key(d.id) for d in docs]
-        values = ["" if d.op == "delete" else d.dedup_value for d in docs]
+    def mark(self, docs: Sequence[Document]) -> bool:
+        """Record acknowledged upserts and forget deleted ids: one round trip and one command (a
+        script), not a command per document, whose packing costs more than the call. False if
+        nothing was written (Redis failed, or is in its backoff): the caller holds them and retries."""
+        return self._write("mark", docs, ["" if d.op == "delete" else d.dedup_value for d in docs])
+
+    def clear(self, docs: Sequence[Document]) -> bool:
+        """Forget these ids (whatever their marks say); False if that could not be done."""
+        return self._write("clear", docs, [""] * len(docs))
+
+    def waiting(self) -> bool:
+        """Within the backoff after a failure: nothing is asked of Redis until it has passed."""
+        return self._backoff.waiting()
+
+    def _write(self, what: str, docs: Sequence[Document], values: list[str]) -> bool:
+        if not docs:
+            return True
+        if self._backoff.waiting():
+            return False
         try:
-            self._mark(keys=keys, args=[self._ttl_ms, *values])
+            self._mark(keys=[self._key(d.id) for d in docs], args=[self._ttl_ms, *values])
         except redis.RedisError as exc:
-            self._failed("mark", exc)
-        else:
-            self._answered()
+            self._failed(what, exc)
+            return False
+        self._answered()
+        return True
 
     def _failed(self, what: str, exc: Exception) -> None:
         self.errors += 1
         first = self._backoff.failures == 0
         delay = self._backoff.failed()
         if first:
-            then = "pausing consumption" if self._fail_closed else "embedding without dedup (at-least-once)"
+            then = "pausing consumption" if self._fail_closed else "embedding without dedup lookups; offsets held until the marks are written"
             log.warning("Redis %s failed (%s): %s until it answers; next try in %.1f s", what, type(exc).__name__, then, delay)
 
     def _answered(self) -> None:
@@ -132,8 +152,14 @@ class NoDedup:
     def already_embedded(self, docs: Sequence[Document]) -> list[bool]:
         return [False] * len(docs)
 
-    def mark(self, docs: Sequence[Document]) -> None:
-        pass
+    def mark(self, docs: Sequence[Document]) -> bool:
+        return True
+
+    def clear(self, docs: Sequence[Document]) -> bool:
+        return True
+
+    def waiting(self) -> bool:
+        return False
 
     def close(self) -> None:
         pass

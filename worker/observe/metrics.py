@@ -82,6 +82,9 @@ class Metrics:
         self.oom_splits = Counter("embed_oom_splits_total", "Batches split in half after running out of accelerator memory.", registry=r)
         self.rebalances = Counter("embed_rebalances_total", "Partition assignments received from the group.", registry=r)
         self.inflight = Gauge("embed_inflight_documents", "Documents received and not yet committed.", registry=r)
+        self.unmarked = Gauge(
+            "embed_dedup_unmarked_documents", "Outputs acknowledged whose dedup marks could not be written yet (Redis down): their offsets are held.", registry=r
+        )
         self.gpu_allocated = Gauge("embed_gpu_memory_allocated_bytes", "Accelerator memory held by tensors.", registry=r)
         self.gpu_reserved = Gauge("embed_gpu_memory_reserved_bytes", "Accelerator memory reserved by the allocator.", registry=r)
         self.model_load_seconds = Gauge("embed_model_load_seconds", "Time to load and warm up the model.", registry=r)

@@ -1,7 +1,9 @@
 import msgpack
 import pytest
 
-from worker.consume.decode import MAX_ID_BYTES, MAX_METADATA_DEPTH, Document, Reason, Rejection, content_hash, decode_record, encode_document
+from worker.consume.decode import (
+    MAX_ID_BYTES, MAX_METADATA_DEPTH, Document, Reason, Rejection, content_hash, decode_record, decode_records, encode_document,
+)
 
 
 def decode(value, key=b"doc-1"):
@@ -21,8 +23,29 @@ def test_a_delete_needs_no_text():
     assert isinstance(d, Document) and d.op == "delete"
 
 
-def test_a_null_key_is_accepted():
-    assert isinstance(decode(encode_document("doc-1", "x"), key=None), Document)
+def test_a_null_key_is_dead_lettered_unless_allowed():
+    # keyless versions of one id scatter over partitions: their order, and the sink's, is lost
+    r = decode(encode_document("doc-1", "x"), key=None)
+    assert isinstance(r, Rejection) and r.reason == Reason.KEY_MISSING and "ALLOW_NULL_KEYS" in r.detail
+    docs, rejected = decode_records([("in", 0, 0, 0, None, encode_document("doc-1", "x"))])
+    assert not docs and [x.reason for x in rejected] == [Reason.KEY_MISSING]
+    assert isinstance(decode_record("in", 0, 0, 0, None, encode_document("doc-1", "x"), allow_null_keys=True), Document)
+    docs, rejected = decode_records([("in", 0, 0, 0, None, encode_document("doc-1", "x"))], allow_null_keys=True)
+    assert [d.id for d in docs] == ["doc-1"] and not rejected
+
+
+def test_the_dedup_value_changes_with_the_metadata_and_only_then():
+    plain = decode(encode_document("doc-1", "same text"))
+    tagged = decode(encode_document("doc-1", "same text", metadata={"lang": "en"}))
+    retagged = decode(encode_document("doc-1", "same text", metadata={"lang": "fr"}))
+    again = decode(encode_document("doc-1", "same text", metadata={"lang": "fr"}))
+    values = {plain.dedup_value, tagged.dedup_value, retagged.dedup_value}
+    assert len(values) == 3 and retagged.dedup_value == again.dedup_value
+    assert plain.dedup_value == content_hash("same text")  # no metadata: the marks written before stay valid
+    assert decode(encode_document("doc-1", "same text", metadata={})).dedup_value == plain.dedup_value
+    fast, _ = decode_records([("in", 2, 41, 0, b"doc-1", encode_document("doc-1", "same text", metadata={"lang": "fr"}))])
+    nested, _ = decode_records([("in", 2, 41, 0, b"doc-1", encode_document("doc-1", "same text", metadata={"lang": {"x": "fr"}}))])
+    assert fast[0].dedup_value == retagged.dedup_value != nested[0].dedup_value  # both decode paths agree
 
 
 @pytest.mark.parametrize(
@@ -100,9 +123,9 @@ def test_the_batch_decoder_accepts_and_rejects_exactly_what_the_detailed_decoder
     for key in (None, b"a", b"b"):
         records = [("t", 0, i, 1, key, v) for i, v in enumerate(values)]
         docs, rejected = decode_records(records)
-        fast = {d.source.offset: ("doc", d.id, d.op, d.content_hash, d.metadata, d.long_text) for d in docs}
+        fast = {d.source.offset: ("doc", d.id, d.op, d.dedup_value, d.metadata, d.long_text) for d in docs}
         fast.update({r.source.offset: (r.reason,) for r in rejected})
         for r in records:
             item = decode_record(*r)
-            slow = (item.reason,) if isinstance(item, Rejection) else ("doc", item.id, item.op, item.content_hash, item.metadata, item.long_text)
+            slow = (item.reason,) if isinstance(item, Rejection) else ("doc", item.id, item.op, item.dedup_value, item.metadata, item.long_text)
             assert fast[r[2]] == slow, (key, r[2])

@@ -85,3 +85,20 @@ def test_backoff_doubles_up_to_its_cap_and_resets_on_success():
     b = Backoff(0.5, 3.0)
     assert [b.failed() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
     assert b.waiting() and b.succeeded() and not b.waiting() and not b.succeeded()
+
+
+def test_a_mark_or_delete_that_cannot_be_written_says_so():
+    # a skipped write left an old mark in place, which later skipped a version matching it
+    s, fake = store("open")
+    assert s.mark([doc(1)]) is True
+    fake.down = True
+    gone = Document("d1", "", "delete", None, Source("in", 0, 5, 0), "")
+    assert s.mark([gone]) is False  # failed
+    assert s.mark([gone]) is False and s.waiting()  # in the backoff: not even tried
+    assert s.clear([doc(1)]) is False
+    fake.down = False
+    time.sleep(0.06)
+    assert not s.waiting() and s.mark([gone]) is True
+    assert s.already_embedded([doc(1)]) == [False]
+    assert s.mark([doc(1)]) and s.clear([doc(1)]) and s.already_embedded([doc(1)]) == [False]
+    assert s.mark([]) is True  # nothing to write is written

@@ -43,7 +43,7 @@ def test_a_chunk_larger_than_the_model_window_fails_at_start_up_naming_the_setti
 
 
 def _doc(text, long_text=None, offset=0):
-    return decode_record("in", 0, offset, 0, None, encode_document("d", text, long_text=long_text))
+    return decode_record("in", 0, offset, 0, b"d", encode_document("d", text, long_text=long_text))
 
 
 def test_each_policy_on_a_text_longer_than_the_window():
@@ -73,7 +73,7 @@ def test_a_text_that_fits_is_untouched_by_every_policy_and_too_many_chunks_is_re
 
 
 def test_an_unknown_long_text_value_is_a_dead_letter_reason():
-    rej = decode_record("in", 0, 0, 0, None, encode_document("d", "x", long_text="summarize"))
+    rej = decode_record("in", 0, 0, 0, b"d", encode_document("d", "x", long_text="summarize"))
     assert rej.reason == Reason.UNKNOWN_LONG_TEXT
 
 
