@@ -35,6 +35,16 @@ class OutMessage:
     headers: Headers
 
 
+# What a record adds to its key, value and headers on the wire, at most (record batch header and
+# varints), so that a message estimated to fit is one the clients accept.
+RECORD_OVERHEAD_BYTES = 128
+
+
+def wire_size(m: OutMessage) -> int:
+    """An upper bound of the message's size as the producer checks it against its limit."""
+    return len(m.key or b"") + len(m.value or b"") + sum(len(k) + len(v) for k, v in m.headers) + RECORD_OVERHEAD_BYTES
+
+
 def _source(src: Source) -> dict[str, Any]:
     return {"topic": src.topic, "partition": src.partition, "offset": src.offset}
 

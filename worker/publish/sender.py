@@ -5,7 +5,10 @@ letters are sent from the main loop. Nothing here waits for the broker: each mes
 comes back through its delivery's callback, and the checkpoint resolves them. Whole documents are
 serialized a batch at a time (``codec.vector_messages``). The chunks of a document are gathered here
 (its ``Chunked``) and sent together, in chunk order, once the last one has its vector: one delivery
-for the whole document, or one dead letter of the original if any chunk failed. A send the producer
+for the whole document, or one dead letter of the original if any chunk failed. A document of several
+messages is all or nothing on the output topic: every message's size is checked against
+``EMBED_KAFKA__MAX_MESSAGE_BYTES`` before the first is produced, and one too large dead-letters the
+document with nothing of it sent. A send the producer
 refuses (a full queue past its timeout, no metadata) fails its delivery: the loop backs off and reads
 everything again from the commit, as after a broker outage; an output too large to send is
 dead-lettered.
@@ -50,6 +53,7 @@ class Sender:
         self._dtype = settings.output.vector_dtype
         self._tombstones = settings.output.tombstones
         self._document_vector = settings.long_text.document_vector
+        self._max_bytes = settings.kafka.max_message_bytes
 
     def publish(self, encoded: Encoded) -> Sent:
         """Send a vector message per embedded document and a dead letter per failed one."""
@@ -91,7 +95,14 @@ class Sender:
         doc.raw, group.vectors = (None, None), []
 
     def _send(self, sent: Sent, doc: Document, msgs: list[codec.OutMessage]) -> None:
-        """One delivery for a document's messages; too large a message dead-letters the document."""
+        """One delivery for a document's messages; too large a message dead-letters the document
+        (checked for all of them first when there are several: none is sent then)."""
+        if len(msgs) > 1:
+            sizes = [codec.wire_size(m) for m in msgs]
+            if max(sizes) > self._max_bytes:
+                n = max(range(len(msgs)), key=sizes.__getitem__)
+                self._fail(sent, doc, Reason.OUTPUT_TOO_LARGE, f"message {n + 1} of {len(msgs)} would be about {sizes[n]} bytes; EMBED_KAFKA__MAX_MESSAGE_BYTES is {self._max_bytes}")
+                return
         d = self._produce(self._checkpoint.delivery(doc.source, doc), self._topic, msgs)
         if d is None:
             self._fail(sent, doc, Reason.OUTPUT_TOO_LARGE, "a vector message exceeds EMBED_KAFKA__MAX_MESSAGE_BYTES")

@@ -6,12 +6,14 @@ import random
 import numpy as np
 import pytest
 
-from tests.unit.test_runner import Record, records, run
+from tests.unit.test_runner import FakeConsumer, FakeDedup, FakeProducer, Record, records, run
 from worker.config import BatchSettings, KafkaSettings, LongTextSettings, Settings
 from worker.consume.decode import Reason, decode_record, encode_document
 from worker.encode.base import DummyEncoder
 from worker.encode.chunking import TextLimits, prepare, windows
-from worker.errors import ConfigError
+from worker.errors import ConfigError, MessageTooLargeError
+from worker.publish.codec import OutMessage, decode_output, wire_size
+from worker.runner import Worker
 
 
 def test_windows_cover_every_token_in_overlapping_spans_no_longer_than_the_chunk():
@@ -177,3 +179,36 @@ def test_a_message_can_choose_its_own_policy():
     assert dlq == [b"text_too_long"]
     assert [(o["id"], o["chunks"]) for o in ups] == [("b", 1)]
     assert intake.commits[-1] == {("in", 0): 2}
+
+
+class LimitedProducer(FakeProducer):
+    """Refuses, as the clients do, a message over ``limit`` bytes (key, value and headers)."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit = limit
+
+    def produce(self, topic, key, value, headers, on_delivery):
+        if wire_size(OutMessage(key, value, headers)) > self.limit:
+            raise MessageTooLargeError("Broker: Message size too large")
+        super().produce(topic, key, value, headers, on_delivery)
+
+
+def test_a_chunked_document_with_one_message_too_large_is_dead_lettered_with_none_of_it_sent():
+    # chunks 0..9 went out before chunk 10 (an id one byte longer) was refused: the sink held a
+    # partial version of the document
+    forty = " ".join(f"w{i}" for i in range(40))  # 13 chunks: "a#10" and on are a byte longer
+    probe = FakeProducer()
+    Worker(_settings(), DummyEncoder(max_length=8), FakeConsumer([records(("a", forty))], events={0: [("assigned", {("in", 0)})]}), probe, FakeDedup()).run(exit_when_idle_s=0.02)
+    sizes = {decode_output(m.value)["id"]: wire_size(m) for _, m in probe.sent}
+    assert len(sizes) == 13 and sizes["a#10"] == sizes["a#9"] + 1
+    limit = sizes["a#9"]
+    settings = _settings().model_copy(update={"kafka": KafkaSettings(commit_interval_ms=5, max_message_bytes=limit)})
+    intake, publisher = FakeConsumer([records(("a", forty), ("b", "x y"))], events={0: [("assigned", {("in", 0)})]}), LimitedProducer(limit)
+    stats = Worker(settings, DummyEncoder(max_length=8), intake, publisher, FakeDedup()).run(exit_when_idle_s=0.02)
+    ups = [decode_output(m.value)["id"] for t, m in publisher.sent if t == "embeddings"]
+    dead = [m for t, m in publisher.sent if t != "embeddings"]
+    assert ups == ["b#0"]  # nothing of "a"
+    assert len(dead) == 1 and dict(dead[0].headers)["embed-dlq-reason"] == b"output_too_large"
+    assert b"message 11 of 13" in dict(dead[0].headers)["embed-dlq-detail"]
+    assert stats.dead_lettered["output_too_large"] == 1 and intake.commits[-1] == {("in", 0): 2}
