@@ -182,3 +182,34 @@ def test_a_sink_killed_mid_stream_loses_nothing_and_doubles_nothing(lane, tmp_pa
     rows = Index(path, "documents", create=False).rows()
     assert len(rows) == len(expected) == len({r["key"] for r in rows})
     assert {(r["parent_id"], r["chunk"]) for r in rows} == expected
+
+
+def test_a_sink_fed_vectors_of_another_model_keeps_running_and_counts_them(lane, tmp_path):
+    """A model rollout that reused the topic: the real sink leaves the new model's vectors out,
+    counts them, and goes on applying the old model's and every delete."""
+    from worker.consume.decode import decode_record
+    from worker.encode.base import ModelInfo
+    from worker.publish import codec
+    from worker.transport import transport
+
+    old, new = ModelInfo("old-model", 4, "float32", "cpu", "mean", True, 16), ModelInfo("new-model", 6, "float32", "cpu", "mean", True, 16)
+    messages = []
+    for offset, (doc_id, info) in enumerate([("a", old), ("b", old), ("a", new), ("c", new), ("b", None)]):
+        doc = decode_record("in", 0, offset, 0, doc_id.encode(), encode_document(doc_id, "text", op="delete" if info is None else "upsert"))
+        if info is None:
+            messages += codec.delete_messages(doc, old, 0, tombstone=False)
+        else:
+            messages.append(codec.vector_message(doc, np.ones(info.dim, np.float32), info, "float32", 0))
+    producer = transport(lane.kafka).producer(lane.kafka)
+    try:
+        for m in messages:
+            producer.send(lane.output, m.key, m.value, lambda *_: None)
+        producer.flush(30)
+    finally:
+        producer.close()
+    summary_file, path = tmp_path / "sink.json", str(tmp_path / "index")
+    lane.run_cli("sink", "--exit-when-idle", "2", "--summary-file", str(summary_file), EMBED_SINK__PATH=path, EMBED_SINK__GROUP_ID=f"{lane.group}-sink")
+    summary = json.loads(summary_file.read_text())
+    assert summary["other_model"] == 2 and summary["messages"] == 5
+    rows = Index(path, "documents", create=False).rows()
+    assert [(r["id"], r["model"]) for r in rows] == [("a", "old-model")]  # b deleted; the new model's a and c left out

@@ -38,6 +38,12 @@ class SinkMetrics:
         self.upserted = Counter("embed_sink_points_upserted_total", "Points written (a replay writes them again).", registry=r)
         self.deleted = Counter("embed_sink_documents_deleted_total", "Documents whose points were all removed.", registry=r)
         self.skipped = Counter("embed_sink_skipped_total", "Messages that were not embedding events (logged, committed).", registry=r)
+        self.other_model = Counter(
+            "embed_sink_other_model_vectors_total",
+            "Vectors left out because their model or dimension is not the index's (logged once per model; see the README's model rollout).",
+            ["model"],
+            registry=r,
+        )
         self.commit_failures = Counter("embed_sink_commit_failures_total", "Commits refused (the messages are replayed).", registry=r)
         self.write_seconds = Histogram("embed_sink_write_seconds", "Time to apply one poll to the index.", buckets=DURATION_BUCKETS, registry=r)
         self.points = Gauge("embed_sink_points", "Points in the index.", registry=r)
@@ -50,6 +56,7 @@ class SinkStats:
     upserted: int = 0  # points written (a replay writes them again)
     deleted_documents: int = 0
     skipped: int = 0
+    other_model: int = 0  # vectors of a model or dimension not the index's, left out
     writes: int = 0
     commits: int = 0
     commit_failures: int = 0
@@ -58,7 +65,7 @@ class SinkStats:
     def summary(self, points: int) -> dict:
         return {
             "messages": self.messages, "upserted": self.upserted, "deleted_documents": self.deleted_documents,
-            "skipped": self.skipped, "writes": self.writes, "commits": self.commits, "commit_failures": self.commit_failures,
+            "skipped": self.skipped, "other_model": self.other_model, "writes": self.writes, "commits": self.commits, "commit_failures": self.commit_failures,
             "points_in_index": points, "write_s_total": round(sum(self.write_s), 3),
         }
 
@@ -106,6 +113,7 @@ def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | No
     health.warmed_up()
     log.info("sink: %s → %s (table %s), group %s", settings.kafka.output_topic, settings.sink.path, settings.sink.table, settings.sink.group_id)
     last_message = None
+    warned: set[str] = set()  # models whose vectors were left out, logged once each
     try:
         while not stop.is_set():
             records = consumer.consume(settings.sink.max_poll_records, 0.5)
@@ -119,7 +127,7 @@ def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | No
                     break
                 continue
             last_message = now
-            _apply(index, records, stats, metrics)
+            _apply(index, records, stats, metrics, warned)
             if stats.writes % settings.sink.compact_every == 0:
                 index.compact()
             _commit(consumer, records, stats, metrics)
@@ -132,9 +140,16 @@ def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | No
     return summary
 
 
-def _apply(index: Index, records, stats: SinkStats, metrics: SinkMetrics) -> None:
+def _apply(index: Index, records, stats: SinkStats, metrics: SinkMetrics, warned: set[str]) -> None:
     started = time.monotonic()
-    p = plan((r[4], r[5]) for r in records)  # (key, value): records are tuples in Record's order
+    p = plan(((r[4], r[5]) for r in records), index.model)  # (key, value): records are tuples in Record's order
+    for model, n in p.other_models.items():
+        stats.other_model += n
+        metrics.other_model.labels(model=model).inc(n)
+        if model not in warned:
+            warned.add(model)
+            log.warning("sink: leaving out vectors of %s: the index at %s holds %s (%s dimensions); a new model needs a new index (README: model rollout)",
+                        model, index.path, *(index.model or p.model))
     index.apply(p)
     took = time.monotonic() - started
     stats.write_s.append(took)

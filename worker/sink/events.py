@@ -9,12 +9,17 @@ of the document.
 Only the net effect of a run counts, per document: either drop it, or keep only one version (points
 of any other version go: shrunk-away chunks, a truncated document that is now chunked) and upsert
 that version's points. Applying a plan twice gives the same index, so a replay after a crash is safe.
+
+An index holds the vectors of one model: an upsert of another model or dimension (a rollout that
+reused the topic) is left out of the plan and counted in ``other_models``, never applied and never
+fatal. Deletes apply whatever model sent them: the document is gone at its source.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -47,6 +52,8 @@ class Plan:
     keep: dict[str, int] = field(default_factory=dict)  # document → the one version that stays
     points: dict[str, dict[str, Point]] = field(default_factory=dict)  # document → its new points, by key
     skipped: int = 0  # messages that are not vector messages or delete events (logged)
+    model: tuple[str, int] | None = None  # (model, dimension) of the vectors kept: the index's
+    other_models: Counter = field(default_factory=Counter)  # model → vectors left out for not being the index's
 
     @property
     def upserts(self) -> list[Point]:
@@ -70,9 +77,10 @@ def point_key(parent_id: str, chunk: int | None) -> str:
     return json.dumps([parent_id, chunk], ensure_ascii=False)
 
 
-def plan(messages: Iterable[tuple[bytes | None, bytes | None]]) -> Plan:
-    """The net effect of (key, value) output messages, in topic order."""
-    out = Plan()
+def plan(messages: Iterable[tuple[bytes | None, bytes | None]], model: tuple[str, int] | None = None) -> Plan:
+    """The net effect of (key, value) output messages, in topic order. ``model`` is the index's
+    (model, dimension); None (an empty index) takes the first vector's."""
+    out = Plan(model=model)
     for key, value in messages:
         try:
             _apply(out, key, value)
@@ -99,6 +107,12 @@ def _apply(out: Plan, key: bytes | None, value: bytes | None) -> None:
     parent = body.get("parent_id", body["id"])  # schema 1 had no chunks: the id is the document's
     chunk = body.get("chunk")
     vector = np.frombuffer(body["vector"], dtype=np.dtype(body["dtype"]).newbyteorder("<")).astype(np.float32)
+    model = (body.get("model", ""), len(vector))
+    if out.model is None:
+        out.model = model
+    elif model != out.model:
+        out.other_models[f"{model[0]} ({model[1]} dimensions)"] += 1
+        return
     out.upsert(
         Point(
             key=point_key(parent, chunk),

@@ -55,6 +55,7 @@ class Index:
             raise IndexStoreError(f"no index at {path!r} (EMBED_SINK__PATH): run `embed-worker sink` first")
         self._db = lancedb.connect(path)
         self._name = table
+        self._model: tuple[str, int] | None = None
         self.path = path
         try:
             self._table = self._db.open_table(table)
@@ -68,6 +69,15 @@ class Index:
         if self._table is None:
             return None
         return self._table.schema.field("vector").type.list_size
+
+    @property
+    def model(self) -> tuple[str, int] | None:
+        """(model, dimension) of the vectors this index holds; None while it is empty. The first
+        write decides: vectors of any other model are left out (``events.plan``)."""
+        if self._model is None and self._table is not None and self.count():
+            (row,) = self._table.search().select(["model"]).limit(1).to_list()
+            self._model = (row["model"], self.dim)
+        return self._model
 
     def count(self) -> int:
         return self._table.count_rows() if self._table is not None else 0
@@ -89,6 +99,7 @@ class Index:
             self._table = self._db.create_table(self._name, data=data)
         else:
             self._table.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(data)
+        self._model = self._model or plan.model
 
     def compact(self) -> None:
         if self._table is not None:

@@ -51,3 +51,22 @@ def test_schema_1_messages_are_whole_document_points_versioned_by_their_offset()
 
 def test_point_keys_do_not_collide_when_ids_contain_the_chunk_separator():
     assert point_key("a#1", None) != point_key("a", 1)
+
+
+def _vector_of(info, doc_id, offset):
+    doc = decode_record("in", 0, offset, 0, doc_id.encode(), encode_document(doc_id, "text"))
+    msg = codec.vector_message(doc, np.ones(info.dim, np.float32), info, "float32", 0)
+    return msg.key, msg.value
+
+
+def test_vectors_of_another_model_or_dimension_are_left_out_and_counted_deletes_still_apply():
+    # a model rollout on the same topic: the sink raised on the new dimension, restarted at the same
+    # offset and raised again, for ever
+    other = ModelInfo("m2", 8, "float32", "cpu", "mean", True, 16)
+    renamed = ModelInfo("m2", 4, "float32", "cpu", "mean", True, 16)
+    messages = [_upsert("a", 1), _vector_of(other, "b", 2), _vector_of(other, "a", 3), _vector_of(renamed, "c", 4), _delete("d", 5)]
+    p = plan(messages, ("m", 4))
+    assert p.keep == {"a": 1} and p.drop == {"d"} and p.model == ("m", 4)
+    assert dict(p.other_models) == {"m2 (8 dimensions)": 2, "m2 (4 dimensions)": 1} and p.skipped == 0
+    first = plan([_vector_of(other, "b", 2), _upsert("a", 1)])  # an empty index takes the first model it sees
+    assert first.model == ("m2", 8) and first.keep == {"b": 2} and sum(first.other_models.values()) == 1
