@@ -170,7 +170,8 @@ def _cmd_compare(ns: argparse.Namespace) -> int:
 
 
 SCENARIO_NAMES = (  # loadgen.scenarios.SCENARIOS, without importing it for --help
-    "kill9", "broker-freeze", "redis-down", "redis-down-closed", "scale", "sigterm", "fuzz", "sigterm-exactly-once")
+    "kill9", "broker-freeze", "redis-down", "redis-down-closed", "scale", "sigterm", "fuzz", "sigterm-exactly-once",
+    "redis-down-recreate", "model-switch")
 
 
 def _cmd_faults(ns: argparse.Namespace) -> int:
@@ -267,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     cur.add_argument("--label", help="file name of the result (default: curve-<time>)")
     cur.set_defaults(func=_cmd_curve)
 
-    flt = sub.add_parser("faults", help="fault-injection suite: kill -9, broker freeze, Redis outage, scaling, SIGTERM, fuzzed input; 0 lost or exit 1")
+    flt = sub.add_parser("faults", help="fault-injection suite: kill -9, broker freeze, Redis outage, scaling, SIGTERM, fuzzed input, the index after Redis blips and model switches; 0 lost or exit 1")
     flt.add_argument("--scenario", action="append", choices=list(SCENARIO_NAMES),
                      help="run only this scenario (repeatable; default: all)")
     flt.add_argument("--size", choices=["full", "ci"], default="full", help="full: the issue's sizes (5,000 documents, 20 kills, 10,000 fuzzed payloads); ci: a small form")

@@ -58,6 +58,14 @@ class Lab:
     def thaw_broker(self) -> None:
         os.kill(self._pid("kafka"), signal.SIGCONT)
 
+    def freeze_redis(self) -> None:
+        """SIGSTOP: calls time out, and what Redis held is still there when it is thawed (a
+        network partition, say); a kill loses it all, as this Redis keeps nothing on disk."""
+        os.kill(self._pid("redis"), signal.SIGSTOP)
+
+    def thaw_redis(self) -> None:
+        os.kill(self._pid("redis"), signal.SIGCONT)
+
     def kill_redis(self) -> None:
         os.kill(self._pid("redis"), signal.SIGKILL)
 
@@ -72,10 +80,11 @@ class Lab:
         return run
 
     def close(self) -> None:
-        try:
-            self.thaw_broker()
-        except (OSError, ValueError):
-            pass
+        for thaw in (self.thaw_broker, self.thaw_redis):
+            try:
+                thaw()
+            except (OSError, ValueError):
+                pass
         self.stack.down()
 
 
@@ -181,10 +190,19 @@ def end_offsets(placed: dict[tuple[int, int], int]) -> dict[int, int]:
 class Progress:
     """The group's committed offsets against the input's end offsets."""
 
-    def __init__(self, kafka: KafkaSettings, run: LocalRun, ends: dict[int, int]) -> None:
+    def __init__(self, kafka: KafkaSettings, run: LocalRun, ends: dict[int, int], *, group: str | None = None, topic: str | None = None) -> None:
+        """The workers' group on the input topic, or another ``group`` on another ``topic``."""
         quick = kafka.model_copy(update={"request_timeout_ms": 5000})  # the broker may be frozen
-        self._consumer = transport(quick).consumer(quick, group_id=run.name)
-        self._ends = {(run.input_topic, p): end for p, end in ends.items()}
+        self._consumer = transport(quick).consumer(quick, group_id=group or run.name)
+        self._topic = topic or run.input_topic
+        self._ends: dict[tuple[str, int], int] = {}
+        self.extend(ends)
+
+    def extend(self, ends: dict[int, int]) -> None:
+        """More was published: these are the partitions' new ends."""
+        for p, end in ends.items():
+            tp = (self._topic, p)
+            self._ends[tp] = max(self._ends.get(tp, 0), end)
 
     def committed(self) -> int:
         """Input messages below the committed offsets (0 while the broker does not answer)."""

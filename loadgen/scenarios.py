@@ -9,16 +9,24 @@ with its reason, and no worker died that the scenario did not kill.
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import signal
+import subprocess
+import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from loadgen.faults import Audit, Lab, Progress, Workers, audit, end_offsets, publish_payloads
 from loadgen.fuzz import Fuzzer, Payload
 from loadgen.synthetic import SyntheticSpec, generate
-from worker.consume.decode import encode_document
+from worker.consume.decode import content_hash, encode_document
+from worker.publish.codec import decode_output
+from worker.sink.index import Index
 
 
 @dataclass(frozen=True)
@@ -53,10 +61,11 @@ class Outcome:
     notes: str = ""
     details: list[str] = field(default_factory=list)
     exactly_once: bool = False  # then duplicates must be 0 too, as read_committed readers see them
+    stale: int | None = None  # ids whose index (built by the real sink) differs from the expected final state; None: not judged
 
     @property
     def passed(self) -> bool:
-        return self.lost == 0 and self.wrong_reason == 0 and self.crashes == 0 and not (self.exactly_once and self.duplicates)
+        return self.lost == 0 and self.wrong_reason == 0 and self.crashes == 0 and not (self.exactly_once and self.duplicates) and not self.stale
 
     def to_json(self) -> dict:
         return {**asdict(self), "passed": self.passed}
@@ -81,6 +90,14 @@ class Scenario:
         self.placed = publish_payloads(lab.kafka, self.run.input_topic, payloads)
         self.progress = Progress(lab.kafka, self.run, end_offsets(self.placed))
         self.notes: list[str] = []
+
+    def publish(self, payloads: list[Payload]) -> None:
+        """More payloads, after the first ones (the wait for a full commit covers them too)."""
+        placed = publish_payloads(self.lab.kafka, self.run.input_topic, payloads)
+        base = len(self.payloads)
+        self.payloads = self.payloads + payloads
+        self.placed.update({where: base + i for where, i in placed.items()})
+        self.progress.extend(end_offsets(placed))
 
     def finish(self, *, restart: bool = False) -> Outcome:
         done = self.progress.wait_done(self.sizes.timeout_s, self.workers, restart=restart)
@@ -195,6 +212,120 @@ def fuzz(lab: Lab, sizes: Sizes, rnd: random.Random) -> Outcome:
     return outcome
 
 
+def _payload(doc_id: str, text: str | None, metadata: dict | None = None) -> Payload:
+    """An upsert (or, with no text, a delete) of ``doc_id``, expecting its output."""
+    if text is None:
+        return Payload(doc_id.encode(), encode_document(doc_id, op="delete"), "delete", doc_id, None, "delete")
+    return Payload(doc_id.encode(), encode_document(doc_id, text, metadata=metadata), "embed", doc_id, text, "valid")
+
+
+def redis_down_recreate(lab: Lab, sizes: Sizes, rnd: random.Random) -> Outcome:
+    """Redis frozen (its marks kept) while most documents are deleted; after it, some are
+    re-created as they were, some with new text, and the others, never deleted, get new metadata
+    only. The real sink builds an index of the output, which must equal the expected final state.
+    (A delete whose mark could not be cleared used to leave it, and the copy re-created as it was
+    was skipped against it; a change of metadata alone was a dedup hit.)"""
+    n = max(sizes.docs // 2, 40)
+    base = {d.doc_id: d.text for d in documents(n, 12, "rr")}
+    ids = list(base)
+    deleted, retagged = ids[: n * 3 // 4], ids[n * 3 // 4 :]
+    sc = Scenario(lab, "redis-down-recreate", sizes, [_payload(i, t, {"v": 1}) for i, t in base.items()])
+    expected: dict[str, tuple[str, dict] | None] = {i: (base[i], {"v": 1}) for i in ids}
+    proc = sc.workers.start()
+    if sc.workers.assigned(proc) and sc.progress.wait_done(sizes.timeout_s, sc.workers):  # every mark written
+        lab.freeze_redis()
+        began = time.monotonic()
+        for k in range(8):  # the deletes flow through the outage: some marks are tried and time out, others wait
+            sc.publish([_payload(i, None) for i in deleted[k::8]])
+            time.sleep(sizes.redis_down_s * 0.6 / 8)
+        time.sleep(max(0.0, sizes.redis_down_s - (time.monotonic() - began)))
+        lab.thaw_redis()
+        again = []
+        for k, i in enumerate(deleted):
+            if k % 3 == 0:
+                expected[i] = None  # stays deleted
+                continue
+            text = base[i] if k % 3 == 1 else base[i] + " (revised)"
+            expected[i] = (text, {"v": 1})
+            again.append(_payload(i, text, {"v": 1}))
+        for i in retagged:
+            expected[i] = (base[i], {"v": 2})
+            again.append(_payload(i, base[i], {"v": 2}))
+        sc.publish(again)
+        sc.notes.append(f"Redis frozen {sizes.redis_down_s:.0f} s during {len(deleted)} deletes; {len(again)} re-created or re-tagged after")
+    outcome = sc.finish()
+    found = index_state(lab, sc, f"{sc.run.name}-sink")
+    want = {i: (content_hash(t), m) for i, v in expected.items() if v is not None for t, m in [v]}
+    stale = sorted(i for i in ids if found.get(i) != want.get(i))
+    outcome.stale = len(stale)
+    outcome.details += [f"stale in the index: {i}: {found.get(i)} instead of {want.get(i)}" for i in stale[:10]]
+    return outcome
+
+
+def index_state(lab: Lab, sc: Scenario, group: str) -> dict[str, tuple[str, dict]]:
+    """Run the real sink over the run's output topic into a fresh index; document id → (content
+    hash, metadata) of its points there."""
+    from worker.config import MetricsSettings, Settings, SinkSettings
+    from worker.sink.consumer import run_sink
+
+    path = lab.dir / f"{sc.run.name}.index"
+    settings = Settings(
+        kafka=lab.kafka.model_copy(update={"output_topic": sc.run.output_topic}),
+        sink=SinkSettings(path=str(path), group_id=group), metrics=MetricsSettings(enabled=False),
+    )
+    run_sink(settings, threading.Event(), exit_when_idle_s=3.0)
+    return {r["parent_id"]: (r["content_hash"], json.loads(r["metadata"])) for r in Index(str(path), "documents").rows()}
+
+
+def model_switch(lab: Lab, sizes: Sizes, rnd: random.Random) -> Outcome:
+    """Mid-stream, the fleet is restarted with another model on the same topics and group (a
+    rollout done the wrong way). The real sink runs throughout: it must keep running, keep the first
+    model's vectors, and count every vector of the second it leaves out."""
+    from loadgen.hostpath import tiny_model
+    from loadgen.readback import committed_offsets, read_topic
+
+    sc = Scenario(lab, "model-switch", sizes, documents(max(sizes.docs, 1200), 13, "ms"))
+    summary = lab.dir / f"{sc.run.name}.sink.json"
+    group = f"{sc.run.name}-sink"
+    env = {**sc.run.env(), "EMBED_SINK__PATH": str(lab.dir / f"{sc.run.name}.index"), "EMBED_SINK__GROUP_ID": group, "EMBED_METRICS__PORT": "0",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")]))}
+    with open(lab.dir / f"{sc.run.name}.sink.log", "wb") as out:
+        sink = subprocess.Popen([sys.executable, "-m", "worker", "sink", "--summary-file", str(summary)], env=env, stdout=out, stderr=subprocess.STDOUT)
+    second = tiny_model(lab.dir / "tiny-bert")
+    first = sc.workers.start()
+    total = len(sc.payloads)
+    if sc.workers.assigned(first):
+        deadline = time.monotonic() + sizes.timeout_s
+        while sc.progress.committed() < total // 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        code = sc.workers.stop(first)
+        sc.workers.env["EMBED_MODEL__NAME"] = str(second)
+        sc.workers.start()
+        sc.notes.append(f"switched to a 32-dimension model after {sc.progress.committed()} of {total} (exit {code})")
+    outcome = sc.finish()
+    outputs = read_topic(lab.kafka, sc.run.output_topic, timeout_s=60)
+    ends: dict[int, int] = {}
+    for r in outputs:
+        ends[r.partition] = max(ends.get(r.partition, 0), r.offset + 1)
+    caught_up = Progress(lab.kafka, sc.run, ends, group=group, topic=sc.run.output_topic)
+    caught_up.wait_done(120)
+    caught_up.close()
+    alive = sink.poll() is None
+    sink.terminate()
+    code = sink.wait(timeout=60)
+    if not alive or code != 0:
+        outcome.crashes += 1
+        outcome.details.append(f"the sink {'died' if not alive else 'exited'} with {code}")
+    bodies = [decode_output(r.value) for r in outputs if r.value is not None]
+    newer = sum(1 for b in bodies if b["op"] == "upsert" and b["model"] == str(second))
+    left_out = json.loads(summary.read_text())["other_model"] if summary.exists() else -1
+    outcome.notes += f"; the sink left out {left_out} of {newer} vectors of the new model"
+    kept = {b["id"] for b in bodies if b["op"] == "upsert" and b["model"] != str(second)}
+    rows = {r["parent_id"] for r in Index(str(lab.dir / f"{sc.run.name}.index"), "documents").rows()}
+    outcome.stale = len(rows ^ kept) + (0 if left_out == newer > 0 else 1)
+    return outcome
+
+
 SCENARIOS: dict[str, Callable[[Lab, Sizes, random.Random], Outcome]] = {
     "kill9": kill9,
     "broker-freeze": broker_freeze,
@@ -204,6 +335,8 @@ SCENARIOS: dict[str, Callable[[Lab, Sizes, random.Random], Outcome]] = {
     "sigterm": sigterm,
     "fuzz": fuzz,
     "sigterm-exactly-once": lambda lab, sizes, rnd: sigterm(lab, sizes, rnd, exactly_once=True),
+    "redis-down-recreate": redis_down_recreate,
+    "model-switch": model_switch,
 }
 
 
@@ -223,9 +356,9 @@ def run_suite(names: list[str], size: str, state_dir: str, seed: int = 1, report
     return outcomes
 
 
-HEADER = ("scenario", "published", "vectors out", "lost", "duplicates", "dead-lettered", "wrong reason", "crashes", "wall s", "notes")
+HEADER = ("scenario", "published", "vectors out", "lost", "duplicates", "dead-lettered", "wrong reason", "crashes", "stale in index", "wall s", "notes")
 
 
 def table_row(o: Outcome) -> list[str]:
     return [o.scenario, str(o.published), str(o.vectors_out), str(o.lost), str(o.duplicates), str(o.dead_lettered),
-            str(o.wrong_reason), str(o.crashes), f"{o.wall_s:.1f}", o.notes]
+            str(o.wrong_reason), str(o.crashes), "–" if o.stale is None else str(o.stale), f"{o.wall_s:.1f}", o.notes]

@@ -2,6 +2,8 @@
 suite's own (frozen and killed on purpose), every input accounted for in the outputs; once with
 each Kafka client (the workers' and the lab's own)."""
 
+import re
+
 import pytest
 
 from loadgen.scenarios import SIZES, run_suite
@@ -12,7 +14,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module", params=["confluent", "kafka-python"])
 def outcomes(request, tmp_path_factory):
     """Every scenario once per client, on one lab; each test below checks one of them."""
-    names = ["fuzz", "sigterm", "sigterm-exactly-once", "redis-down", "redis-down-closed", "broker-freeze", "scale", "kill9"]
+    names = ["fuzz", "sigterm", "sigterm-exactly-once", "redis-down", "redis-down-closed", "broker-freeze", "scale", "kill9",
+             "redis-down-recreate", "model-switch"]
     return {o.scenario: o for o in run_suite(names, "ci", str(tmp_path_factory.mktemp("faults")), client=request.param)}
 
 
@@ -63,3 +66,17 @@ def test_kill_minus_nine_at_random_moments_loses_nothing(outcomes):
     o = outcomes["kill9"]
     check(o)
     assert o.notes.startswith(f"{SIZES['ci'].kills} kill -9")
+
+
+def test_redis_down_while_ids_are_deleted_and_recreated_leaves_the_index_equal_to_the_final_state(outcomes):
+    o = outcomes["redis-down-recreate"]
+    check(o)
+    assert o.stale == 0, o.details  # the real sink's index: every id as its last version says, metadata included
+
+
+def test_a_model_switch_mid_stream_keeps_the_sink_running_and_counts_what_it_left_out(outcomes):
+    o = outcomes["model-switch"]
+    check(o)  # crashes == 0: the sink too
+    assert o.stale == 0, o.details
+    left_out, of = re.search(r"left out (-?\d+) of (\d+)", o.notes).groups()
+    assert int(left_out) == int(of) > 0
