@@ -46,12 +46,13 @@ PANELS = [
         ("publish failures", f"sum(rate(embed_publish_failures_total{SEL}[$__rate_interval]))"),
         ("OOM splits", f"sum(rate(embed_oom_splits_total{SEL}[$__rate_interval]))"),
         ("rebalances", f"sum(rate(embed_rebalances_total{SEL}[$__rate_interval]))"),
-    ], "Redis errors: dedup failing open (documents embedded without a lookup) or, with on_error=closed, consumption paused; publish failures: the broker did not acknowledge, partitions re-read from their commit; frequent rebalances: flapping replicas."),
+    ], "Redis errors: dedup lookups failing open (documents embedded without a lookup) or, with on_error=closed, consumption paused; marks not written hold their offsets; publish failures: the broker did not acknowledge, partitions re-read from their commit; frequent rebalances: flapping replicas."),
     ("Commit latency p99", "s", [("p99", f"histogram_quantile(0.99, sum by (le) (rate(embed_commit_duration_seconds_bucket{SEL}[$__rate_interval])))")], ""),
     ("In flight and ready replicas", "short", [
         ("in-flight documents", f"sum(embed_inflight_documents{SEL})"),
+        ("held for their dedup marks", f"sum(embed_dedup_unmarked_documents{SEL})"),
         ("ready replicas", f"sum(embed_ready{SEL})"),
-    ], ""),
+    ], "Held for their dedup marks: published, but Redis could not record them yet, so their offsets wait (and, past MAX_PENDING, consumption)."),
     ("GPU memory", "bytes", [
         ("allocated {{pod}}", f"embed_gpu_memory_allocated_bytes{SEL}"),
         ("reserved {{pod}}", f"embed_gpu_memory_reserved_bytes{SEL}"),
