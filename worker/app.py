@@ -91,7 +91,7 @@ def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | No
         metrics.build.info({"version": __version__, "model": info.name, "dtype": info.dtype, "device": info.device, "dim": str(info.dim)})
         health.warmed_up()
         metrics.ready.set(1)
-        dedup = make_dedup(settings, output_fingerprint(info.fingerprint, settings.long_text.model_dump()))
+        dedup = make_dedup(settings, output_fingerprint(info.fingerprint, settings.long_text.model_dump(), settings.output.vector_dtype))
         consumer = client.consumer(settings.kafka)
     except BaseException:
         producer.close()

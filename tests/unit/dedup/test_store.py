@@ -102,3 +102,14 @@ def test_a_mark_or_delete_that_cannot_be_written_says_so():
     assert s.already_embedded([doc(1)]) == [False]
     assert s.mark([doc(1)]) and s.clear([doc(1)]) and s.already_embedded([doc(1)]) == [False]
     assert s.mark([]) is True  # nothing to write is written
+
+
+def test_the_key_fingerprint_changes_with_the_output_settings_and_only_then():
+    from worker.config import LongTextSettings
+    from worker.dedup.keys import output_fingerprint
+
+    default = LongTextSettings().model_dump()
+    chunked = LongTextSettings(policy="chunk").model_dump()
+    assert output_fingerprint("m", default) == output_fingerprint("m", default, "float32") == "m"  # marks written before stay valid
+    half, chunks, both = output_fingerprint("m", default, "float16"), output_fingerprint("m", chunked), output_fingerprint("m", chunked, "float16")
+    assert len({"m", half, chunks, both}) == 4
