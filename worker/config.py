@@ -116,7 +116,7 @@ class RedisSettings(_Section):
     timeout_s: float = Field(2.0, gt=0, description="Socket timeout of one Redis call.")
     on_error: Literal["open", "closed"] = Field(
         "open",
-        description="When Redis fails: open keeps embedding without dedup (at-least-once; counted and logged); closed pauses consumption until Redis answers again.",
+        description="When a Redis lookup fails: open embeds without it (counted and logged); closed pauses consumption until Redis answers. In both, an output whose dedup mark cannot be written keeps its offset uncommitted until it is (consumption goes on up to EMBED_BATCH__MAX_PENDING), and exactly-once pauses at the next checkpoint.",
     )
 
     @property

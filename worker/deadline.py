@@ -41,6 +41,10 @@ class Backoff:
         self.failures = 0
         self._until = Deadline(0.0)
 
+    def fresh(self) -> "Backoff":
+        """A new backoff on the same schedule, with no failures."""
+        return Backoff(self._first, self._cap)
+
     def failed(self) -> float:
         """Record a failure; returns how long to wait before the next attempt."""
         delay = min(self._cap, self._first * 2**self.failures)

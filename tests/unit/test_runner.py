@@ -5,6 +5,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from worker.config import BatchSettings, KafkaSettings, ModelSettings, Settings
 from worker.consume.decode import content_hash, encode_document
@@ -854,15 +855,17 @@ def outputs_of(publisher, doc_id):
     return [decode_output(m.value) for t, m in publisher.sent if t == "embeddings" and m.value is not None and decode_output(m.value)["id"] == doc_id]
 
 
-def test_a_delete_whose_mark_cannot_be_cleared_holds_its_offset_so_a_recreated_copy_is_embedded_again():
+@pytest.mark.parametrize("recreated_during_outage", [False, True])
+def test_a_delete_whose_mark_cannot_be_cleared_holds_its_offset_so_a_recreated_copy_is_embedded_again(recreated_during_outage):
     # Redis down while X is deleted: the old mark X→A survived, the offset was committed anyway, and
-    # X re-created as A was then skipped as a dedup hit: the index never got X back
+    # X re-created as A was then skipped as a dedup hit: the index never got X back. (Re-created
+    # during the outage, the copy waits behind the delete's held key, and is looked up after.)
     log = records(("x", "text a")) + [Record("in", 0, 1, 1000, b"x", encode_document("x", op="delete"))] + records(("x", "text a"), start=2)
     dedup, publisher, at_down = FlakyDedup(), FakeProducer(), []
     deleted = lambda: any(o["op"] == "delete" for o in outputs_of(publisher, "x"))
     steps = [
         (lambda: True, lambda: None, 1),
-        (lambda: "x" in dedup.marks, lambda: setattr(dedup, "down", True), 2),  # X→A marked; Redis goes down
+        (lambda: "x" in dedup.marks, lambda: setattr(dedup, "down", True), 3 if recreated_during_outage else 2),  # X→A marked; Redis goes down
         (lambda: deleted() and time.sleep(0.1) is None, lambda: setattr(dedup, "down", False), 3),  # commits tried meanwhile
     ]
     intake = Steps(log, steps)
@@ -929,3 +932,21 @@ def test_exactly_once_with_redis_down_and_fail_closed_keeps_transactions_short_a
     assert committed() == 4 and publisher.open == []
     outputs = [o for offsets, o in publisher.committed]
     assert sorted(off for o in outputs for off in o) == [0, 1, 2, 3]  # each output committed once
+
+
+def test_exactly_once_with_redis_down_and_fail_open_aborts_what_it_cannot_clear_and_redoes_it_after():
+    # lookups fail open, but the marks a transaction replaces cannot be cleared: it must not commit
+    log = records(("a", "alpha"), ("b", "beta"), ("c", "gamma"), ("d", "delta"))
+    dedup, publisher = FlakyDedup(closed=False), SpanPublisher()
+    committed = lambda: max([o.get(("in", 0), 0) for o, _ in publisher.committed], default=0)
+    outage = []
+    steps = [
+        (lambda: True, lambda: None, 2),
+        (lambda: committed() == 2, lambda: (setattr(dedup, "down", True), outage.append(time.monotonic())), 4),
+        (lambda: time.monotonic() - outage[0] > 0.8, lambda: setattr(dedup, "down", False), 4),
+    ]
+    intake = Steps(log, steps, committed)
+    bounded_run(Worker(eos_settings(), DummyEncoder(), intake, publisher, dedup))
+    assert publisher.aborts >= 1 and max(publisher.spans) < 0.4
+    assert committed() == 4 and sorted(off for _, o in publisher.committed for off in o) == [0, 1, 2, 3]
+    assert set(dedup.marks) == {"a", "b", "c", "d"}

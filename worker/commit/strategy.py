@@ -70,14 +70,15 @@ class AtLeastOnce:
         if not acked and not self._unmarked:
             return acked
         settled = [d for d in acked if not d.mark]
-        waiting = self._unmarked + [d for d in acked if d.mark]
-        if waiting:
-            waiting = self._checkpoint.current(waiting)  # a revoked partition's are the next owner's to redo
-            if self._dedup.mark([d.doc for d in waiting]):
+        if len(settled) < len(acked):
+            self._unmarked += [d for d in acked if d.mark]
+        if self._unmarked and not self._dedup.waiting():  # while Redis backs off, nothing is tried
+            waiting = self._checkpoint.current(self._unmarked)  # a revoked partition's are the next owner's to redo
+            if not waiting or self._dedup.mark([d.doc for d in waiting]):
                 self._checkpoint.finish(waiting)
                 settled += waiting
                 waiting = []
-        self._unmarked = waiting
+            self._unmarked = waiting
         return settled
 
     def commit(self) -> list[Delivery]:

@@ -100,16 +100,14 @@ def content_hash(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
-_encode_metadata = msgspec.msgpack.Encoder().encode
-
-
 def metadata_hash(metadata: Any) -> str:
     """64-bit hash of a message's metadata as msgpack ("" for none or an empty map): a change of
     metadata alone changes the dedup value, so it reaches the index. Keys keep their order, so the
-    same map written in another order is embedded again once: a cost, never a wrong hit."""
+    same map written in another order is embedded again once: a cost, never a wrong hit. Anything
+    msgpack decodes packs again (extension types, timestamps among them); ``repr`` is the last resort."""
     if not metadata:
         return ""
-    return hashlib.blake2b(_encode_metadata(metadata), digest_size=8).hexdigest()
+    return hashlib.blake2b(msgpack.packb(metadata, use_bin_type=True, default=repr), digest_size=8).hexdigest()
 
 
 def decode_record(

@@ -55,7 +55,10 @@ class DedupStore:
         self._ttl_ms = settings.ttl_s * 1000
         self._client = client or connect(settings)
         self._fail_closed = settings.on_error == "closed"
-        self._backoff = retry or Backoff(0.5, 30.0)
+        # lookups and writes back off apart: a Redis that answers reads but refuses writes (READONLY
+        # after a failover, OOM under noeviction) must not reset the writes' pacing at every lookup
+        self._reads = retry or Backoff(0.5, 30.0)
+        self._writes = self._reads.fresh()
         self._mark = self._client.register_script(MARK_SCRIPT)
         # an id is looked up, then marked a moment later: its key (a hash) is computed once
         self._keys = functools.lru_cache(maxsize=1 << 16)(functools.partial(dedup_key, self._ns, self._model))
@@ -72,16 +75,16 @@ class DedupStore:
         """For each upsert, whether the same content was already embedded with this model."""
         if not docs:
             return []
-        if not self._backoff.waiting():
+        if not self._reads.waiting():
             try:
                 values = self._client.mget([self._key(d.id) for d in docs])
             except redis.RedisError as exc:
-                self._failed("lookup", exc)
+                self._failed(self._reads, "lookup", exc)
             else:
-                self._answered()
+                self._answered(self._reads, "lookups")
                 return [v is not None and v.decode() == d.dedup_value for v, d in zip(values, docs)]
         if self._fail_closed:
-            raise DedupError(f"Redis unavailable; retrying in {self._backoff.remaining():.1f} s (EMBED_REDIS__ON_ERROR=closed)")
+            raise DedupError(f"Redis unavailable; retrying in {self._reads.remaining():.1f} s (EMBED_REDIS__ON_ERROR=closed)")
         self.unchecked += len(docs)
         return [False] * len(docs)
 
@@ -96,33 +99,42 @@ class DedupStore:
         return self._write("clear", docs, [""] * len(docs))
 
     def waiting(self) -> bool:
-        """Within the backoff after a failure: nothing is asked of Redis until it has passed."""
-        return self._backoff.waiting()
+        """Within a backoff after a failed lookup or write: that is not tried again until it has passed."""
+        return self._reads.waiting() or self._writes.waiting()
 
     def _write(self, what: str, docs: Sequence[Document], values: list[str]) -> bool:
         if not docs:
             return True
-        if self._backoff.waiting():
+        if self._writes.waiting():
             return False
         try:
             self._mark(keys=[self._key(d.id) for d in docs], args=[self._ttl_ms, *values])
         except redis.RedisError as exc:
-            self._failed(what, exc)
+            self._failed(self._writes, what, exc)
             return False
-        self._answered()
+        self._answered(self._writes, "marks")
         return True
 
-    def _failed(self, what: str, exc: Exception) -> None:
+    def _failed(self, backoff: Backoff, what: str, exc: Exception) -> None:
+        """A lookup or write failed: it backs off. A connection that failed or timed out holds
+        for the other too (it would fail the same way, after as long a wait)."""
         self.errors += 1
-        first = self._backoff.failures == 0
-        delay = self._backoff.failed()
+        first = backoff.failures == 0
+        delay = backoff.failed()
+        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            other = self._writes if backoff is self._reads else self._reads
+            if not other.waiting():
+                other.failed()
         if first:
-            then = "pausing consumption" if self._fail_closed else "embedding without dedup lookups; offsets held until the marks are written"
+            if backoff is self._writes:
+                then = "their offsets and keys are held"
+            else:
+                then = "pausing consumption" if self._fail_closed else "embedding without lookups"
             log.warning("Redis %s failed (%s): %s until it answers; next try in %.1f s", what, type(exc).__name__, then, delay)
 
-    def _answered(self) -> None:
-        if self._backoff.succeeded():
-            log.info("Redis answers again: dedup resumed")
+    def _answered(self, backoff: Backoff, what: str) -> None:
+        if backoff.succeeded():
+            log.info("Redis answers %s again", what)
 
     def close(self) -> None:
         self._client.close()

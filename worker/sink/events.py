@@ -52,7 +52,7 @@ class Plan:
     keep: dict[str, int] = field(default_factory=dict)  # document → the one version that stays
     points: dict[str, dict[str, Point]] = field(default_factory=dict)  # document → its new points, by key
     skipped: int = 0  # messages that are not vector messages or delete events (logged)
-    model: tuple[str, int] | None = None  # (model, dimension) of the vectors kept: the index's
+    model: tuple[str | None, int] | None = None  # (model, dimension) of the vectors kept: the index's
     other_models: Counter = field(default_factory=Counter)  # model → vectors left out for not being the index's
 
     @property
@@ -77,9 +77,10 @@ def point_key(parent_id: str, chunk: int | None) -> str:
     return json.dumps([parent_id, chunk], ensure_ascii=False)
 
 
-def plan(messages: Iterable[tuple[bytes | None, bytes | None]], model: tuple[str, int] | None = None) -> Plan:
+def plan(messages: Iterable[tuple[bytes | None, bytes | None]], model: tuple[str | None, int] | None = None) -> Plan:
     """The net effect of (key, value) output messages, in topic order. ``model`` is the index's
-    (model, dimension); None (an empty index) takes the first vector's."""
+    (model, dimension); None (no index yet) takes the first vector's, and so does a model of None
+    (an empty table) when the dimension fits."""
     out = Plan(model=model)
     for key, value in messages:
         try:
@@ -108,8 +109,8 @@ def _apply(out: Plan, key: bytes | None, value: bytes | None) -> None:
     chunk = body.get("chunk")
     vector = np.frombuffer(body["vector"], dtype=np.dtype(body["dtype"]).newbyteorder("<")).astype(np.float32)
     model = (body.get("model", ""), len(vector))
-    if out.model is None:
-        out.model = model
+    if out.model is None or (out.model[0] is None and out.model[1] == model[1]):
+        out.model = model  # an index with no vectors yet (or an empty table of this dimension) takes the first
     elif model != out.model:
         out.other_models[f"{model[0]} ({model[1]} dimensions)"] += 1
         return

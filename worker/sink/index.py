@@ -71,10 +71,14 @@ class Index:
         return self._table.schema.field("vector").type.list_size
 
     @property
-    def model(self) -> tuple[str, int] | None:
-        """(model, dimension) of the vectors this index holds; None while it is empty. The first
-        write decides: vectors of any other model are left out (``events.plan``)."""
-        if self._model is None and self._table is not None and self.count():
+    def model(self) -> tuple[str | None, int] | None:
+        """(model, dimension) of the vectors this index holds: its first write decides, and vectors
+        of any other are left out (``events.plan``). None before the table exists; (None, its
+        dimension) while the table exists but is empty (every document deleted): the table's
+        dimension is fixed, the model is whichever comes next."""
+        if self._model is None and self._table is not None:
+            if not self.count():
+                return (None, self.dim)
             (row,) = self._table.search().select(["model"]).limit(1).to_list()
             self._model = (row["model"], self.dim)
         return self._model
@@ -99,7 +103,8 @@ class Index:
             self._table = self._db.create_table(self._name, data=data)
         else:
             self._table.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(data)
-        self._model = self._model or plan.model
+        if self._model is None and plan.model is not None and plan.model[0] is not None:
+            self._model = plan.model
 
     def compact(self) -> None:
         if self._table is not None:

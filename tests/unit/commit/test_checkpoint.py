@@ -39,7 +39,9 @@ def setup(*offsets, strategy=AtLeastOnce, tp=TP, flush_timeout_s=1.0):
         tracker.track(tp, off)
     consumer = Consumer()
     producer = mock.Mock(spec_set=["flush", "commit_transaction", "abort_transaction"])
-    dedup = mock.Mock(spec_set=["mark", "clear", "already_embedded"])
+    dedup = mock.Mock(spec_set=["mark", "clear", "already_embedded", "waiting"])
+    dedup.mark.return_value = dedup.clear.return_value = True  # written
+    dedup.waiting.return_value = False
     cp = Checkpoint(producer, tracker, flush_timeout_s=flush_timeout_s)
     return cp, strategy(consumer, producer, cp, dedup, revoke_budget_s=1.0), consumer, producer, dedup
 
@@ -222,8 +224,9 @@ def test_an_unwritten_mark_of_a_revoked_partition_is_dropped_not_retried():
     send(cp, doc(0), None)
     strategy.commit()
     cp.forget({TP})
-    dedup.mark.return_value = True
+    dedup.mark.reset_mock(return_value=True)
     assert strategy.commit() == [] and strategy.unmarked == 0 and consumer.commits == []
+    dedup.mark.assert_not_called()  # the next owner redoes it: nothing of it is written here
 
 
 def test_exactly_once_clears_the_marks_it_replaces_before_committing_and_marks_after():
@@ -245,3 +248,18 @@ def test_exactly_once_does_not_commit_while_the_marks_it_replaces_cannot_be_clea
         strategy.commit()
     producer.commit_transaction.assert_not_called()
     dedup.mark.assert_not_called()
+
+
+def test_while_redis_backs_off_unwritten_marks_wait_without_a_call():
+    cp, strategy, consumer, _, dedup = setup(0, 1)
+    dedup.mark.return_value = False
+    send(cp, doc(0), None)
+    strategy.commit()
+    dedup.waiting.return_value = True
+    dedup.mark.reset_mock()
+    send(cp, doc(1), None)
+    assert strategy.commit() == [] and strategy.unmarked == 2
+    dedup.mark.assert_not_called()
+    dedup.waiting.return_value = False
+    dedup.mark.return_value = True
+    assert [d.doc.id for d in strategy.commit()] == ["d0", "d1"] and consumer.commits == [{TP: 2}]

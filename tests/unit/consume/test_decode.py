@@ -129,3 +129,18 @@ def test_the_batch_decoder_accepts_and_rejects_exactly_what_the_detailed_decoder
             item = decode_record(*r)
             slow = (item.reason,) if isinstance(item, Rejection) else ("doc", item.id, item.op, item.dedup_value, item.metadata, item.long_text)
             assert fast[r[2]] == slow, (key, r[2])
+
+
+def test_metadata_of_any_msgpack_type_hashes_and_both_paths_agree():
+    # a msgpack timestamp (ext -1, as msgspec or Go write a datetime) made the metadata hash raise,
+    # ending the worker on that record at every restart
+    import datetime
+
+    import msgspec
+
+    value = msgspec.msgpack.encode({"id": "a", "text": "x", "metadata": {"at": datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)}})
+    other = msgspec.msgpack.encode({"id": "a", "text": "x", "metadata": {"at": datetime.datetime(2026, 1, 2, tzinfo=datetime.timezone.utc)}})
+    ext = msgpack.packb({"id": "a", "text": "x", "metadata": {"e": msgpack.ExtType(5, b"raw")}})
+    docs, rejected = decode_records([("in", 0, 0, 0, b"a", value), ("in", 0, 1, 0, b"a", other), ("in", 0, 2, 0, b"a", ext)])
+    assert not rejected and len({d.dedup_value for d in docs}) == 3
+    assert [d.dedup_value for d in docs] == [decode_record("in", 0, i, 0, b"a", v).dedup_value for i, v in enumerate((value, other, ext))]

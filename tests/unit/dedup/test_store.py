@@ -113,3 +113,24 @@ def test_the_key_fingerprint_changes_with_the_output_settings_and_only_then():
     assert output_fingerprint("m", default) == output_fingerprint("m", default, "float32") == "m"  # marks written before stay valid
     half, chunks, both = output_fingerprint("m", default, "float16"), output_fingerprint("m", chunked), output_fingerprint("m", chunked, "float16")
     assert len({"m", half, chunks, both}) == 4
+
+
+def test_writes_refused_while_lookups_answer_back_off_on_their_own():
+    # a READONLY Redis (a replica after a failover) answers every lookup: each one reset the shared
+    # backoff, so refused writes were retried at once, again and again
+    s, fake = store("open")
+    script = fake.register_script("")
+
+    def readonly(keys, args):
+        fake.calls += 1
+        raise redis.ReadOnlyError("You can't write against a read only replica.")
+
+    s._mark = readonly
+    assert s.mark([doc(1)]) is False
+    calls = fake.calls
+    assert s.already_embedded([doc(1)]) == [False]  # the lookup answers
+    assert s.mark([doc(1)]) is False and fake.calls == calls + 1  # the mark was not tried again: its backoff runs
+    assert s.waiting()
+    time.sleep(0.06)
+    s._mark = script
+    assert s.mark([doc(1)]) is True and not s.waiting()

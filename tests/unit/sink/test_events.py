@@ -70,3 +70,10 @@ def test_vectors_of_another_model_or_dimension_are_left_out_and_counted_deletes_
     assert dict(p.other_models) == {"m2 (8 dimensions)": 2, "m2 (4 dimensions)": 1} and p.skipped == 0
     first = plan([_vector_of(other, "b", 2), _upsert("a", 1)])  # an empty index takes the first model it sees
     assert first.model == ("m2", 8) and first.keep == {"b": 2} and sum(first.other_models.values()) == 1
+
+
+def test_an_emptied_index_keeps_its_dimension_and_takes_the_next_model_of_that_dimension():
+    # every document deleted, the sink restarted: the empty table still has its vector width
+    other = ModelInfo("m2", 8, "float32", "cpu", "mean", True, 16)
+    p = plan([_vector_of(other, "b", 2), _upsert("a", 3)], (None, 4))
+    assert p.model == ("m", 4) and p.keep == {"a": 3} and dict(p.other_models) == {"m2 (8 dimensions)": 1}

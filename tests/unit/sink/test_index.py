@@ -52,3 +52,18 @@ def test_a_missing_index_or_another_dimension_is_a_clear_error(tmp_path):
     with pytest.raises(IndexStoreError, match="dimensions"):
         index.apply(plan([(msg.key, msg.value)]))
     assert index.other_model("m") is None and index.other_model("big") == "m"
+
+
+def test_the_index_knows_its_model_and_an_emptied_one_still_refuses_another_dimension(tmp_path):
+    index = Index(str(tmp_path), "t")
+    assert index.model is None
+    index.apply(plan([_upsert("a", 1)], index.model))
+    assert index.model == ("m", 4)
+    index.apply(plan([_delete("a", 2)], index.model))
+    reopened = Index(str(tmp_path), "t")  # the sink restarted with every document deleted
+    assert reopened.count() == 0 and reopened.model == (None, 4)
+    doc = decode_record("in", 0, 3, 0, b"b", encode_document("b", "x"))
+    wide = codec.vector_message(doc, np.ones(8, np.float32), ModelInfo("big", 8, "float32", "cpu", "mean", True, 16), "float32", 0)
+    p = plan([(wide.key, wide.value), _upsert("c", 4)], reopened.model)
+    reopened.apply(p)  # no IndexStoreError: the wide vector was left out
+    assert sum(p.other_models.values()) == 1 and reopened.model == ("m", 4) and _keys(reopened) == [("c", None, 4)]
