@@ -14,8 +14,9 @@ PANELS = [
     ("Documents embedded / s", "ops", [
         ("{{pod}}", f"sum by (pod) (rate(embed_documents_total{SEL}[$__rate_interval]))"),
         ("delete events", f"sum(rate(embed_deletes_total{SEL}[$__rate_interval]))"),
+        ("input messages", f"sum(rate(embed_input_messages_total{SEL}[$__rate_interval]))"),
     ],
-     "Throughput per replica. Multiply by the target drain time to size KEDA's lagThreshold."),
+     "Throughput per replica. Multiply by the target drain time to size KEDA's lagThreshold. Input messages = vectors (whole documents) + delete events + dedup hits + dead letters, re-reads included."),
     ("Tokens embedded / s", "ops", [("all", f"sum(rate(embed_tokens_total{SEL}[$__rate_interval]))")], ""),
     ("Consumer lag (messages)", "short", [("partition {{partition}}", f"sum by (partition) (embed_consumer_lag_messages{SEL})")],
      "What KEDA scales on. A partition whose lag never falls is stuck: look at the DLQ and the logs."),

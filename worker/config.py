@@ -261,11 +261,11 @@ class SinkSettings(_Section):
 
 
 class MetricsSettings(_Section):
-    enabled: bool = Field(True, description="Serve /metrics, /healthz and /readyz over HTTP.")
+    enabled: bool = Field(True, description="Serve /metrics, /startupz, /healthz and /readyz over HTTP.")
     host: str = Field("0.0.0.0", description="Address the HTTP endpoint listens on.")
     port: int = Field(9400, ge=0, le=65535, description="Port of the HTTP endpoint (0: any free port).")
     stall_after_s: float = Field(
-        120.0, gt=0, description="/healthz fails once the main loop has not polled for this long (a stuck worker)."
+        120.0, gt=0, description="/healthz fails once the main loop has not polled, or one forward pass has run, for this long (a stuck worker or accelerator)."
     )
 
 

@@ -111,6 +111,10 @@ class Pipeline:
         self._output.wait(timeout_s)
         self._output.clear()
 
+    def forward_busy_since(self) -> float | None:
+        """When the oldest batch now in the model was taken up, or None (``Health.live`` watches it)."""
+        return self._stages[1].busy_since()
+
     @property
     def busy(self) -> bool:
         return bool(self.tokenizing or self.encoding)

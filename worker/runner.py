@@ -87,6 +87,7 @@ class Worker:
         self._pipeline = Pipeline(
             encoder, self._sender, limits, replicas=settings.model.replicas, observe=lambda stage, s: stage_seconds.labels(stage=stage).observe(s)
         )
+        self._health.watch_forward(self._pipeline.forward_busy_since)
         self._to_rewind: set[TopicPartitionKey] = set()  # owned partitions to read again from their commit
         self._fenced: set[TopicPartitionKey] = set()  # dropped or rewound during the current consume call
         self._starts: dict[TopicPartitionKey, int] = {}  # first offset taken in since assignment: where a rewind goes with no commit
@@ -246,6 +247,7 @@ class Worker:
         now = time.monotonic()
         self.stats.first_message = self.stats.first_message or now
         self.stats.received += len(records)
+        self._m.input_messages.inc(len(records))
         track, starts = self._tracker.track, self._starts
         for topic, partition, offset, *_ in records:
             tp = (topic, partition)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from typing import Any, Callable
 
 from worker.deadline import Deadline
@@ -72,14 +73,19 @@ class Stage:
         self._on_output = on_output or (lambda: None)
         self._on_take = on_take or (lambda: None)
         self._failure: BaseException | None = None
-        self._threads = [threading.Thread(target=self._loop, name=f"embed-{name}-{i}", daemon=True) for i in range(threads)]
+        self._since: list[float | None] = [None] * threads  # per thread: when the item it works on was taken
+        self._threads = [threading.Thread(target=self._loop, args=(i,), name=f"embed-{name}-{i}", daemon=True) for i in range(threads)]
 
     def start(self) -> "Stage":
         for t in self._threads:
             t.start()
         return self
 
-    def _loop(self) -> None:
+    def busy_since(self) -> float | None:
+        """When the oldest item now being worked on was taken (``time.monotonic()``), or None."""
+        return min((t for t in list(self._since) if t is not None), default=None)
+
+    def _loop(self, slot: int) -> None:
         try:
             if self._on_start is not None:
                 self._on_start()
@@ -92,7 +98,12 @@ class Stage:
                     offer(self._inbox, _CLOSE, self._abort)
                     return
                 self._on_take()
-                if not offer(self._outbox, self._fn(item), self._abort):
+                self._since[slot] = time.monotonic()
+                try:
+                    out = self._fn(item)
+                finally:
+                    self._since[slot] = None
+                if not offer(self._outbox, out, self._abort):
                     return
                 self._on_output()
         except BaseException as exc:  # surfaced by check() in the main loop, never swallowed

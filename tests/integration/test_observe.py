@@ -69,6 +69,7 @@ def test_metrics_health_and_readiness_during_a_real_run(lane):
 
         m = scrape(port)
         assert value(m, "embed_documents_total") == 300
+        assert value(m, "embed_input_messages_total") == 301  # the vectors and the dead letter, reconciled
         assert value(m, "embed_tokens_total") > 300
         assert value(m, "embed_dlq_messages_total", reason="undecodable") == 1
         assert value(m, "embed_dedup_misses_total") == 300 and value(m, "embed_dedup_hits_total") == 0
@@ -115,3 +116,35 @@ def test_a_port_in_use_is_a_clear_configuration_error(lane):
         _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert stderr.strip().splitlines()[-1].startswith("embed-worker: invalid setting EMBED_METRICS__PORT")
+
+
+def test_startup_waits_for_the_warm_model_and_liveness_fails_while_a_forward_pass_outlasts_its_limit(lane):
+    # /healthz answered 200 during the whole model load (a startup probe on it gated nothing), and
+    # watched only the main loop, which polls on while a wedged forward pass embeds nothing
+    words = "stream vector kafka offset batch token model index queue shard".split()
+    lane.publish([{"id": f"long-{i}", "text": " ".join(words[(i + k) % 10] for k in range(400))} for i in range(192)])
+    port = free_port()
+    # a full batch (64 documents of 256 tokens) takes a few seconds on these CPUs: longer than the limit
+    proc = lane.start_worker(EMBED_METRICS__PORT=str(port), EMBED_METRICS__STALL_AFTER_S="1.0", EMBED_BATCH__MAX_TOKENS="16384",
+                             EMBED_BATCH__MAX_SIZE="64", EMBED_BATCH__MAX_WAIT_MS="2000")
+    try:
+        startup, health = [], []
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and len(lane.outputs()) < 192:
+            for path, seen in (("/startupz", startup), ("/healthz", health)):
+                answer = get(port, path)
+                if answer is not None:
+                    seen.append(answer)
+            time.sleep(0.1)
+        assert startup and startup[0][0] == 503 and "warming up" in startup[0][1]
+        assert startup[-1][0] == 200
+        first_ok = next(i for i, a in enumerate(startup) if a[0] == 200)
+        assert all(a[0] == 200 for a in startup[first_ok:])  # started stays started
+        stuck = [a for a in health if a[0] == 503]
+        assert stuck and all("forward pass" in a[1] for a in stuck), health[-5:]
+        assert health[0][0] == 200  # alive while the model loaded
+        time.sleep(1.5)
+        assert get(port, "/healthz")[0] == 200  # nothing in the model: live again
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)

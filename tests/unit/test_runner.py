@@ -185,6 +185,7 @@ def test_metrics_follow_the_run():
     poll.append(Record("in", 0, 3, 1000, b"c", encode_document("c", op="delete")))
     run([poll], metrics=m)
     value = m.registry.get_sample_value
+    assert value("embed_input_messages_total") == 4
     assert value("embed_documents_total") == 2
     assert value("embed_tokens_total") == 3
     assert value("embed_deletes_total") == 1

@@ -80,3 +80,22 @@ def test_on_take_announces_each_item_as_the_stage_takes_it():
     release.set()
     stage.close(Deadline(5))
     assert stage.join(Deadline(5)) and drain(outbox) == [1]
+
+
+def test_busy_since_tells_when_the_oldest_item_in_work_was_taken():
+    release = threading.Event()
+    stage, inbox, outbox, abort = _stage(lambda x: release.wait(5) and x, threads=2)
+    assert stage.busy_since() is None
+    before = time.monotonic()
+    offer(inbox, 1, abort)
+    deadline = time.monotonic() + 5
+    while stage.busy_since() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    since = stage.busy_since()
+    assert since is not None and before <= since <= time.monotonic()
+    release.set()
+    deadline = time.monotonic() + 5
+    while stage.busy_since() is not None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert stage.busy_since() is None and drain(outbox) == [1]
+    abort.set()

@@ -1,14 +1,18 @@
-"""Liveness and readiness, as the main loop reports them.
+"""Start-up, liveness and readiness, as the main loop and the forward stage report them.
 
-Live: the process runs and its loop is not stuck (the last poll is recent; while the model loads,
-before the first poll, it counts as live). Ready: the model is warmed up and the loop consumes
-(partitions assigned, or waiting for an assignment).
+Started: the model is loaded and warmed up (what a startup probe waits for; before it, liveness
+is not asked). Live: the process runs and is not stuck: the main loop polled recently (while the
+model loads, before the first poll, it counts as live) and no forward pass has run longer than
+the same limit (a wedged accelerator keeps the loop polling while nothing is embedded, and its
+partitions held). Ready: started, and the loop consumes (partitions assigned, or waiting for an
+assignment), and live.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from typing import Callable
 
 
 class Health:
@@ -18,6 +22,11 @@ class Health:
         self._last_poll: float | None = None
         self._warm = False
         self._stopping = False
+        self._busy_since: Callable[[], float | None] = lambda: None
+
+    def watch_forward(self, busy_since: Callable[[], float | None]) -> None:
+        """Where the oldest forward pass now running started (``time.monotonic()``), or None."""
+        self._busy_since = busy_since
 
     def warmed_up(self) -> None:
         with self._lock:
@@ -31,12 +40,21 @@ class Health:
         with self._lock:
             self._stopping = True
 
+    def started(self) -> tuple[bool, str]:
+        with self._lock:
+            warm = self._warm
+        return (True, "model warmed up") if warm else (False, "loading and warming up the model")
+
     def live(self) -> tuple[bool, str]:
         with self._lock:
             last = self._last_poll
+        now = time.monotonic()
+        since = self._busy_since()
+        if since is not None and now - since >= self._stall_after_s:
+            return False, f"a forward pass has run for {now - since:.1f} s (stuck after {self._stall_after_s:.0f} s)"
         if last is None:
             return True, "starting: no poll yet"
-        age = time.monotonic() - last
+        age = now - last
         return age < self._stall_after_s, f"last poll {age:.1f} s ago (stuck after {self._stall_after_s:.0f} s)"
 
     def ready(self) -> tuple[bool, str]:

@@ -48,6 +48,11 @@ def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry if registry is not None else CollectorRegistry()
+        self.input_messages = Counter(
+            "embed_input_messages_total",
+            "Records taken from the input topic (a re-read counts again): reconciles with vectors, deletes, dedup hits and dead letters.",
+            registry=r,
+        )
         self.documents = Counter("embed_documents_total", "Vectors embedded and published: one per document, or one per chunk.", registry=r)
         self.tokens = Counter("embed_tokens_total", "Tokens embedded (after truncation, without padding).", registry=r)
         self.deletes = Counter("embed_deletes_total", "Delete events published.", registry=r)

@@ -1,4 +1,4 @@
-"""The HTTP endpoint: /metrics (Prometheus), /healthz (liveness), /readyz (readiness)."""
+"""The HTTP endpoint: /metrics (Prometheus), /startupz (model warm), /healthz (liveness), /readyz (readiness)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from worker.errors import ConfigError
 from worker.observe.health import Health
 
 log = logging.getLogger(__name__)
+PROBES = {"/startupz": "started", "/healthz": "live", "/readyz": "ready"}  # path → the ``Health`` method that answers it
 
 
 def start_server(host: str, port: int, registry: CollectorRegistry, health: Health) -> ThreadingHTTPServer:
@@ -24,11 +25,11 @@ def start_server(host: str, port: int, registry: CollectorRegistry, health: Heal
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-            elif path in ("/healthz", "/readyz"):
-                ok, why = health.live() if path == "/healthz" else health.ready()
+            elif path in PROBES:
+                ok, why = getattr(health, PROBES[path])()
                 self._send(200 if ok else 503, f"{'ok' if ok else 'not ok'}: {why}\n".encode(), "text/plain; charset=utf-8")
             else:
-                self._send(404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain; charset=utf-8")
+                self._send(404, b"not found: try /metrics, /startupz, /healthz or /readyz\n", "text/plain; charset=utf-8")
 
         def _send(self, code: int, body: bytes, content_type: str) -> None:
             self.send_response(code)
@@ -46,7 +47,7 @@ def start_server(host: str, port: int, registry: CollectorRegistry, health: Heal
         raise ConfigError(f"invalid setting EMBED_METRICS__PORT: cannot listen on {host}:{port}: {exc.strerror}") from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
-    log.info("metrics and health on http://%s:%d/metrics, /healthz, /readyz", host, server.server_address[1])
+    log.info("metrics and health on http://%s:%d/metrics, /startupz, /healthz, /readyz", host, server.server_address[1])
     return server
 
 
