@@ -915,39 +915,35 @@ class SpanPublisher(TxnPublisher):
         super().abort_transaction()
 
 
+def eos_through_an_outage(log, closed):
+    """Exactly-once over ``log``: Redis goes down once offsets 0-1 are committed, and comes back
+    0.8 s later; returns the publisher and the highest offset committed."""
+    dedup, publisher = FlakyDedup(closed=closed), SpanPublisher()
+    committed = lambda: max([o.get(("in", 0), 0) for o, _ in publisher.committed], default=0)
+    outage = []
+    steps = [
+        (lambda: True, lambda: None, 2),
+        (lambda: committed() == 2, lambda: (setattr(dedup, "down", True), outage.append(time.monotonic())), 4),
+        (lambda: time.monotonic() - outage[0] > 0.8, lambda: setattr(dedup, "down", False), 4),
+    ]
+    bounded_run(Worker(eos_settings(), DummyEncoder(), Steps(log, steps, committed), publisher, dedup))
+    assert dedup.refused > 0  # the outage was seen
+    return publisher, dedup, committed()
+
+
 def test_exactly_once_with_redis_down_and_fail_closed_keeps_transactions_short_and_finishes_after():
     # the drain waited for lookups that could not happen: the open transaction (a dead letter in it)
     # outlived the broker's transaction timeout, and the fenced producer ended every worker
     log = records(("a", "alpha"), ("b", "beta")) + [Record("in", 0, 2, 1000, b"x", b"\xc1 not msgpack")] + records(("c", "gamma"), start=3)
-    dedup, publisher = FlakyDedup(closed=True), SpanPublisher()
-    committed = lambda: max([o.get(("in", 0), 0) for o, _ in publisher.committed], default=0)
-    outage = []
-    steps = [
-        (lambda: True, lambda: None, 2),
-        (lambda: committed() == 2, lambda: (setattr(dedup, "down", True), outage.append(time.monotonic())), 4),
-        (lambda: time.monotonic() - outage[0] > 0.8, lambda: setattr(dedup, "down", False), 4),
-    ]
-    intake = Steps(log, steps, committed)
-    bounded_run(Worker(eos_settings(), DummyEncoder(), intake, publisher, dedup))
-    assert dedup.refused > 0 and max(publisher.spans) < 0.4  # no transaction held its outputs through the outage
-    assert committed() == 4 and publisher.open == []
-    outputs = [o for offsets, o in publisher.committed]
-    assert sorted(off for o in outputs for off in o) == [0, 1, 2, 3]  # each output committed once
+    publisher, _, committed = eos_through_an_outage(log, closed=True)
+    assert max(publisher.spans) < 0.4  # no transaction held its outputs through the outage
+    assert committed == 4 and publisher.open == []
+    assert sorted(off for _, o in publisher.committed for off in o) == [0, 1, 2, 3]  # each output committed once
 
 
 def test_exactly_once_with_redis_down_and_fail_open_aborts_what_it_cannot_clear_and_redoes_it_after():
     # lookups fail open, but the marks a transaction replaces cannot be cleared: it must not commit
-    log = records(("a", "alpha"), ("b", "beta"), ("c", "gamma"), ("d", "delta"))
-    dedup, publisher = FlakyDedup(closed=False), SpanPublisher()
-    committed = lambda: max([o.get(("in", 0), 0) for o, _ in publisher.committed], default=0)
-    outage = []
-    steps = [
-        (lambda: True, lambda: None, 2),
-        (lambda: committed() == 2, lambda: (setattr(dedup, "down", True), outage.append(time.monotonic())), 4),
-        (lambda: time.monotonic() - outage[0] > 0.8, lambda: setattr(dedup, "down", False), 4),
-    ]
-    intake = Steps(log, steps, committed)
-    bounded_run(Worker(eos_settings(), DummyEncoder(), intake, publisher, dedup))
+    publisher, dedup, committed = eos_through_an_outage(records(("a", "alpha"), ("b", "beta"), ("c", "gamma"), ("d", "delta")), closed=False)
     assert publisher.aborts >= 1 and max(publisher.spans) < 0.4
-    assert committed() == 4 and sorted(off for _, o in publisher.committed for off in o) == [0, 1, 2, 3]
+    assert committed == 4 and sorted(off for _, o in publisher.committed for off in o) == [0, 1, 2, 3]
     assert set(dedup.marks) == {"a", "b", "c", "d"}
