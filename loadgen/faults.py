@@ -88,6 +88,12 @@ class Lab:
         self.stack.down()
 
 
+def process_env(run: LocalRun, **extra: str) -> dict[str, str]:
+    """The environment of an ``embed-worker`` process the lab starts for ``run``: the run's
+    settings, ``extra``, and this checkout on the import path."""
+    return {**run.env(), **extra, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")]))}
+
+
 @dataclass
 class Workers:
     """The worker processes of one run; every exit not caused by the lab is counted as a crash."""
@@ -104,7 +110,7 @@ class Workers:
     def start(self) -> subprocess.Popen:
         self._count += 1
         log = self.log_dir / f"{self.run.name}.worker{self._count}.log"
-        env = {**self.run.env(), **WORKER_ENV, "EMBED_KAFKA__CLIENT_ID": f"embed-worker-{self._count}", **self.env, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")]))}
+        env = process_env(self.run, **WORKER_ENV, EMBED_KAFKA__CLIENT_ID=f"embed-worker-{self._count}", **self.env)
         with open(log, "wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "worker", "run"], env=env, stdout=out, stderr=subprocess.STDOUT)
         self.procs.append(proc)

@@ -10,7 +10,6 @@ with its reason, and no worker died that the scenario did not kill.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -18,10 +17,9 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable
 
-from loadgen.faults import Audit, Lab, Progress, Workers, audit, end_offsets, publish_payloads
+from loadgen.faults import Audit, Lab, Progress, Workers, audit, end_offsets, process_env, publish_payloads
 from loadgen.fuzz import Fuzzer, Payload
 from loadgen.synthetic import SyntheticSpec, generate
 from worker.consume.decode import content_hash, encode_document
@@ -282,13 +280,12 @@ def model_switch(lab: Lab, sizes: Sizes, rnd: random.Random) -> Outcome:
     rollout done the wrong way). The real sink runs throughout: it must keep running, keep the first
     model's vectors, and count every vector of the second it leaves out."""
     from loadgen.hostpath import tiny_model
-    from loadgen.readback import committed_offsets, read_topic
+    from loadgen.readback import read_topic
 
     sc = Scenario(lab, "model-switch", sizes, documents(max(sizes.docs, 1200), 13, "ms"))
-    summary = lab.dir / f"{sc.run.name}.sink.json"
+    summary, path = lab.dir / f"{sc.run.name}.sink.json", lab.dir / f"{sc.run.name}.index"
     group = f"{sc.run.name}-sink"
-    env = {**sc.run.env(), "EMBED_SINK__PATH": str(lab.dir / f"{sc.run.name}.index"), "EMBED_SINK__GROUP_ID": group, "EMBED_METRICS__PORT": "0",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")]))}
+    env = process_env(sc.run, EMBED_SINK__PATH=str(path), EMBED_SINK__GROUP_ID=group, EMBED_METRICS__PORT="0")
     with open(lab.dir / f"{sc.run.name}.sink.log", "wb") as out:
         sink = subprocess.Popen([sys.executable, "-m", "worker", "sink", "--summary-file", str(summary)], env=env, stdout=out, stderr=subprocess.STDOUT)
     second = tiny_model(lab.dir / "tiny-bert")
@@ -304,9 +301,7 @@ def model_switch(lab: Lab, sizes: Sizes, rnd: random.Random) -> Outcome:
         sc.notes.append(f"switched to a 32-dimension model after {sc.progress.committed()} of {total} (exit {code})")
     outcome = sc.finish()
     outputs = read_topic(lab.kafka, sc.run.output_topic, timeout_s=60)
-    ends: dict[int, int] = {}
-    for r in outputs:
-        ends[r.partition] = max(ends.get(r.partition, 0), r.offset + 1)
+    ends = end_offsets({(r.partition, r.offset): i for i, r in enumerate(outputs)})
     caught_up = Progress(lab.kafka, sc.run, ends, group=group, topic=sc.run.output_topic)
     caught_up.wait_done(120)
     caught_up.close()
@@ -321,7 +316,7 @@ def model_switch(lab: Lab, sizes: Sizes, rnd: random.Random) -> Outcome:
     left_out = json.loads(summary.read_text())["other_model"] if summary.exists() else -1
     outcome.notes += f"; the sink left out {left_out} of {newer} vectors of the new model"
     kept = {b["id"] for b in bodies if b["op"] == "upsert" and b["model"] != str(second)}
-    rows = {r["parent_id"] for r in Index(str(lab.dir / f"{sc.run.name}.index"), "documents").rows()}
+    rows = {r["parent_id"] for r in Index(str(path), "documents").rows()}
     outcome.stale = len(rows ^ kept) + (0 if left_out >= newer > 0 else 1)  # a replay counts its vectors again
     return outcome
 

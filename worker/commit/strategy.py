@@ -52,7 +52,6 @@ class AtLeastOnce:
         self._checkpoint = checkpoint
         self._dedup = dedup
         self._revoke_budget_s = revoke_budget_s
-
         self._unmarked: list[Delivery] = []  # acknowledged outputs whose marks are still to be written
 
     @property
