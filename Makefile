@@ -12,10 +12,10 @@ export TOKENIZERS_PARALLELISM ?= true
 
 install: $(VENV)/.installed $(OPS_VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[local,loadgen,sink,test]'
+	$(PY) -m pip install -q -c constraints.txt torch
+	$(PY) -m pip install -q -c constraints.txt -e '.[local,loadgen,sink,test]'
 	touch $@
 
 $(OPS_VENV)/.installed:
