@@ -230,6 +230,12 @@ def test_out_of_memory_splits_the_batch_until_it_fits_and_dead_letters_what_neve
     assert len(letters) == 1 and dict(letters[0].headers)["embed-dlq-reason"] == b"out_of_memory"
     assert m.registry.get_sample_value("embed_oom_splits_total") >= 3
     assert intake.commits[-1] == {("in", 0): 9}  # everything published or dead-lettered, all committed
+    # the split parts count as batches: every vector is in one, and each is one forward pass
+    value = m.registry.get_sample_value
+    passes = sum(value("embed_batches_total", {"reason": r}) for r in ("token_budget", "size", "deadline", "drain"))
+    assert value("embed_batch_size_sum") == value("embed_documents_total") == 8
+    assert value("embed_batch_size_count") == passes == value("embed_stage_duration_seconds_count", {"stage": "forward"}) >= 4
+    assert value("embed_batch_unpadded_tokens_sum") == value("embed_tokens_total")
 
 
 def test_other_model_errors_retry_one_by_one():

@@ -1,7 +1,9 @@
 """The forward step: one batch through the encoder, recovering from model failures.
 
 Runs on the forward stage's thread(s). Out of accelerator memory, the cache is freed and each half
-is retried, down to single documents; any other model error retries documents one at a time. A
+is retried, down to single documents; any other model error retries documents one at a time. Each
+forward pass that succeeds, the whole batch or a part retried, is kept as a ``Pass`` (what the
+batch metrics count), and every split in half is counted (``oom_splits``). A
 document that fails alone is handed back as failed, with its reason, to be dead-lettered: nothing
 is dropped and nothing is committed unpublished. A batch whose vectors are not finite (an fp16
 overflow, say) fails like any other model error, so no NaN vector is ever published.
@@ -34,6 +36,21 @@ class Failed:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """One forward pass that produced vectors: rows, their tokens without padding, the padded
+    tensor's tokens (rows × longest), and its time."""
+
+    size: int
+    tokens: int
+    padded_tokens: int
+    seconds: float
+
+    @property
+    def padding_efficiency(self) -> float:
+        return self.tokens / self.padded_tokens if self.padded_tokens else 1.0
+
+
 @dataclass(slots=True)
 class Encoded:
     """What came out of one batch: vectors per part that succeeded, and documents that never did."""
@@ -44,7 +61,8 @@ class Encoded:
     forward_s: float = 0.0  # the first, whole-batch attempt (the batch latency), recovery excluded
     real_tokens: int = 0
     padded_tokens: int = 0
-    oom_splits: int = 0
+    oom_splits: int = 0  # batches (or parts) split in half after running out of accelerator memory
+    passes: list[Pass] = field(default_factory=list)  # the successful forward passes, whole batch or parts
 
     @property
     def docs(self) -> list[Document]:
@@ -73,6 +91,7 @@ def forward(encoder: Encoder, batch: Batch) -> Encoded:
     out.padded_tokens = batch.cut.padded_tokens
     out.real_tokens = sum(d.n_tokens for d in docs)
     out.parts.append((docs, vectors))
+    out.passes.append(Pass(len(docs), out.real_tokens, out.padded_tokens, out.forward_s))
     return out
 
 
@@ -88,18 +107,23 @@ def _attempt(encoder: Encoder, docs: list[Document]) -> tuple[np.ndarray | None,
 def _recover(encoder: Encoder, docs: list[Document], failure: tuple[bool, str], out: Encoded) -> None:
     oom, detail = failure
     if oom:
-        out.oom_splits += 1
         getattr(encoder, "free_memory", lambda: None)()
-    if len(docs) == 1:
+    if len(docs) == 1:  # a document alone is not split: it is dead-lettered
         out.failed.append(Failed(docs[0], Reason.OUT_OF_MEMORY if oom else Reason.ENCODE_FAILED, detail))
         return
+    if oom:
+        out.oom_splits += 1
     parts = [docs[: len(docs) // 2], docs[len(docs) // 2 :]] if oom else [[d] for d in docs]
     log.warning("batch of %d failed in the model (%s); retrying as %d parts", len(docs), detail.split(":")[0], len(parts))
     for part in parts:
+        started = time.monotonic()
         vectors, again = _attempt(encoder, part)
+        took = time.monotonic() - started
         if again is not None:
             _recover(encoder, part, again, out)
             continue
-        out.padded_tokens += padded_cost([d.n_tokens for d in part])
-        out.real_tokens += sum(d.n_tokens for d in part)
+        padded, tokens = padded_cost([d.n_tokens for d in part]), sum(d.n_tokens for d in part)
+        out.padded_tokens += padded
+        out.real_tokens += tokens
         out.parts.append((part, vectors))
+        out.passes.append(Pass(len(part), tokens, padded, took))

@@ -56,11 +56,25 @@ class Metrics:
         self.documents = Counter("embed_documents_total", "Vectors embedded and published: one per document, or one per chunk.", registry=r)
         self.tokens = Counter("embed_tokens_total", "Tokens embedded (after truncation, without padding).", registry=r)
         self.deletes = Counter("embed_deletes_total", "Delete events published.", registry=r)
-        self.batches = Counter("embed_batches_total", "Batches encoded, by what closed them.", ["reason"], registry=r)
-        self.batch_size = Histogram("embed_batch_size", "Documents per batch.", buckets=SIZE_BUCKETS, registry=r)
-        self.batch_tokens = Histogram("embed_batch_tokens", "Padded tokens per batch (longest × count).", buckets=TOKEN_BUCKETS, registry=r)
+        # One forward pass that produced vectors is one batch: a batch split after running out of
+        # memory counts each part that ran (under the batch's flush reason), not the pass that failed.
+        self.batches = Counter(
+            "embed_batches_total",
+            "Forward passes that produced vectors, by what closed the batch (the parts of a split batch count each).",
+            ["reason"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "embed_batch_size", "Documents per forward pass: rows of the padded input tensor (a chunk is one row).", buckets=SIZE_BUCKETS, registry=r
+        )
+        self.batch_tokens = Histogram(
+            "embed_batch_tokens", "Tokens per forward pass including padding: rows × the longest row's tokens.", buckets=TOKEN_BUCKETS, registry=r
+        )
+        self.batch_unpadded_tokens = Histogram(
+            "embed_batch_unpadded_tokens", "Tokens per forward pass without padding: the sum of the rows' tokens.", buckets=TOKEN_BUCKETS, registry=r
+        )
         self.padding_efficiency = Histogram(
-            "embed_padding_efficiency_ratio", "Real tokens / padded tokens per batch.", buckets=EFFICIENCY_BUCKETS, registry=r
+            "embed_padding_efficiency_ratio", "Tokens without padding / tokens with padding, per forward pass.", buckets=EFFICIENCY_BUCKETS, registry=r
         )
         self.stage_seconds = Histogram(
             "embed_stage_duration_seconds", "Time spent per stage of the data path.", ["stage"], buckets=DURATION_BUCKETS, registry=r
@@ -84,7 +98,12 @@ class Metrics:
             "embed_publish_failures_total", "Publish failures or flush timeouts; each re-reads the owned partitions from their commit.", registry=r
         )
         self.dlq = Counter("embed_dlq_messages_total", "Messages dead-lettered, by reason.", ["reason"], registry=r)
-        self.oom_splits = Counter("embed_oom_splits_total", "Batches split in half after running out of accelerator memory.", registry=r)
+        self.oom_splits = Counter(
+            "embed_oom_splits_total",
+            "Batches (or parts of one) split in half after running out of accelerator memory; a document that does not fit alone "
+            "is dead-lettered (reason out_of_memory) instead.",
+            registry=r,
+        )
         self.rebalances = Counter("embed_rebalances_total", "Partition assignments received from the group.", registry=r)
         self.inflight = Gauge("embed_inflight_documents", "Documents received and not yet committed.", registry=r)
         self.unmarked = Gauge(

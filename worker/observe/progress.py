@@ -62,7 +62,10 @@ class Progress:
 
 
 def record_sent(st, m: Metrics, s, docs: list) -> None:
-    """Count one batch handed to the producer (``Sent``) in the run stats and the metrics."""
+    """Count one batch handed to the producer (``Sent``) in the run stats and the metrics. Every
+    forward pass that produced vectors counts as a batch in the metrics, the parts of a batch split
+    after running out of memory (or retried one by one after a model error) included, under the
+    batch's flush reason; the run stats' batch count and latencies keep whole batches only."""
     enc = s.encoded
     for reason in s.dead_letters:
         st.dead_lettered[reason] += 1
@@ -78,14 +81,16 @@ def record_sent(st, m: Metrics, s, docs: list) -> None:
     m.documents.inc(len(docs))
     m.tokens.inc(tokens)
     m.stage_seconds.labels(stage="publish").observe(s.publish_s)
+    reason = enc.batch.cut.reason.value
+    for p in enc.passes:
+        m.stage_seconds.labels(stage="forward").observe(p.seconds)
+        m.batches.labels(reason=reason).inc()
+        m.batch_size.observe(p.size)
+        m.batch_tokens.observe(p.padded_tokens)
+        m.batch_unpadded_tokens.observe(p.tokens)
+        m.padding_efficiency.observe(p.padding_efficiency)
+        log.debug("batch: %d docs, %d tokens (%d padded), %s, padding efficiency %.2f", p.size, p.tokens, p.padded_tokens, reason, p.padding_efficiency)
     if enc.forward_s and not enc.failed and len(enc.parts) == 1:  # a whole batch in one forward pass
-        cut = enc.batch.cut
         st.encode_s += enc.forward_s
         st.batch_seconds.append(enc.forward_s)
         st.batches += 1
-        m.stage_seconds.labels(stage="forward").observe(enc.forward_s)
-        m.batches.labels(reason=cut.reason.value).inc()
-        m.batch_size.observe(len(docs))
-        m.batch_tokens.observe(cut.padded_tokens)
-        m.padding_efficiency.observe(cut.padding_efficiency)
-        log.debug("batch: %d docs, %d tokens, %s, padding efficiency %.2f", len(docs), cut.real_tokens, cut.reason.value, cut.padding_efficiency)
