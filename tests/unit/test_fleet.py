@@ -17,6 +17,14 @@ def test_explicit_threads_and_an_any_port_are_left_alone():
     assert "--metrics.port" not in pairs and "--model.torch-threads" not in pairs
 
 
+def test_each_child_gets_its_own_static_group_instance_id():
+    # one id shared by the children would fence all but one of them out of the group
+    s = Settings(processes=2, kafka=KafkaSettings(group_instance_id="embed-worker-7c9f-x2"))
+    ids = [dict(zip(*[iter(child_overrides(s, i, cores=2))] * 2))["--kafka.group-instance-id"] for i in range(2)]
+    assert ids == ["embed-worker-7c9f-x2-0", "embed-worker-7c9f-x2-1"]
+    assert "--kafka.group-instance-id" not in child_overrides(Settings(processes=2), 0, cores=2)
+
+
 def test_a_child_gets_at_least_one_thread():
     pairs = dict(zip(*[iter(child_overrides(Settings(processes=4), 0, cores=2))] * 2))
     assert pairs["--model.torch-threads"] == "1"
