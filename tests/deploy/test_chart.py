@@ -206,6 +206,16 @@ def test_keda_authenticates_with_sasl_and_a_private_ca_through_its_trigger_authe
     assert config(objects)["EMBED_KAFKA__SSL_CERTFILE"].startswith("/etc/embed/kafka-tls/client/")
 
 
+def test_a_user_name_from_a_secret_reaches_keda_from_the_secret_itself():
+    # KEDA skips secretKeyRef env vars where its secret access is restricted: name the Secret directly
+    sasl = {**SASL, "sasl": {**SASL["sasl"], "username": "", "usernameSecret": {"name": "kafka-user", "key": "user"}}}
+    objects = render({"kafka": sasl, "autoscaling": {"keda": {"enabled": True}}}, api_versions=(KEDA,))
+    auth = one(objects, "TriggerAuthentication")["spec"]
+    assert "env" not in auth
+    assert {"parameter": "username", "name": "kafka-user", "key": "user"} in auth["secretTargetRef"]
+    assert env_of(container(worker(objects)))["EMBED_KAFKA__SASL_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": "kafka-user", "key": "user"}
+
+
 def test_sasl_values_that_cannot_authenticate_are_refused():
     assert "needs kafka.sasl.mechanism" in refused({"kafka": {"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "PLAIN", "passwordSecret": {"name": "k"}}}})
     assert "use SASL_SSL or SASL_PLAINTEXT" in refused({"kafka": {"sasl": {"mechanism": "PLAIN"}}})
@@ -296,6 +306,33 @@ def test_torch_threads_follow_the_cpu_request_not_the_nodes_cores(cpu, processes
     assert config(objects)["EMBED_MODEL__TORCH_THREADS"] == threads
 
 
+def test_big_numbers_render_as_integers_the_worker_and_keda_can_parse():
+    # Helm reads numbers as float64 and would print 1000000 as 1e+06
+    objects = render({"config": {"EMBED_BATCH__MAX_PENDING": 1000000}, "autoscaling": {"keda": {"enabled": True, "lagThreshold": 2000000}}}, api_versions=(KEDA,))
+    assert config(objects)["EMBED_BATCH__MAX_PENDING"] == "1000000"
+    assert one(objects, "ScaledObject")["spec"]["triggers"][0]["metadata"]["lagThreshold"] == "2000000"
+
+
+def test_a_recreate_rollout_renders_without_rolling_update_settings():
+    strategy = worker(render({"strategy": {"type": "Recreate"}}))["spec"]["strategy"]
+    assert strategy == {"type": "Recreate"}
+
+
+def test_the_release_keeps_chart_0_2s_names_so_an_upgrade_replaces_nothing_stateful():
+    # a name change would give the sink a new StatefulSet and an empty index volume
+    objects = render({"sink": {"enabled": True}, "redis": {"deploy": True}}, release="embed-worker")
+    assert worker(objects)["metadata"]["name"] == "embed-worker-embed-worker"
+    assert one(objects, "StatefulSet")["metadata"]["name"] == "embed-worker-embed-worker-sink"
+    assert one(objects, "Service", "-redis")["metadata"]["name"] == "embed-worker-embed-worker-redis"  # the URL workers use
+    # the Redis Deployment's selector changed, and a selector cannot be patched: it takes a new name
+    assert one(objects, "Deployment", "-dedup-redis")["metadata"]["name"] == "embed-worker-embed-worker-dedup-redis"
+
+
+def test_torch_threads_fall_back_on_the_cpu_limit():
+    objects = render({"resources": {"requests": {"cpu": None, "memory": "4Gi"}, "limits": {"cpu": "3", "memory": "8Gi"}}})
+    assert config(objects)["EMBED_MODEL__TORCH_THREADS"] == "3"
+
+
 def test_a_config_key_the_chart_also_sets_is_rendered_once_with_the_users_value():
     objects = render({"config": {"EMBED_MODEL__NAME": "/models/e5", "EMBED_LONG_TEXT__POLICY": "chunk"}})  # the loader refuses duplicate keys
     assert config(objects)["EMBED_MODEL__NAME"] == "/models/e5" and config(objects)["EMBED_LONG_TEXT__POLICY"] == "chunk"
@@ -329,6 +366,8 @@ def test_names_and_labels_fit_in_63_characters(overlay, release):
         assert len(o["metadata"]["name"]) <= 63, o["metadata"]["name"]
         for value in o["metadata"].get("labels", {}).values():
             assert len(str(value)) <= 63, value
+        if o["kind"] == "StatefulSet":  # its pods' controller-revision-hash label is the name + 11 characters
+            assert len(o["metadata"]["name"]) <= 52, o["metadata"]["name"]
     names = [(o["kind"], o["metadata"]["name"]) for o in objects]
     assert len(names) == len(set(names)), "two objects of one kind share a name"
 

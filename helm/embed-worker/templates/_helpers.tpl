@@ -3,26 +3,27 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* The release's base name: fullnameOverride, else <release>-<name> (just <release> when it already
-holds the name), at most 63 characters. */}}
+{{/* The release's base name: fullnameOverride, else <release>-<name> (as chart 0.2 named it: a
+rename would replace the sink's StatefulSet and its index volume on upgrade), at most 63 characters. */}}
 {{- define "embed-worker.fullname" -}}
 {{- if .Values.fullnameOverride -}}
 {{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- $name := include "embed-worker.name" . -}}
-{{- if contains $name .Release.Name -}}
-{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
-{{- else -}}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
-{{- end -}}
+{{- printf "%s-%s" .Release.Name (include "embed-worker.name" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 {{- end -}}
 
-{{/* The name of one of the chart's parts: the base name cut so that "-<suffix>" still fits in 63.
-Call with (dict "root" $ "suffix" "redis"). */}}
+{{/* The name of one of the chart's parts: the base name cut so that "-<suffix>" still fits in 63
+(or .max). Call with (dict "root" $ "suffix" "redis"). */}}
 {{- define "embed-worker.partname" -}}
-{{- $room := sub 62 (len .suffix) | int -}}
+{{- $room := sub (sub (default 63 .max) 1) (len .suffix) | int -}}
 {{- printf "%s-%s" (include "embed-worker.fullname" .root | trunc $room | trimSuffix "-") .suffix -}}
+{{- end -}}
+
+{{/* The sink's StatefulSet (and Service): at most 52 characters, since its pods carry a
+controller-revision-hash label of the name plus 11 characters, itself limited to 63. */}}
+{{- define "embed-worker.sinkName" -}}
+{{- include "embed-worker.partname" (dict "root" . "suffix" "sink" "max" 52) -}}
 {{- end -}}
 
 {{/* The worker pods' selector. The sink and the chart's Redis carry a name of their own, so that
@@ -88,7 +89,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- if .Values.torchThreads -}}
 {{- .Values.torchThreads -}}
 {{- else -}}
-{{- $cpu := toString (dig "requests" "cpu" "" .Values.resources) -}}
+{{- $cpu := toString (dig "requests" "cpu" (dig "limits" "cpu" "" .Values.resources) .Values.resources) -}}
 {{- if $cpu -}}
 {{- $cores := 0.0 -}}
 {{- if hasSuffix "m" $cpu -}}
@@ -167,6 +168,11 @@ out of step with itself (ports, probes, the grace period, KEDA's view of the gro
 {{- fail (printf "config.%s: the chart sets it from %s; set that instead" $name (get $reserved $name)) -}}
 {{- end -}}
 {{- $_ := set $env $name $value -}}
+{{- end -}}
+{{- range $name, $value := $env -}}
+{{- if and (kindIs "float64" $value) (eq $value (floor $value)) -}}
+{{- $_ := set $env $name (int64 $value | toString) -}}{{/* 1000000 and not 1e+06 */}}
+{{- end -}}
 {{- end -}}
 {{- toYaml $env -}}
 {{- end -}}
