@@ -133,7 +133,7 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
 def _cmd_hostpath(ns: argparse.Namespace) -> int:
     from loadgen.hostpath import run_hostpath, summary_text
 
-    result = run_hostpath(ns.count, ns.state_dir, client=ns.client, profile=ns.profile)
+    result = run_hostpath(ns.count, ns.state_dir, client=ns.client, profile=ns.profile, debezium=ns.debezium)
     print(summary_text(result))
     if ns.json_out:
         Path(ns.json_out).parent.mkdir(parents=True, exist_ok=True)
@@ -254,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     hos.add_argument("--count", type=int, default=30_000, help="short documents per run (default: 30000)")
     hos.add_argument("--client", choices=["auto", "confluent", "kafka-python"], help="the worker's Kafka client (EMBED_KAFKA__CLIENT; default: the worker's own)")
     hos.add_argument("--profile", action="store_true", help="also run the worker under py-spy and show where its time goes")
+    hos.add_argument("--debezium", action="store_true", help="also run the worker on the same texts as Debezium change events (EMBED_INPUT__FORMAT=debezium)")
     hos.add_argument("--json-out", metavar="PATH", help="also write the results as JSON")
     hos.add_argument("--state-dir", default=".devstack", help="local stack state directory; the tiny model is built there (default: .devstack)")
     hos.set_defaults(func=_cmd_hostpath)

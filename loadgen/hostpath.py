@@ -168,13 +168,13 @@ def bare_loop(bootstrap: str, topic: str, out_topic: str, group: str, n: int, to
     return {"docs_per_s": round(done / seconds, 1), "seconds": round(seconds, 3), "documents": done}
 
 
-def _publish(bootstrap: str, topic: str, docs: list[dict]) -> None:
+def _publish(bootstrap: str, topic: str, docs: list[dict], encode=None) -> None:
     from loadgen.publish import TopicSender, publish
     from worker.config import KafkaSettings
 
     sender = TopicSender(KafkaSettings(bootstrap_servers=bootstrap))
     try:
-        report = publish(sender, topic, docs)
+        report = publish(sender, topic, docs, encode=encode)
     finally:
         sender.close()
     if report.messages != len(docs):
@@ -203,17 +203,19 @@ def _bare_lane(run, label: str, docs: list[dict], tokenizer_dir: Path) -> dict:
     return result
 
 
-def _worker_lane(run, docs: list[dict], env: dict[str, str], profile_to: Path | None = None) -> dict:
+def _worker_lane(run, docs: list[dict], env: dict[str, str], profile_to: Path | None = None, *, label: str | None = None, encode=None) -> dict:
     """Publish ``docs`` to the run's input topic and drain it with one ``embed-worker run``
-    (Redis dedup on); with ``profile_to``, on topics of its own and under py-spy."""
+    (Redis dedup on); with ``profile_to`` or a ``label``, on topics of its own (under py-spy with
+    ``profile_to``); ``encode`` makes each message (default: the msgpack contract)."""
     from dataclasses import replace
 
     from worker.stack.devstack import create_topics
 
-    lane = run if profile_to is None else replace(run, name=f"{run.name}.profiled")
+    label = label or ("profiled" if profile_to is not None else None)
+    lane = run if label is None else replace(run, name=f"{run.name}.{label}")
     if lane is not run:
         create_topics(run.addresses.kafka, {lane.input_topic: PARTITIONS, lane.output_topic: PARTITIONS, f"{lane.name}.dlq": 1})
-    _publish(run.addresses.kafka, lane.input_topic, docs)
+    _publish(run.addresses.kafka, lane.input_topic, docs, encode)
     summary = lane.run_worker(idle_s=2, quiet=True, **env) if profile_to is None else _profiled_worker(lane, env, profile_to)
     _check_out(run.addresses.kafka, lane.output_topic, len(docs), "embed-worker run")
     if summary["embedded"] != len(docs):
@@ -372,9 +374,11 @@ def environment() -> dict:
             "git_commit": git.stdout.strip() or None, "worker_tree_dirty": bool(dirty.stdout.strip()) if dirty.returncode == 0 else None}
 
 
-def run_hostpath(n: int, state_dir: str | Path, client: str | None = None, profile: bool = False, seed: int = 0) -> dict:
+def run_hostpath(n: int, state_dir: str | Path, client: str | None = None, profile: bool = False, seed: int = 0, debezium: bool = False) -> dict:
     """Bare loop, worker, bare loop again (and a profiled worker run, with ``profile``) on one
-    local stack; returns every figure, the ratio and the profile summary."""
+    local stack; returns every figure, the ratio and the profile summary. With ``debezium``, a
+    second worker run between them reads the same texts as Debezium change events (JSON, schema
+    wrapper on, ``{body}`` as the template): its ratio to the first is the cost of the format."""
     from worker.stack.devstack import LocalRun
 
     if n < 1:
@@ -391,9 +395,17 @@ def run_hostpath(n: int, state_dir: str | Path, client: str | None = None, profi
               "partitions": PARTITIONS, "run": run.name}
     result["bare_before"] = _bare_lane(run, "bare-1", docs, model_dir)
     result["worker"] = _worker_lane(run, docs, env)
+    if debezium:
+        from loadgen.cdc import DebeziumEncoder
+
+        cdc_env = {**env, "EMBED_INPUT__FORMAT": "debezium", "EMBED_INPUT__TEXT_TEMPLATE": "{body}"}
+        result["worker_debezium"] = _worker_lane(run, docs, cdc_env, label="debezium", encode=DebeziumEncoder(schema=True))
     result["bare_after"] = _bare_lane(run, "bare-2", docs, model_dir)
     bare = (result["bare_before"]["docs_per_s"] + result["bare_after"]["docs_per_s"]) / 2
     result["ratio"] = round(result["worker"]["docs_per_s"] / bare, 4)
+    if debezium:
+        result["ratio_debezium"] = round(result["worker_debezium"]["docs_per_s"] / bare, 4)
+        result["debezium_vs_msgpack"] = round(result["worker_debezium"]["docs_per_s"] / result["worker"]["docs_per_s"], 4)
     if not (result["ratio"] > 0 and math.isfinite(result["ratio"])):
         raise RuntimeError(f"ratio {result['ratio']} from worker {result['worker']['docs_per_s']} and bare {bare} documents/s")
     if profile:
@@ -412,11 +424,14 @@ def summary_text(r: dict) -> str:
             f"{r['broker']}, {r['partitions']} partitions, {env['cpu_count']} CPUs; worker client {r['client'] or 'default'}",
             f"{'':44} {'documents/s':>12} {'seconds':>9}"]
     names = {"bare_before": "bare loop (before the worker)", "worker": "embed-worker run, tiny model, Redis dedup",
+             "worker_debezium": "embed-worker run, Debezium JSON events",
              "bare_after": "bare loop (after the worker)", "worker_profiled": "embed-worker run under py-spy (not in ratio)"}
     for key, name in names.items():
         if key in r:
             rows.append(f"{name:44} {r[key]['docs_per_s']:>12,.1f} {r[key]['seconds']:>9.2f}")
     rows.append(f"ratio worker / mean bare loop: {r['ratio']:.3f}")
+    if "ratio_debezium" in r:
+        rows.append(f"ratio Debezium worker / mean bare loop: {r['ratio_debezium']:.3f}; Debezium / msgpack worker: {r['debezium_vs_msgpack']:.3f}")
     p = r.get("profile")
     if p and "unavailable" in p:
         rows.append(f"profile: unavailable: {p['unavailable']}")

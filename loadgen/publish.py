@@ -86,6 +86,12 @@ class TopicSender:
         self._producer.close()
 
 
+def contract_message(doc: dict) -> tuple[bytes, bytes]:
+    """(key, value) of a document under the input contract: msgpack, keyed by its id."""
+    value = encode_document(doc["id"], doc.get("text"), op=doc.get("op", "upsert"), metadata=doc.get("metadata"), long_text=doc.get("long_text"))
+    return doc["id"].encode("utf-8"), value
+
+
 def publish(
     sender: TopicSender,
     topic: str,
@@ -95,11 +101,14 @@ def publish(
     indexes: Sequence[int] | None = None,
     progress: Callable[[int], None] | None = None,
     on_ack: Callable[[int, int], None] | None = None,
+    encode: Callable[[dict], tuple[bytes, bytes | None]] | None = None,
 ) -> PublishReport:
     """Send ``docs`` (or those at ``indexes``) and wait for every acknowledgement; raises on a failed send.
 
     With a schedule, message i waits for its intended time and carries it as its timestamp.
-    ``on_ack(partition, offset)`` is called as acknowledgements arrive."""
+    ``on_ack(partition, offset)`` is called as acknowledgements arrive. ``encode`` makes each
+    document's (key, value); the default is the input contract (``contract_message``)."""
+    encode = encode or contract_message
     report = PublishReport()
     order = range(len(docs)) if indexes is None else indexes
     offsets = schedule.offsets(len(order)) if schedule else None
@@ -116,9 +125,9 @@ def publish(
             else:
                 report.late_s = max(report.late_s, -delay)
             intended_ms = intended[i] = int((report.started_at + offsets[n]) * 1000)
-        value = encode_document(doc["id"], doc.get("text"), op=doc.get("op", "upsert"), metadata=doc.get("metadata"), long_text=doc.get("long_text"))
-        sender.send(topic, doc["id"].encode("utf-8"), value, intended_ms, i, on_ack)
-        report.bytes += len(value)
+        key, value = encode(doc)
+        sender.send(topic, key, value, intended_ms, i, on_ack)
+        report.bytes += len(value or b"")
         if progress is not None and n % 500 == 499:
             progress(500)
     acks = sender.flush()

@@ -209,6 +209,47 @@ class BatchSettings(_Section):
     )
 
 
+class InputSettings(_Section):
+    """What the input topic's records are (``consume.formats``)."""
+
+    format: Literal["msgpack", "json", "debezium"] = Field(
+        "msgpack",
+        description="msgpack: the input contract; json: the contract's fields as a JSON object (any JSON object with EMBED_INPUT__TEXT_TEMPLATE); debezium: Debezium change events as JSON, with or without the converter's schema wrapper (c, r, u upsert the row in after; d and its tombstone delete it; t is dead-lettered).",
+    )
+    text_template: str | None = Field(
+        None,
+        description="The document text over a row's fields, e.g. {title}\\n\\n{body}: a null or empty field is left out with the text before it. Required with debezium; with json it maps any object instead of the contract's fields.",
+    )
+    id_field: str | None = Field(
+        None, min_length=1, description="The row field holding the document id, with a text template (unset: the record key's only field, or the key itself)."
+    )
+    metadata_fields: str = Field("", description="Comma-separated row fields copied into the output's metadata, with a text template.")
+
+    @property
+    def metadata_columns(self) -> tuple[str, ...]:
+        return tuple(f.strip() for f in self.metadata_fields.split(",") if f.strip())
+
+    @field_validator("text_template")
+    @classmethod
+    def _parses(cls, template: str | None) -> str | None:
+        from worker.consume.formats import Template  # the template's own checks, at start-up
+
+        if template is not None:
+            try:
+                Template(template)
+            except ConfigError as exc:
+                raise ValueError(str(exc).removeprefix("invalid setting EMBED_INPUT__TEXT_TEMPLATE: ")) from None
+        return template
+
+    @model_validator(mode="after")
+    def _check(self) -> "InputSettings":
+        if self.text_template is None and self.format == "debezium":
+            raise ValueError("EMBED_INPUT__TEXT_TEMPLATE is required with EMBED_INPUT__FORMAT=debezium (e.g. {title}\\n\\n{body})")
+        if self.format == "msgpack" and (self.text_template is not None or self.id_field or self.metadata_columns):
+            raise ValueError("EMBED_INPUT__TEXT_TEMPLATE, _ID_FIELD and _METADATA_FIELDS map json or debezium records; msgpack input follows the contract")
+        return self
+
+
 class OutputSettings(_Section):
     vector_dtype: Literal["float32", "float16"] = Field(
         "float32", description="Element type of the little-endian vector bytes in output messages."
@@ -283,6 +324,7 @@ class Settings(BaseSettings):
     )
 
     kafka: KafkaSettings = KafkaSettings()
+    input: InputSettings = InputSettings()
     redis: RedisSettings = RedisSettings()
     model: ModelSettings = ModelSettings()
     batch: BatchSettings = BatchSettings()

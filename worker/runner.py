@@ -26,7 +26,8 @@ from worker.commit.checkpoint import Checkpoint, Delivery
 from worker.commit.strategy import AtLeastOnce, Transactional
 from worker.commit.watermark import OffsetTracker
 from worker.config import Settings
-from worker.consume.decode import Document, Rejection, decode_records, reject_document
+from worker.consume.decode import Document, Rejection, reject_document
+from worker.consume.formats import decoder_for
 from worker.deadline import Backoff, Deadline
 from worker.encode.base import Encoder
 from worker.encode.chunking import TextLimits
@@ -61,6 +62,7 @@ class Worker:
         health: Health | None = None,
     ) -> None:
         self._s = settings
+        self._decode = decoder_for(settings.input, allow_null_keys=settings.kafka.allow_null_keys)
         self._consumer = consumer
         self._producer = producer
         self._dedup = dedup
@@ -254,7 +256,7 @@ class Worker:
             track(tp, offset)
             if tp not in starts:
                 starts[tp] = offset
-        docs, rejected = decode_records(records, allow_null_keys=self._s.kafka.allow_null_keys)
+        docs, rejected = self._decode(records)
         for rej in rejected:
             self._dead_letter(rej)
         epoch = self._checkpoint.epoch

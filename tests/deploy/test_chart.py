@@ -390,6 +390,14 @@ def test_the_sink_has_its_service_ports_and_probes():
     assert (c["startupProbe"]["httpGet"]["path"], c["livenessProbe"]["httpGet"]["path"], c["readinessProbe"]["httpGet"]["path"]) == ("/startupz", "/healthz", "/readyz")
 
 
+def test_debezium_input_reaches_the_worker_and_needs_a_template():
+    objects = render({"input": {"format": "debezium", "textTemplate": "{title}\n\n{body}", "metadataFields": "lang"}})
+    env = config(objects)
+    assert (env["EMBED_INPUT__FORMAT"], env["EMBED_INPUT__TEXT_TEMPLATE"], env["EMBED_INPUT__METADATA_FIELDS"]) == ("debezium", "{title}\n\n{body}", "lang")
+    assert "needs input.textTemplate" in refused({"input": {"format": "debezium"}})
+    assert "set input.format" in refused({"input": {"idField": "id"}})
+
+
 def test_the_hub_is_switched_off_only_for_a_local_model():
     assert "HF_HUB_OFFLINE" not in config(render())
     assert config(render({"model": {"name": "/models/e5"}}))["HF_HUB_OFFLINE"] == "1"

@@ -22,15 +22,15 @@ def test_short_texts_are_deterministic_short_and_uniquely_keyed():
     assert all(40 <= len(d["text"]) <= 200 and isinstance(d["metadata"], dict) for d in docs)
 
 
-def test_hostpath_moves_every_document_in_both_loops(tmp_path):
+def test_hostpath_moves_every_document_in_both_loops_and_both_formats(tmp_path):
     try:
-        r = run_hostpath(N, tmp_path / "stack")
+        r = run_hostpath(N, tmp_path / "stack", debezium=True)
     finally:
         DevStack(tmp_path / "stack").down()
-    for key in ("bare_before", "worker", "bare_after"):
+    for key in ("bare_before", "worker", "worker_debezium", "bare_after"):
         assert r[key]["documents"] == N, key
         assert r[key]["docs_per_s"] > 0 and r[key]["seconds"] > 0, key
     assert r["worker"]["dedup_hits"] == 0
-    assert r["ratio"] > 0 and math.isfinite(r["ratio"])
+    assert r["ratio"] > 0 and math.isfinite(r["ratio"]) and r["debezium_vs_msgpack"] > 0
     assert 10 < r["mean_tokens"] < 40
     assert "profile" not in r

@@ -1,7 +1,8 @@
 """Input contract: turn one Kafka record into a ``Document`` or a ``Rejection`` (pure, no I/O).
 
 Input message: key = document id (bytes; a null key is dead-lettered as ``key_missing`` unless
-``allow_null_keys``); value = msgpack map with ``id`` (str),
+``allow_null_keys``); value = msgpack map (or, with ``EMBED_INPUT__FORMAT=json``, a JSON object of
+the same fields) with ``id`` (str),
 ``text`` (str), optional ``metadata`` (map, passed through), optional ``op`` (``upsert`` | ``delete``),
 optional ``long_text`` (``truncate`` | ``truncate_left`` | ``reject`` | ``chunk``: overrides the
 worker's policy for a text longer than the model's window).
@@ -43,6 +44,7 @@ class Reason:
     OUTPUT_TOO_LARGE = "output_too_large"
     UNKNOWN_LONG_TEXT = "unknown_long_text"
     TEXT_TOO_LONG = "text_too_long"
+    TRUNCATE = "truncate"  # a Debezium truncate event: a whole table, not a document
 
 
 class Source(NamedTuple):
@@ -111,21 +113,33 @@ def metadata_hash(metadata: Any) -> str:
 
 
 def decode_record(
-    topic: str, partition: int, offset: int, timestamp_ms: int, key: bytes | None, value: bytes | None, *, allow_null_keys: bool = False
+    topic: str, partition: int, offset: int, timestamp_ms: int, key: bytes | None, value: bytes | None, *, allow_null_keys: bool = False, json: bool = False
 ) -> Document | Rejection:
     source = Source(topic, partition, offset, timestamp_ms)
+    if value is None:
+        return Rejection(source, key, value, Reason.UNDECODABLE, "value is null (tombstones are not documents)")
+    if json:
+        try:
+            body = msgspec.json.decode(value)
+        except msgspec.DecodeError as exc:
+            return Rejection(source, key, value, Reason.UNDECODABLE, f"not JSON: {exc}"[:300])
+        if not isinstance(body, dict):
+            return Rejection(source, key, value, Reason.NOT_A_MAP, f"value is a JSON {type(body).__name__}, not an object")
+    else:
+        try:
+            body = msgpack.unpackb(value, raw=False, strict_map_key=False)
+        except Exception as exc:  # msgpack raises several unrelated types for bad input
+            return Rejection(source, key, value, Reason.UNDECODABLE, f"not msgpack: {type(exc).__name__}: {exc}"[:300])
+        if not isinstance(body, dict):
+            return Rejection(source, key, value, Reason.NOT_A_MAP, f"value is a msgpack {type(body).__name__}, not a map")
+    return document_of(source, key, value, body, allow_null_keys=allow_null_keys)
+
+
+def document_of(source: Source, key: bytes | None, value: bytes | None, body: dict, *, allow_null_keys: bool = False) -> Document | Rejection:
+    """The contract's checks on a decoded message body, whatever it was decoded from."""
 
     def reject(reason: str, detail: str) -> Rejection:
         return Rejection(source, key, value, reason, detail)
-
-    if value is None:
-        return reject(Reason.UNDECODABLE, "value is null (tombstones are not documents)")
-    try:
-        body = msgpack.unpackb(value, raw=False, strict_map_key=False)
-    except Exception as exc:  # msgpack raises several unrelated types for bad input
-        return reject(Reason.UNDECODABLE, f"not msgpack: {type(exc).__name__}: {exc}"[:300])
-    if not isinstance(body, dict):
-        return reject(Reason.NOT_A_MAP, f"value is a msgpack {type(body).__name__}, not a map")
 
     doc_id = body.get("id")
     if doc_id is None:
@@ -177,10 +191,12 @@ class _Input(msgspec.Struct):
 
 
 _FAST = msgspec.msgpack.Decoder(_Input)
+_FAST_JSON = msgspec.json.Decoder(_Input)
 
 
-def decode_records(records: Iterable, *, allow_null_keys: bool = False) -> tuple[list[Document], list[Rejection]]:
-    """A poll's records as documents and dead letters, in order of arrival.
+def decode_records(records: Iterable, *, allow_null_keys: bool = False, json: bool = False) -> tuple[list[Document], list[Rejection]]:
+    """A poll's records as documents and dead letters, in order of arrival (msgpack values, or
+    JSON ones with ``json``).
 
     The common message takes one typed msgspec decode and a few checks; anything unusual (a
     decode or type error, a limit crossed) goes through ``decode_record``, which names the reason
@@ -188,8 +204,8 @@ def decode_records(records: Iterable, *, allow_null_keys: bool = False) -> tuple
     """
     docs: list[Document] = []
     rejected: list[Rejection] = []
-    decode, blake2b, hash_metadata = _FAST.decode, hashlib.blake2b, metadata_hash
-    slow = functools.partial(decode_record, allow_null_keys=allow_null_keys)
+    decode, blake2b, hash_metadata = (_FAST_JSON if json else _FAST).decode, hashlib.blake2b, metadata_hash
+    slow = functools.partial(decode_record, allow_null_keys=allow_null_keys, json=json)
     for topic, partition, offset, timestamp, key, value in records:
         try:
             m = decode(value)

@@ -153,6 +153,10 @@ out of step with itself (ports, probes, the grace period, KEDA's view of the gro
   "EMBED_SHUTDOWN_GRACE_S" $v.shutdown.graceSeconds
   "HF_HOME" "/tmp/hf"
 -}}
+{{- $_ := set $env "EMBED_INPUT__FORMAT" $v.input.format -}}
+{{- with $v.input.textTemplate }}{{- $_ := set $env "EMBED_INPUT__TEXT_TEMPLATE" . -}}{{- end -}}
+{{- with $v.input.idField }}{{- $_ := set $env "EMBED_INPUT__ID_FIELD" . -}}{{- end -}}
+{{- with $v.input.metadataFields }}{{- $_ := set $env "EMBED_INPUT__METADATA_FIELDS" . -}}{{- end -}}
 {{- with $v.kafka.sasl.mechanism }}{{- $_ := set $env "EMBED_KAFKA__SASL_MECHANISM" . -}}{{- end -}}
 {{- with include "embed-worker.redisUrl" . }}{{- $_ := set $env "EMBED_REDIS__URL" . -}}{{- end -}}
 {{- with include "embed-worker.torchThreads" . }}{{- $_ := set $env "EMBED_MODEL__TORCH_THREADS" . -}}{{- end -}}
@@ -283,6 +287,12 @@ failureThreshold: {{ .probe.failureThreshold }}
 {{- end -}}
 {{- if and $v.serviceMonitor.enabled $v.podMonitor.enabled -}}
 {{- fail "enable serviceMonitor or podMonitor, not both: every process would be scraped twice" -}}
+{{- end -}}
+{{- if and (eq $v.input.format "debezium") (not $v.input.textTemplate) -}}
+{{- fail "input.format debezium needs input.textTemplate (e.g. \"{title}\\n\\n{body}\")" -}}
+{{- end -}}
+{{- if and (eq $v.input.format "msgpack") (or $v.input.textTemplate $v.input.idField $v.input.metadataFields) -}}
+{{- fail "input.textTemplate, idField and metadataFields map json or debezium records: set input.format" -}}
 {{- end -}}
 {{- if and $v.redis.url $v.redis.urlSecret.name -}}
 {{- fail "set redis.url or redis.urlSecret.name, not both" -}}
