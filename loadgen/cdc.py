@@ -36,7 +36,9 @@ def _envelope_schema() -> dict:
         source,
         {"type": "string", "optional": False, "field": "op"},
         {"type": "int64", "optional": True, "field": "ts_ms"},
-        {"type": "struct", "optional": True, "field": "transaction", "fields": []},
+        {"type": "struct", "optional": True, "name": "event.block", "version": 1, "field": "transaction", "fields": [
+            {"type": "string", "optional": False, "field": "id"}, {"type": "int64", "optional": False, "field": "total_order"},
+            {"type": "int64", "optional": False, "field": "data_collection_order"}]},
     ]}
 
 
@@ -52,7 +54,7 @@ def row(doc: dict) -> dict:
 
 def key(doc_id: str, *, schema: bool = True) -> bytes:
     payload = {"id": doc_id}
-    return json.dumps({"schema": _KEY_SCHEMA, "payload": payload} if schema else payload).encode()
+    return json.dumps({"schema": _KEY_SCHEMA, "payload": payload} if schema else payload, ensure_ascii=False).encode()
 
 
 def change_event(doc: dict, *, lsn: int, schema: bool = True, snapshot: bool = False) -> bytes | None:
@@ -62,14 +64,16 @@ def change_event(doc: dict, *, lsn: int, schema: bool = True, snapshot: bool = F
     if op == "tombstone":
         return None
     now = int(time.time() * 1000)
-    payload: dict[str, Any] = {"before": None, "after": None, "source": {**_SOURCE, "snapshot": "true" if snapshot else "false", "ts_ms": now, "lsn": lsn}, "ts_ms": now, "transaction": None}
+    snapshot = snapshot or doc.get("debezium_op") == "r"
+    source = {**_SOURCE, "snapshot": "true" if snapshot else "false", "ts_ms": now, "sequence": json.dumps([None, str(lsn)]), "txId": lsn // 8, "lsn": lsn, "xmin": None}
+    payload: dict[str, Any] = {"before": None, "after": None, "source": source, "ts_ms": now, "transaction": None}
     if op == "delete":
         payload["op"] = "d"
         payload["before"] = {"id": doc["id"], "title": None, "body": None, "lang": None}
     else:
         payload["op"] = "r" if snapshot else doc.get("debezium_op", "c")
         payload["after"] = row(doc)
-    return json.dumps({"schema": _ENVELOPE_SCHEMA, "payload": payload} if schema else payload).encode()
+    return json.dumps({"schema": _ENVELOPE_SCHEMA, "payload": payload} if schema else payload, ensure_ascii=False).encode()  # raw UTF-8, as Jackson writes
 
 
 def with_tombstones(docs: list[dict]) -> list[dict]:

@@ -247,6 +247,8 @@ class InputSettings(_Section):
             raise ValueError("EMBED_INPUT__TEXT_TEMPLATE is required with EMBED_INPUT__FORMAT=debezium (e.g. {title}\\n\\n{body})")
         if self.format == "msgpack" and (self.text_template is not None or self.id_field or self.metadata_columns):
             raise ValueError("EMBED_INPUT__TEXT_TEMPLATE, _ID_FIELD and _METADATA_FIELDS map json or debezium records; msgpack input follows the contract")
+        if self.text_template is None and (self.id_field or self.metadata_columns):
+            raise ValueError("EMBED_INPUT__ID_FIELD and _METADATA_FIELDS come with EMBED_INPUT__TEXT_TEMPLATE (without one, json follows the contract's fields)")
         return self
 
 

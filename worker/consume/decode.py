@@ -45,6 +45,7 @@ class Reason:
     UNKNOWN_LONG_TEXT = "unknown_long_text"
     TEXT_TOO_LONG = "text_too_long"
     TRUNCATE = "truncate"  # a Debezium truncate event: a whole table, not a document
+    UNAVAILABLE_VALUE = "unavailable_value"  # Debezium left a templated column out (TOAST)
 
 
 class Source(NamedTuple):
@@ -121,8 +122,8 @@ def decode_record(
     if json:
         try:
             body = msgspec.json.decode(value)
-        except msgspec.DecodeError as exc:
-            return Rejection(source, key, value, Reason.UNDECODABLE, f"not JSON: {exc}"[:300])
+        except Exception as exc:  # msgspec's DecodeError; RecursionError for nesting past the stack
+            return Rejection(source, key, value, Reason.UNDECODABLE, f"not JSON: {type(exc).__name__}: {exc}"[:300])
         if not isinstance(body, dict):
             return Rejection(source, key, value, Reason.NOT_A_MAP, f"value is a JSON {type(body).__name__}, not an object")
     else:
@@ -162,6 +163,8 @@ def document_of(source: Source, key: bytes | None, value: bytes | None, body: di
         return reject(Reason.WRONG_TYPE, "'metadata' must be a map")
     if metadata and _depth(metadata, MAX_METADATA_DEPTH + 1) > MAX_METADATA_DEPTH:
         return reject(Reason.METADATA_TOO_DEEP, f"'metadata' is nested more than {MAX_METADATA_DEPTH} levels")
+    if metadata and has_big_int(metadata):
+        return reject(Reason.WRONG_TYPE, "'metadata' holds an integer outside 64 bits (JSON allows it; the output's msgpack cannot carry it)")
 
     long_text = body.get("long_text")
     if long_text is not None and long_text not in LONG_TEXT:
@@ -222,17 +225,31 @@ def decode_records(records: Iterable, *, allow_null_keys: bool = False, json: bo
                 and (long_text is None or long_text in LONG_TEXT)
             ):
                 source = Source(topic, partition, offset, timestamp)
-                if op == "upsert" and text and not text.isspace():
+                if json and metadata and has_big_int(metadata):
+                    pass  # the slow path names the reason
+                elif op == "upsert" and text and not text.isspace():
                     digest = blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
                     meta = hash_metadata(metadata) if metadata else ""
                     docs.append(Document(doc_id, text, op, metadata, source, digest, (key, value), long_text=long_text, metadata_hash=meta))
                     continue
-                if op == "delete":
+                elif op == "delete":
                     docs.append(Document(doc_id, "", op, metadata, source, "", (key, value)))
                     continue
         item = slow(topic, partition, offset, timestamp, key, value)
         (rejected if isinstance(item, Rejection) else docs).append(item)
     return docs, rejected
+
+
+INT64 = (-(2**63), 2**64)  # what a msgpack integer holds
+
+
+def has_big_int(value: Any, stop: int = MAX_METADATA_DEPTH + 1) -> bool:
+    """Whether an integer outside 64 bits hides in ``value`` (JSON input may carry one)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return not INT64[0] <= value < INT64[1]
+    if stop <= 0 or not isinstance(value, (dict, list)):
+        return False
+    return any(has_big_int(v, stop - 1) for v in (value.values() if isinstance(value, dict) else value))
 
 
 def _depth(value: Any, stop: int) -> int:

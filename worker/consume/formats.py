@@ -26,10 +26,11 @@ from typing import Any, Callable, Iterable
 import msgspec
 
 from worker.consume import decode
-from worker.consume.decode import MAX_ID_BYTES, MAX_METADATA_DEPTH, Document, Reason, Rejection, Source, content_hash, metadata_hash
+from worker.consume.decode import MAX_ID_BYTES, MAX_METADATA_DEPTH, Document, Reason, Rejection, Source, content_hash, has_big_int, metadata_hash
 from worker.errors import ConfigError
 
 FORMATS = ("msgpack", "json", "debezium")
+UNAVAILABLE = "__debezium_unavailable_value"  # Debezium's stand-in for an unchanged TOASTed column
 UPSERT_OPS = frozenset("cru")  # create, read (snapshot), update
 Decoder = Callable[[Iterable], tuple[list[Document], list[Rejection]]]
 
@@ -38,7 +39,8 @@ class Template:
     """A text template over a row's fields, parsed once. Each ``{field}`` owns the literal text
     before it: a field that is null or empty is left out together with that text, so
     ``{title}\\n\\n{body}`` gives the body alone when there is no title. The result is stripped.
-    A backslash-n or backslash-t typed literally (an env file) reads as a newline or a tab."""
+    ``{{`` and ``}}`` are literal braces. A backslash-n or backslash-t typed literally (an env
+    file) reads as a newline or a tab."""
 
     def __init__(self, template: str) -> None:
         template = template.replace("\\n", "\n").replace("\\t", "\t")  # as typed in an env file: \n, \t
@@ -47,21 +49,24 @@ class Template:
         except ValueError as exc:
             raise ConfigError(f"invalid setting EMBED_INPUT__TEXT_TEMPLATE: {exc}") from None
         self.parts: list[tuple[str, str]] = []
-        self.tail = ""
+        pending = ""  # literal text (escaped braces split it in pieces) waiting for the next field
         for literal, name, spec, conversion in parsed:
+            pending += literal
             if name is None:
-                self.tail = literal
                 continue
             if not name or spec or conversion or not name.isidentifier():
                 raise ConfigError(f"invalid setting EMBED_INPUT__TEXT_TEMPLATE: {{{name}}} is not a plain field name (use {{column}})")
-            self.parts.append((literal, name))
+            self.parts.append((pending, name))
+            pending = ""
+        self.tail = pending
         if not self.parts:
             raise ConfigError("invalid setting EMBED_INPUT__TEXT_TEMPLATE: it names no field (e.g. {title}\\n\\n{body})")
         self.fields = tuple(name for _, name in self.parts)
 
     def render(self, row: dict) -> tuple[str | None, str, str]:
-        """(text, reason, detail): the text, or None with why (a field absent from the row, a field
-        that is not text or a number)."""
+        """(text, reason, detail): the text, or None with why: a field absent from the row, one
+        that is not text, a number or a boolean, Debezium's placeholder for a value it did not
+        send, or every field empty."""
         out: list[str] = []
         for literal, name in self.parts:
             if name not in row:
@@ -69,10 +74,16 @@ class Template:
             value = row[name]
             if value is None or value == "":
                 continue
-            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            if value == UNAVAILABLE:
+                return None, Reason.UNAVAILABLE_VALUE, f"Debezium did not send {name!r} (an unchanged TOASTed column): set REPLICA IDENTITY FULL on the table"
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            elif not isinstance(value, (str, int, float)):
                 return None, Reason.WRONG_TYPE, f"the text template's field {name!r} is a {type(value).__name__}, not text"
             out.append(literal)
             out.append(value if isinstance(value, str) else str(value))
+        if not out:
+            return None, Reason.EMPTY_TEXT, f"every field of the text template ({', '.join(self.fields)}) is null or empty"
         out.append(self.tail)
         return "".join(out).strip(), "", ""
 
@@ -87,8 +98,8 @@ class Mapping:
 
 
 class _Change(msgspec.Struct):
-    """The fields of a change event the worker reads; the rest (``source``, ``ts_ms``, and the
-    converter's ``schema``, a few KB per record) msgspec skips without building anything."""
+    """The fields of a change event the worker reads; the rest (``source``, ``ts_ms``) msgspec
+    skips without building anything."""
 
     op: Any = None
     before: dict | None = None
@@ -96,10 +107,13 @@ class _Change(msgspec.Struct):
 
 
 class _Envelope(_Change):
-    payload: _Change | None = None  # the converter's schema wrapper, when schemas.enable is on
+    schema: msgspec.Raw = msgspec.Raw(b"")  # the converter's schema (a few KB a record): kept as bytes, never built
+    payload: _Change | None = None  # the event, when the converter wraps it (schemas.enable)
 
 
 _ENVELOPE = msgspec.json.Decoder(_Envelope)
+_JSON = msgspec.json.Decoder()
+DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError)  # nesting past the stack: RecursionError
 
 
 def _unwrap(value: Any) -> Any:
@@ -122,7 +136,6 @@ class MappedDecoder:
         self.mapping = mapping
         self.envelope = envelope
         self.allow_null_keys = allow_null_keys
-        self._decode = msgspec.json.Decoder().decode
 
     def __call__(self, records: Iterable) -> tuple[list[Document], list[Rejection]]:
         docs: list[Document] = []
@@ -137,48 +150,65 @@ class MappedDecoder:
         def reject(reason: str, detail: str) -> Rejection:
             return Rejection(source, key, value, reason, detail)
 
+        # The key: a JSON object (Debezium's primary key, with or without the converter's wrapper),
+        # else the id's own bytes, as in the contract.
         key_obj: Any = None
         if key is not None:
-            try:
-                key_obj = _unwrap(self._decode(key))
-            except msgspec.DecodeError:
-                key_obj = None  # not JSON: the key is the id's bytes, as in the contract
+            if key[:1] == b"{":
+                try:
+                    key_obj = _unwrap(_JSON.decode(key))
+                except DECODE_ERRORS as exc:
+                    return reject(Reason.UNDECODABLE, f"the key is not JSON: {exc}"[:300])
+            else:
+                try:
+                    key_obj = key.decode("utf-8")
+                except UnicodeDecodeError:
+                    return reject(Reason.UNDECODABLE, "the key is neither a JSON object nor UTF-8 text")
         null_key = key is None and not self.allow_null_keys
         no_key = "the message key must identify the document (null keys scatter one id's versions over partitions; EMBED_KAFKA__ALLOW_NULL_KEYS)"
         if value is None:  # a tombstone: the row is gone (Debezium sends one after each delete)
             if null_key:
                 return reject(Reason.KEY_MISSING, no_key)
-            doc_id, reason, why = self._id(None, key, key_obj)
-            return reject(reason, f"tombstone: {why}") if doc_id is None else Document(doc_id, "", "delete", None, source, "", (key, value))
+            doc_id, reason, why = self._id(None, key_obj)
+            if doc_id is None:
+                return reject(reason, f"tombstone: {why}")
+            if len(doc_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+                return reject(Reason.ID_TOO_LONG, f"the id is more than {MAX_ID_BYTES} bytes")
+            return Document(doc_id, "", "delete", None, source, "", (key, value))
+
         change = None
         if self.envelope:
             try:
                 change = _ENVELOPE.decode(value)
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except DECODE_ERRORS:
                 change = None  # not an object, not JSON, a field of another type: read again below, for the reason
         if change is not None:
-            if change.payload is not None:
+            if len(change.schema) and change.payload is not None:  # the wrapper: schema and payload both there
                 change = change.payload
             body = {"op": change.op, "before": change.before, "after": change.after}
         else:
             try:
-                body = _unwrap(self._decode(value))
-            except msgspec.DecodeError as exc:
+                body = _JSON.decode(value)
+            except DECODE_ERRORS as exc:
                 return reject(Reason.UNDECODABLE, f"not JSON: {exc}"[:300])
+            if self.envelope:
+                body = _unwrap(body)
             if not isinstance(body, dict):
                 return reject(Reason.NOT_A_MAP, f"value is a JSON {type(body).__name__}, not an object")
         if self.envelope:
             op = body.get("op")
+            if not isinstance(op, str) and op is not None:
+                return reject(Reason.UNKNOWN_OP, f"Debezium 'op' must be a string, not a {type(op).__name__}")
             if op in UPSERT_OPS:
                 row, delete = body.get("after"), False
             elif op == "d":
                 row, delete = body.get("before"), True
             elif op == "t":
-                return reject(Reason.TRUNCATE, "a truncate of the whole table cannot be applied document by document: delete the index's rows or re-snapshot")
+                return reject(Reason.TRUNCATE, "a truncate of the whole table cannot be applied document by document (README: Debezium truncates)")
             elif op is None:
-                return reject(Reason.MISSING_FIELD, "'op' is required in a Debezium change event")
+                return reject(Reason.MISSING_FIELD, "'op' is required in a Debezium change event (the ExtractNewRecordState transform removes it: read the raw events)")
             else:
-                return reject(Reason.UNKNOWN_OP, f"Debezium 'op' must be one of c, r, u, d (t is refused), not {str(op)[:50]!r}")
+                return reject(Reason.UNKNOWN_OP, f"Debezium 'op' must be one of c, r, u, d (t is refused), not {op[:50]!r}")
             if row is None and not delete:
                 return reject(Reason.MISSING_FIELD, f"'after' is required for op {op!r}")
             if row is not None and not isinstance(row, dict):
@@ -187,7 +217,7 @@ class MappedDecoder:
             row, delete = body, False
         if null_key:  # checked after the op: a truncate, keyless by nature, is refused as one
             return reject(Reason.KEY_MISSING, no_key)
-        doc_id, reason, why = self._id(row, key, key_obj)
+        doc_id, reason, why = self._id(row, key_obj)
         if doc_id is None:
             return reject(reason, why)
         if len(doc_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
@@ -200,35 +230,54 @@ class MappedDecoder:
         if not text:
             return reject(Reason.EMPTY_TEXT, f"every field of the text template ({', '.join(self.mapping.template.fields)}) is null or empty")
         metadata = {f: row[f] for f in self.mapping.metadata_fields if f in row} or None
-        if metadata and decode._depth(metadata, MAX_METADATA_DEPTH + 1) > MAX_METADATA_DEPTH:
-            return reject(Reason.METADATA_TOO_DEEP, f"the metadata is nested more than {MAX_METADATA_DEPTH} levels")
+        if metadata:
+            if decode._depth(metadata, MAX_METADATA_DEPTH + 1) > MAX_METADATA_DEPTH:
+                return reject(Reason.METADATA_TOO_DEEP, f"the metadata is nested more than {MAX_METADATA_DEPTH} levels")
+            if has_big_int(metadata):
+                return reject(Reason.WRONG_TYPE, "a metadata field holds an integer outside 64 bits")
+            if UNAVAILABLE in metadata.values():
+                gone = next(f for f, v in metadata.items() if v == UNAVAILABLE)
+                return reject(Reason.UNAVAILABLE_VALUE, f"Debezium did not send {gone!r} (an unchanged TOASTed column): set REPLICA IDENTITY FULL on the table")
         return Document(doc_id, text, "upsert", metadata, source, content_hash(text), (key, value), metadata_hash=metadata_hash(metadata))
 
-    def _id(self, row: dict | None, key: bytes | None, key_obj: Any) -> tuple[str | None, str, str]:
-        """(id, reason, detail): the document id, or None and why. From ``id_field`` of the row
-        (falling back on the key for a delete whose ``before`` lacks it), else from the key: its
-        only field, or its bytes. A key that names the id must agree with the row's."""
+    def _id(self, row: dict | None, key_obj: Any) -> tuple[str | None, str, str]:
+        """(id, reason, detail): the document id, or None and why.
+
+        A key that is an object (a primary key) decides: its only column's value, ``id_field``'s
+        when it names one of its columns, or every column (``col=value/...``, a composite key) when
+        ``id_field`` is unset; the row must agree where it holds the same column. An ``id_field``
+        that is not a key column is refused: deletes and per-key order could not follow it. Other
+        keys are the id's text; without a key, ``id_field`` of the row."""
         field = self.mapping.id_field
-        from_key: str | None = None
         if isinstance(key_obj, dict):
-            if field is not None and field in key_obj:
-                from_key = _id_value(key_obj[field])
-            elif field is None and len(key_obj) == 1:
-                from_key = _id_value(next(iter(key_obj.values())))
-            elif field is None:
-                return None, Reason.MISSING_FIELD, f"the key has {len(key_obj)} fields ({', '.join(map(str, list(key_obj)[:5]))}): set EMBED_INPUT__ID_FIELD to the one that is the id"
-        elif key is not None:
-            from_key = _id_value(key_obj) if key_obj is not None else key.decode("utf-8", "replace")
+            if not key_obj:
+                return None, Reason.MISSING_FIELD, "the key is an empty object"
+            if field is not None:
+                if field not in key_obj:
+                    return None, Reason.KEY_MISMATCH, f"EMBED_INPUT__ID_FIELD {field!r} is not a column of the record key ({', '.join(map(str, list(key_obj)[:5]))})"
+                columns = {field: key_obj[field]}
+            else:
+                columns = key_obj
+            values = [_id_value(v) for v in columns.values()]
+            if any(v is None or v == "" for v in values):
+                return None, Reason.WRONG_TYPE, f"the key's id columns must be non-empty strings or integers, not {list(columns.values())!r:.80}"
+            doc_id = values[0] if len(values) == 1 else "/".join(f"{c}={v}" for c, v in zip(columns, values))
+            if row is not None:
+                for column, v in zip(columns, values):
+                    held = row.get(column)
+                    if held is not None and _id_value(held) != v:
+                        return None, Reason.KEY_MISMATCH, f"the row's {column!r} ({str(held)[:50]!r}) differs from the message key's ({v[:50]!r})"
+            return doc_id, "", ""
+        if key_obj is not None:  # the key's text is the id
+            if field is not None and row is not None and row.get(field) is not None and _id_value(row[field]) != key_obj:
+                return None, Reason.KEY_MISMATCH, f"the id field {field!r} ({str(row[field])[:50]!r}) differs from the message key ({key_obj[:50]!r})"
+            return (key_obj, "", "") if key_obj else (None, Reason.MISSING_FIELD, "the key is empty")
         if field is not None and row is not None and field in row:
             value = _id_value(row[field])
             if not value:
                 return None, Reason.WRONG_TYPE, f"the id field {field!r} must be a non-empty string or an integer, not {row[field]!r:.50}"
-            if from_key is not None and from_key != value:
-                return None, Reason.KEY_MISMATCH, f"the id field {field!r} ({value[:50]!r}) differs from the message key ({from_key[:50]!r})"
             return value, "", ""
-        if from_key:
-            return from_key, "", ""
-        where = f"{field!r} is in neither the row nor the key" if field else "the key holds none"
+        where = f"{field!r} is not in the row and there is no key" if field else "no key, and EMBED_INPUT__ID_FIELD is unset"
         return None, Reason.MISSING_FIELD, f"no document id: {where}"
 
 

@@ -82,8 +82,16 @@ def test_a_delete_whose_before_holds_only_the_key_takes_the_id_from_the_key():
         pytest.param(key(), b'{"op": "c", "after": ', Reason.UNDECODABLE, id="not-json"),
         pytest.param(key(), b"[1, 2]", Reason.NOT_A_MAP, id="not-an-object"),
         pytest.param(None, change("c", None, ROW), Reason.KEY_MISSING, id="null-key"),
-        pytest.param(json.dumps({"tenant": 1, "id": 2}).encode(), change("c", None, ROW), Reason.MISSING_FIELD, id="composite-key-without-id-field"),
-        pytest.param(key(True), change("c", None, ROW), Reason.MISSING_FIELD, id="key-not-an-id"),
+        pytest.param(json.dumps({"tenant": 1, "id": 2}).encode(), change("c", None, ROW), Reason.KEY_MISMATCH, id="composite-key-the-row-contradicts"),
+        pytest.param(key(True), change("c", None, ROW), Reason.WRONG_TYPE, id="key-not-an-id"),
+        pytest.param(key(), change(["c"], None, ROW), Reason.UNKNOWN_OP, id="op-not-a-string"),
+        pytest.param(key(), change({"c": 1}, None, ROW), Reason.UNKNOWN_OP, id="op-an-object"),
+        pytest.param(key(), b"[" * 5000 + b"]" * 5000, Reason.UNDECODABLE, id="nested-past-the-stack"),
+        pytest.param(b"{" + b'"a":{' * 3000 + b"}" * 3001, change("c", None, ROW), Reason.UNDECODABLE, id="key-nested-past-the-stack"),
+        pytest.param(key(), change("c", None, dict(ROW, lang=10**30)), Reason.WRONG_TYPE, id="metadata-integer-beyond-64-bits"),
+        pytest.param(key(), change("u", None, dict(ROW, body="__debezium_unavailable_value")), Reason.UNAVAILABLE_VALUE, id="toasted-column-not-sent"),
+        pytest.param(key(), change("u", None, dict(ROW, lang="__debezium_unavailable_value")), Reason.UNAVAILABLE_VALUE, id="toasted-metadata-not-sent"),
+        pytest.param(b"\xff\xfe", change("c", None, ROW), Reason.UNDECODABLE, id="key-not-utf8"),
     ],
 )
 def test_every_malformed_change_event_is_dead_lettered_with_its_reason(k, v, reason):
@@ -93,12 +101,62 @@ def test_every_malformed_change_event_is_dead_lettered_with_its_reason(k, v, rea
     assert (item.key, item.value) == (k, v)  # the original bytes go to the dead-letter topic
 
 
-def test_an_id_field_must_agree_with_the_key_and_be_a_string_or_an_integer():
+def test_an_id_field_must_be_a_key_column_and_agree_with_the_row():
     decoder = make_decoder("debezium", mapping=Mapping(Template("{body}"), id_field="id"))
     assert one(decoder, key(2), change("c", None, ROW)).reason == Reason.KEY_MISMATCH
-    assert one(decoder, key(1001), change("c", None, dict(ROW, id=1.5))).reason == Reason.WRONG_TYPE
+    assert one(decoder, key(1001), change("c", None, dict(ROW, id=1.5))).reason == Reason.KEY_MISMATCH
     composite = json.dumps({"tenant": 1, "id": 1001}).encode()
     assert one(decoder, composite, change("c", None, ROW)).id == "1001"
+    # a column outside the key could not carry deletes (Debezium's before holds the key) nor order
+    by_slug = make_decoder("debezium", mapping=Mapping(Template("{body}"), id_field="slug"))
+    assert one(by_slug, key(), change("c", None, dict(ROW, slug="s"))).reason == Reason.KEY_MISMATCH
+
+
+def test_a_composite_key_is_the_id_whole_so_rows_sharing_a_column_stay_apart():
+    a = one(DEBEZIUM, json.dumps({"tenant": 1, "id": 5}).encode(), change("c", None, dict(ROW, tenant=1, id=5)))
+    b = one(DEBEZIUM, json.dumps({"tenant": 2, "id": 5}).encode(), change("c", None, dict(ROW, tenant=2, id=5)))
+    assert (a.id, b.id) == ("tenant=1/id=5", "tenant=2/id=5")
+    gone = one(DEBEZIUM, json.dumps({"tenant": 2, "id": 5}).encode(), None)
+    assert (gone.id, gone.op) == ("tenant=2/id=5", "delete")
+
+
+def test_a_default_identity_delete_holds_only_the_key_columns_and_still_deletes():
+    # REPLICA IDENTITY DEFAULT: before has every column, all null but the key's
+    before = {"id": 1001, "title": None, "body": None, "lang": None, "views": None}
+    for decoder in (DEBEZIUM, make_decoder("debezium", mapping=Mapping(Template("{body}"), id_field="id"))):
+        doc = one(decoder, key(), change("d", before, None))
+        assert (doc.id, doc.op) == ("1001", "delete")
+
+
+def test_integer_and_string_keys_give_the_same_id_and_plain_keys_are_taken_as_they_are():
+    assert one(DEBEZIUM, key(1001), change("c", None, ROW)).id == one(DEBEZIUM, key("1001"), change("c", None, dict(ROW, id="1001"))).id == "1001"
+    mapped = make_decoder("json", mapping=Mapping(Template("{body}")))
+    for raw in (b"1.0", b"true", b" 1001 ", b"[1]"):
+        assert one(mapped, raw, json.dumps(ROW).encode()).id == raw.decode()
+
+
+def test_a_tombstone_with_an_id_over_the_limit_is_dead_lettered_like_its_delete():
+    long_key = json.dumps({"id": "x" * 600}).encode()
+    assert one(DEBEZIUM, long_key, None).reason == one(DEBEZIUM, long_key, change("d", {"id": "x" * 600}, None)).reason == Reason.ID_TOO_LONG
+
+
+def test_escaped_braces_stay_literal_and_a_template_of_empty_fields_is_empty_text():
+    assert Template("{{id}} {title}: {body}").render({"title": "T", "body": "B"})[0] == "{id} T: B"
+    assert Template("{title} {{tag}} {body}").render({"title": "T", "body": "B"})[0] == "T {tag} B"
+    assert Template("{title} (article)").render({"title": None})[1] == Reason.EMPTY_TEXT
+    assert Template("{title} {flag}").render({"title": "T", "flag": True})[0] == "T true"
+
+
+def test_mapped_json_takes_an_object_with_schema_and_payload_keys_as_it_is():
+    mapped = make_decoder("json", mapping=Mapping(Template("{schema} {body}")))
+    doc = one(mapped, b"k", json.dumps({"schema": "v2", "payload": {"x": 1}, "body": "B"}).encode())
+    assert doc.text == "v2 B"
+
+
+@pytest.mark.parametrize("value", [b"[" * 5000 + b"]" * 5000, json.dumps({"id": "j", "text": "t", "metadata": {"n": 10**30}}).encode()], ids=["deep", "big-int"])
+def test_json_contract_messages_that_would_crash_later_are_dead_lettered(value):
+    docs, rejected = decode_records([("t", 0, 0, 0, b"j", value)], json=True)
+    assert not docs and rejected[0].reason in (Reason.UNDECODABLE, Reason.WRONG_TYPE)
 
 
 def test_an_empty_template_field_is_left_out_with_the_text_before_it():
