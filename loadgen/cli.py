@@ -130,6 +130,35 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sinkbench(ns: argparse.Namespace) -> int:
+    import tempfile
+    import warnings
+
+    from loadgen.sinkbench import run_sinkbench, summary_text
+
+    url, server = ns.postgres_url, None
+    if url is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                import pgserver
+            except ImportError:
+                pgserver = None
+        if pgserver is not None:  # a throwaway PostgreSQL with pgvector (the local extra)
+            server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="sinkbench-pg-")), cleanup_mode="delete")
+            url = server.get_uri()
+    try:
+        result = run_sinkbench(ns.count, ns.dim, ns.batch, url)
+    finally:
+        if server is not None:
+            server.cleanup()
+    print(summary_text(result))
+    if ns.json_out:
+        Path(ns.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(ns.json_out).write_text(json.dumps(result, indent=2))
+    return 0
+
+
 def _cmd_hostpath(ns: argparse.Namespace) -> int:
     from loadgen.hostpath import run_hostpath, summary_text
 
@@ -249,6 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("--out", default="reports", help="where the JSON result and the PNG chart go (default: reports)")
     ben.add_argument("--label", help="file name of the result (default: bench-<time>)")
     ben.set_defaults(func=_cmd_bench)
+
+    snk = sub.add_parser("sinkbench", help="points/s each index store applies: LanceDB, PostgreSQL + pgvector with and without HNSW")
+    snk.add_argument("--count", type=int, default=20_000, help="points (default: 20000)")
+    snk.add_argument("--dim", type=int, default=384, help="vector dimension (default: 384, all-MiniLM-L6-v2's)")
+    snk.add_argument("--batch", type=int, default=1000, help="points per write, as EMBED_SINK__MAX_POLL_RECORDS (default: 1000)")
+    snk.add_argument("--postgres-url", help="a PostgreSQL with pgvector (default: a throwaway one from the pgserver wheel)")
+    snk.add_argument("--json-out", metavar="PATH", help="also write the results as JSON")
+    snk.set_defaults(func=_cmd_sinkbench)
 
     hos = sub.add_parser("hostpath", help="one embed-worker with a near-free model vs a bare consume-tokenize-produce loop, on short texts")
     hos.add_argument("--count", type=int, default=30_000, help="short documents per run (default: 30000)")

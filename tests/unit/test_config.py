@@ -116,3 +116,11 @@ def test_the_retired_lookahead_setting_is_still_accepted(monkeypatch):
     # a deployment that still sets it must start, not fail on an unknown setting
     monkeypatch.setenv("EMBED_BATCH__LOOKAHEAD", "4")
     assert load_settings().batch.lookahead == 4
+
+
+def test_a_postgres_sink_without_its_url_fails_at_start_up_naming_it(monkeypatch):
+    monkeypatch.setenv("EMBED_SINK__STORE", "postgres")
+    with pytest.raises(ConfigError, match="EMBED_SINK__POSTGRES_URL is required"):
+        load_settings()
+    monkeypatch.setenv("EMBED_SINK__POSTGRES_URL", "postgresql://embed:s3cret@db:5432/app")
+    assert load_settings().sink.store == "postgres"

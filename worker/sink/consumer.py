@@ -6,7 +6,8 @@ applied. A crash between the write and the commit replays those messages; applyi
 leaves the index as it was, so nothing is lost and nothing is doubled. A document's messages share
 a key, hence a partition, so they are applied in the order the worker published them.
 
-The index is an embedded store on this process's disk: run one sink per index (one replica).
+The index is LanceDB on this process's disk (run one sink per index: one replica), or a PostgreSQL
+table with pgvector (``EMBED_SINK__STORE=postgres``), where each poll is one transaction.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from worker.errors import BrokerUnavailableError, TransportError
 from worker.observe.health import Health
 from worker.observe.metrics import DURATION_BUCKETS
 from worker.sink.events import plan
-from worker.sink.index import Index
+from worker.sink.index import Index, open_index
 from worker.transport import Consumer, TopicPartitionKey, transport
 
 log = logging.getLogger(__name__)
@@ -106,12 +107,12 @@ def run_sink(settings: Settings, stop: threading.Event, exit_when_idle_s: float 
 
 
 def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | None, metrics: SinkMetrics, health: Health) -> dict:
-    index = Index(settings.sink.path, settings.sink.table)
+    index = open_index(settings.sink)
     consumer = open_consumer(settings)
     stats = SinkStats()
     metrics.points.set(index.count())
     health.warmed_up()
-    log.info("sink: %s → %s (table %s), group %s", settings.kafka.output_topic, settings.sink.path, settings.sink.table, settings.sink.group_id)
+    log.info("sink: %s → %s %s (table %s), group %s", settings.kafka.output_topic, settings.sink.store, index.path, settings.sink.table, settings.sink.group_id)
     last_message = None
     warned: set[str] = set()  # models whose vectors were left out, logged once each
     try:

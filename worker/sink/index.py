@@ -164,3 +164,13 @@ def _arrow(points, dim: int):
     arrays = [pa.array(columns[f.name], type=f.type) for f in schema if f.name != "vector"]
     arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(vectors, type=pa.float32()), dim))
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def open_index(settings: Any, *, create: bool = True):
+    """The index the sink settings name (``EMBED_SINK__STORE``): LanceDB at ``path``, or a
+    PostgreSQL table (``worker.sink.postgres``) at ``postgres_url``."""
+    if settings.store == "postgres":
+        from worker.sink.postgres import PostgresIndex
+
+        return PostgresIndex(settings.postgres_url.get_secret_value(), settings.table, create=create, hnsw=settings.hnsw)
+    return Index(settings.path, settings.table, create=create)

