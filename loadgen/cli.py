@@ -130,6 +130,16 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cdc(ns: argparse.Namespace) -> int:
+    from loadgen.cdcdemo import run_cdc
+
+    result = run_cdc(ns.state_dir, ns.docs)
+    if ns.json_out:
+        Path(ns.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(ns.json_out).write_text(json.dumps(result, indent=2))
+    return 0 if result["ok"] else 1
+
+
 def _cmd_sinkbench(ns: argparse.Namespace) -> int:
     import tempfile
     import warnings
@@ -278,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("--out", default="reports", help="where the JSON result and the PNG chart go (default: reports)")
     ben.add_argument("--label", help="file name of the result (default: bench-<time>)")
     ben.set_defaults(func=_cmd_bench)
+
+    cdc = sub.add_parser("cdc", help="a PostgreSQL table of the sample corpus followed into a pgvector index: snapshot, updates, deletes, inserts as Debezium events")
+    cdc.add_argument("--docs", type=int, default=300, help="rows of the table (default: 300)")
+    cdc.add_argument("--state-dir", default=".devstack", help="local stack state directory (default: .devstack)")
+    cdc.add_argument("--json-out", metavar="PATH", help="also write the results as JSON")
+    cdc.set_defaults(func=_cmd_cdc)
 
     snk = sub.add_parser("sinkbench", help="points/s each index store applies: LanceDB, PostgreSQL + pgvector with and without HNSW")
     snk.add_argument("--count", type=int, default=20_000, help="points (default: 20000)")

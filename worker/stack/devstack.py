@@ -164,6 +164,10 @@ class DevStack:
 
     def up(self, *, kafka_port: int = 0, redis_port: int = 0, topics: dict[str, int] | None = None) -> StackAddresses:
         if self.running():
+            if not self._postgres_running():  # a stack started before PostgreSQL was part of it, or its server gone
+                postgres_url = start_postgres(self.dir / "postgres")
+                if postgres_url:
+                    (self.dir / "postgres.url").write_text(postgres_url)
             addrs = self.addresses()
         else:
             self.down()
@@ -182,6 +186,16 @@ class DevStack:
         if topics:
             create_topics(addrs.kafka, topics)
         return addrs
+
+    def _postgres_running(self) -> bool:
+        pid = postgres_pid(self.dir / "postgres")
+        if pid is None or not self._read("postgres.url"):
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
     def down(self) -> None:
         for name in ("kafka", "redis"):
