@@ -33,7 +33,7 @@ def run_demo(*, docs: int, state_dir: str, query: str, baseline: bool = False) -
     from loadgen.corpus import sample_corpus
     from loadgen.readback import committed_offsets, read_topic
 
-    _step(f"starting the local stack (broker + Redis) in {state_dir}")
+    _step(f"starting the local stack (broker, Redis, PostgreSQL) in {state_dir}")
     run = LocalRun.start("demo", state_dir)
     with tempfile.TemporaryDirectory() as tmp:
         pub_file = Path(tmp, "publish.json")
