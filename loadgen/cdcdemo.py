@@ -6,7 +6,7 @@ corpus in the local PostgreSQL; its rows published as Debezium's snapshot events
 table, each published as the change event Debezium would capture for it (``loadgen.cdc``: no
 Kafka Connect runs here, so this publisher stands in for it, reading the changed rows back with
 ``RETURNING``); the worker and the sink again; and a check that the index holds exactly the table's
-live rows, each with the vector of its latest text.
+live rows, each one point carrying the content hash of its latest text (the template over the row).
 """
 
 from __future__ import annotations
@@ -95,7 +95,8 @@ def run_cdc(state_dir: str, docs: int = 300, *, log=print) -> dict:
     table.load(corpus[:docs])
     encode = DebeziumEncoder(schema=True)
     sender = TopicSender(KafkaSettings(bootstrap_servers=run.addresses.kafka))
-    worker_env = {"EMBED_INPUT__FORMAT": "debezium", "EMBED_INPUT__TEXT_TEMPLATE": TEMPLATE, "EMBED_INPUT__METADATA_FIELDS": "lang"}
+    worker_env = {"EMBED_INPUT__FORMAT": "debezium", "EMBED_INPUT__TEXT_TEMPLATE": TEMPLATE, "EMBED_INPUT__METADATA_FIELDS": "lang",
+                  "EMBED_LONG_TEXT__POLICY": "truncate"}  # one point a row, whatever the caller's environment says
     sink_env = {"EMBED_SINK__STORE": "postgres", "EMBED_SINK__POSTGRES_URL": url, "EMBED_SINK__TABLE": f"index_{suffix}", "EMBED_SINK__GROUP_ID": f"{run.name}-sink"}
     result: dict = {"run": run.name, "table": table.name, "index_table": sink_env["EMBED_SINK__TABLE"]}
     try:
@@ -118,7 +119,10 @@ def run_cdc(state_dir: str, docs: int = 300, *, log=print) -> dict:
 
         live = table.live()
         index = PostgresIndex(url, sink_env["EMBED_SINK__TABLE"], create=False)
-        rows = index.rows()
+        try:
+            rows = index.rows()
+        finally:
+            index.close()
         by_doc = {r["parent_id"]: r for r in rows}
         stale = sorted(doc for doc, text in live.items() if doc in by_doc and by_doc[doc]["content_hash"] != content_hash(text))
         result.update(
@@ -128,7 +132,6 @@ def run_cdc(state_dir: str, docs: int = 300, *, log=print) -> dict:
         result["ok"] = not (result["missing"] or result["extra"] or result["stale"]) and len(rows) == len(live)
         log(f"==> the index {'matches' if result['ok'] else 'DOES NOT MATCH'} the table: {len(live)} live rows, {len(rows)} points, "
             f"missing {result['missing']}, extra {result['extra']}, stale {result['stale']}")
-        index.close()
         query = "how do I parse command line arguments"
         answer = subprocess.run([sys.executable, "-m", "worker", "query", query, "-k", "3", "--store", "postgres"], env={**run.env(), **sink_env}, capture_output=True, text=True)
         result["query"] = answer.stdout.strip()

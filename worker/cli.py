@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import signal
 import sys
 import threading
@@ -109,14 +110,14 @@ def _cmd_devstack(ns: argparse.Namespace, _cli_source) -> int:
         print(f"local stack in {stack.dir}: {'running' if up else 'stopped'}")
         if up and addrs:
             for k, v in addrs.env().items():
-                print(f"export {k}={v}")
+                print(f"export {k}={shlex.quote(v)}")
         return 0 if up else 3
     settings = load_settings()
     topics = {settings.kafka.input_topic: ns.partitions, settings.kafka.output_topic: ns.partitions, settings.kafka.dlq_topic: 1}
     addrs = stack.up(kafka_port=ns.kafka_port, redis_port=ns.redis_port, topics=topics)
     print(f"# local stack running (state in {stack.dir}); use it with:")
     for k, v in addrs.env().items():
-        print(f"export {k}={v}")
+        print(f"export {k}={shlex.quote(v)}")
     return 0
 
 

@@ -313,6 +313,8 @@ class SinkSettings(_Section):
     def _check(self) -> "SinkSettings":
         if self.store == "postgres" and self.postgres_url is None:
             raise ValueError("EMBED_SINK__POSTGRES_URL is required with EMBED_SINK__STORE=postgres")
+        if self.store == "postgres" and not re.fullmatch(r"[a-z_][a-z0-9_]{0,47}", self.table):
+            raise ValueError(f"EMBED_SINK__TABLE must be a PostgreSQL table name of at most 48 lower-case letters, digits and _ with store=postgres, not {self.table!r}")
         return self
 
 

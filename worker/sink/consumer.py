@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from worker.config import Settings
-from worker.errors import BrokerUnavailableError, TransportError
+from worker.errors import BrokerUnavailableError, IndexStoreError, TransportError
 from worker.observe.health import Health
 from worker.observe.metrics import DURATION_BUCKETS
 from worker.sink.events import plan
@@ -38,7 +38,7 @@ class SinkMetrics:
         self.messages = Counter("embed_sink_messages_total", "Output messages applied to the index.", registry=r)
         self.upserted = Counter("embed_sink_points_upserted_total", "Points written (a replay writes them again).", registry=r)
         self.deleted = Counter("embed_sink_documents_deleted_total", "Documents whose points were all removed.", registry=r)
-        self.skipped = Counter("embed_sink_skipped_total", "Messages that were not embedding events (logged, committed).", registry=r)
+        self.skipped = Counter("embed_sink_skipped_total", "Messages that were not embedding events, and points the store refused (logged, committed).", registry=r)
         self.other_model = Counter(
             "embed_sink_other_model_vectors_total",
             "Vectors left out because their model or dimension is not the index's (logged once per model; see the README's model rollout).",
@@ -136,7 +136,11 @@ def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | No
     finally:
         health.stopping()
         consumer.close()
-        summary = stats.summary(index.count())
+        try:
+            points = index.count()
+        except IndexStoreError:  # the store is what failed: the summary says so rather than hide the error
+            points = -1
+        summary = stats.summary(points)
         log.info("sink summary: %s", summary)
     return summary
 
@@ -152,19 +156,20 @@ def _apply(index: Index, records, stats: SinkStats, metrics: SinkMetrics, warned
             log.warning("sink: leaving out vectors of %s: the index at %s holds %s (%s dimensions); a new model needs a new index (README: model rollout)",
                         model, index.path, *(index.model or p.model))
     index.apply(p)
+    refused = index.take_refused() if hasattr(index, "take_refused") else 0  # points the store refused (logged there)
     took = time.monotonic() - started
     stats.write_s.append(took)
     stats.messages += len(records)
     upserted = sum(map(len, p.points.values()))
     stats.upserted += upserted
     stats.deleted_documents += len(p.drop)
-    stats.skipped += p.skipped
+    stats.skipped += p.skipped + refused
     stats.writes += 1
     metrics.write_seconds.observe(took)
     metrics.messages.inc(len(records))
     metrics.upserted.inc(upserted)
     metrics.deleted.inc(len(p.drop))
-    metrics.skipped.inc(p.skipped)
+    metrics.skipped.inc(p.skipped + refused)
     metrics.points.set(index.count())
 
 
