@@ -141,27 +141,22 @@ def _cmd_cdc(ns: argparse.Namespace) -> int:
 
 
 def _cmd_sinkbench(ns: argparse.Namespace) -> int:
+    import shutil
     import tempfile
-    import warnings
 
     from loadgen.sinkbench import run_sinkbench, summary_text
+    from worker.stack.devstack import start_postgres, stop_postgres
 
-    url, server = ns.postgres_url, None
-    if url is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                import pgserver
-            except ImportError:
-                pgserver = None
-        if pgserver is not None:  # a throwaway PostgreSQL with pgvector (the local extra)
-            server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="sinkbench-pg-")), cleanup_mode="delete")
-            url = server.get_uri()
+    url, pgdata = ns.postgres_url, None
+    if url is None:  # a throwaway PostgreSQL with pgvector (the pgserver wheel of the local extra), if installed
+        pgdata = Path(tempfile.mkdtemp(prefix="sinkbench-pg-")) / "data"
+        url = start_postgres(pgdata)
     try:
         result = run_sinkbench(ns.count, ns.dim, ns.batch, url)
     finally:
-        if server is not None:
-            server.cleanup()
+        if pgdata is not None:
+            stop_postgres(pgdata)
+            shutil.rmtree(pgdata.parent, ignore_errors=True)
     print(summary_text(result))
     if ns.json_out:
         Path(ns.json_out).parent.mkdir(parents=True, exist_ok=True)

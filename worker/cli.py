@@ -72,7 +72,7 @@ def _cmd_run(ns: argparse.Namespace, cli_source: CliSettingsSource) -> int:
 
 def _sink_settings(ns: argparse.Namespace) -> Settings:
     """The environment's settings, with ``--store`` over EMBED_SINK__STORE."""
-    return load_settings(sink={"store": ns.store}) if getattr(ns, "store", None) else load_settings()
+    return load_settings(sink={"store": ns.store}) if ns.store else load_settings()
 
 
 def _cmd_sink(ns: argparse.Namespace, _cli_source) -> int:

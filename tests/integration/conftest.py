@@ -16,7 +16,7 @@ import pytest
 from loadgen.publish import PublishReport, TopicSender, publish
 from loadgen.readback import committed_offsets, read_topic
 from worker.config import KafkaSettings
-from worker.stack.devstack import StackAddresses, create_topics, free_port, start_broker, start_redis
+from worker.stack.devstack import StackAddresses, create_topics, free_port, start_broker, start_postgres, start_redis, stop_postgres
 from worker.transport import transport
 
 REPO = Path(__file__).resolve().parents[2]
@@ -156,16 +156,13 @@ def lane(stack, request) -> Lane:
 
 @pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory) -> str:
-    """A real PostgreSQL 16 with pgvector for the session (the pgserver wheel of the local extra)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs: no XDG_RUNTIME_DIR here
-        import pgserver
-
-        server = pgserver.get_server(tmp_path_factory.mktemp("postgres") / "data", cleanup_mode="delete")
-    yield server.get_uri()
-    server.cleanup()
+    """A real PostgreSQL 16 with pgvector for the session (the pgserver wheel of the local extra),
+    started and stopped as the local stack does it."""
+    pgdata = tmp_path_factory.mktemp("postgres") / "data"
+    url = start_postgres(pgdata)
+    assert url, "no PostgreSQL: the pgserver wheel (the local extra) is missing; run `make install`"
+    yield url
+    stop_postgres(pgdata)
 
 
 @pytest.fixture(scope="session")

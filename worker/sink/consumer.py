@@ -156,7 +156,7 @@ def _apply(index: Index, records, stats: SinkStats, metrics: SinkMetrics, warned
             log.warning("sink: leaving out vectors of %s: the index at %s holds %s (%s dimensions); a new model needs a new index (README: model rollout)",
                         model, index.path, *(index.model or p.model))
     index.apply(p)
-    refused = index.take_refused() if hasattr(index, "take_refused") else 0  # points the store refused (logged there)
+    refused = index.take_refused()  # points the store refused (logged there)
     took = time.monotonic() - started
     stats.write_s.append(took)
     stats.messages += len(records)

@@ -110,6 +110,10 @@ class Index:
         if self._table is not None:
             self._table.optimize()
 
+    def take_refused(self) -> int:
+        """Points the store refused since the last call: LanceDB takes every value."""
+        return 0
+
     def other_model(self, model: str) -> str | None:
         """A model other than ``model`` that some point was embedded with, if any."""
         if self._table is None:

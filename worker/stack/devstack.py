@@ -135,6 +135,14 @@ def postgres_pid(pgdata: Path) -> int | None:
     return pid if b"postgres" in command else None
 
 
+def stop_postgres(pgdata: Path) -> None:
+    """Stop the server on ``pgdata``, if one runs: SIGINT, PostgreSQL's fast shutdown (SIGTERM's
+    smart shutdown waits for every client)."""
+    pid = postgres_pid(pgdata)
+    if pid:
+        stop_process(pid, timeout_s=15.0, signum=signal.SIGINT)
+
+
 def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
     """Create topics (name → partitions) on the local broker; existing ones are left as they are."""
     from worker.config import KafkaSettings
@@ -166,13 +174,7 @@ class DevStack:
         return port_open(int(addrs.kafka.rsplit(":", 1)[1])) and port_open(int(self._read("redis.port")))
 
     def up(self, *, kafka_port: int = 0, redis_port: int = 0, topics: dict[str, int] | None = None) -> StackAddresses:
-        if self.running():
-            if not self._postgres_running():  # a stack started before PostgreSQL was part of it, or its server gone
-                postgres_url = start_postgres(self.dir / "postgres")
-                if postgres_url:
-                    (self.dir / "postgres.url").write_text(postgres_url)
-            addrs = self.addresses()
-        else:
+        if not self.running():
             self.down()
             self.dir.mkdir(parents=True, exist_ok=True)
             kafka_port, redis_port = kafka_port or free_port(), redis_port or free_port()
@@ -182,10 +184,11 @@ class DevStack:
             server = start_redis(redis_port, self.dir, self.dir / "redis.log")
             (self.dir / "redis.pid").write_text(str(server.pid))
             (self.dir / "redis.port").write_text(str(redis_port))
+        if not self._postgres_running():  # a new stack, one started before PostgreSQL was part of it, or its server gone
             postgres_url = start_postgres(self.dir / "postgres")
             if postgres_url:
                 (self.dir / "postgres.url").write_text(postgres_url)
-            addrs = self.addresses()
+        addrs = self.addresses()
         if topics:
             create_topics(addrs.kafka, topics)
         return addrs
@@ -200,9 +203,7 @@ class DevStack:
                 stop_process(int(pid))
             for suffix in ("pid", "port"):
                 (self.dir / f"{name}.{suffix}").unlink(missing_ok=True)
-        pid = postgres_pid(self.dir / "postgres")
-        if pid:
-            stop_process(pid, timeout_s=15.0, signum=signal.SIGINT)  # SIGINT: PostgreSQL's fast shutdown (SIGTERM waits for every client)
+        stop_postgres(self.dir / "postgres")
         (self.dir / "postgres.url").unlink(missing_ok=True)
 
 
