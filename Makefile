@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "need Python >= 3.11 for .venv (python3 is $$(python3 -V 2>&1)): install one, and put it first on PATH as python3"; exit 1; }
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt torch
-	$(PY) -m pip install -q -c constraints.txt -e '.[local,loadgen,sink,test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[local,loadgen,sink,test,lint]'
 	touch $@
 
 $(OPS_VENV)/.installed: scripts/fetch_helm.py

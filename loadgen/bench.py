@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from worker.batch.policy import BatchLimits, default_max_tokens, sorted_batches
 from worker.config import KafkaSettings, Settings
@@ -24,10 +24,16 @@ from worker.stats import percentile
 
 
 def _rates(docs: int, tokens: int, seconds: float) -> dict:
-    return {"docs_per_s": round(docs / seconds, 2), "tokens_per_s": round(tokens / seconds, 1), "seconds": round(seconds, 3)}
+    return {
+        "docs_per_s": round(docs / seconds, 2),
+        "tokens_per_s": round(tokens / seconds, 1),
+        "seconds": round(seconds, 3),
+    }
 
 
-def bench_sentence_transformers(texts: Sequence[str], model_path: str, device: str, batch_sizes: Sequence[int], tokens: int) -> dict:
+def bench_sentence_transformers(
+    texts: Sequence[str], model_path: str, device: str, batch_sizes: Sequence[int], tokens: int
+) -> dict:
     """Pick the best batch size on a probe of the documents, then time the whole set with it."""
     from sentence_transformers import SentenceTransformer
 
@@ -43,7 +49,9 @@ def bench_sentence_transformers(texts: Sequence[str], model_path: str, device: s
     started = time.perf_counter()
     model.encode(list(texts), batch_size=best)
     out = _rates(len(texts), tokens, time.perf_counter() - started)
-    out.update(batch_size=best, probe_docs_per_s={str(k): round(v, 1) for k, v in probe_rates.items()})
+    out.update(
+        batch_size=best, probe_docs_per_s={str(k): round(v, 1) for k, v in probe_rates.items()}
+    )
     return out
 
 
@@ -60,19 +68,31 @@ def bench_raw_forward(encoder, token_ids: list[list[int]], max_tokens: int, max_
         seconds.append(time.perf_counter() - started)
     real, padded = sum(c.real_tokens for c in cuts), sum(c.padded_tokens for c in cuts)
     out = _rates(len(token_ids), real, sum(seconds))
-    out.update(batches=len(cuts), padding_efficiency=round(real / padded, 3), batch_p50_s=round(percentile(seconds, 50), 4), batch_p99_s=round(percentile(seconds, 99), 4))
+    out.update(
+        batches=len(cuts),
+        padding_efficiency=round(real / padded, 3),
+        batch_p50_s=round(percentile(seconds, 50), 4),
+        batch_p99_s=round(percentile(seconds, 99), 4),
+    )
     return out
 
 
-def accuracy_vs_fp32(encoder, settings: Settings, token_ids: list[list[int]], max_tokens: int) -> dict:
+def accuracy_vs_fp32(
+    encoder, settings: Settings, token_ids: list[list[int]], max_tokens: int
+) -> dict:
     """How far a quantized model's vectors are from the fp32 model's, on the benchmark documents."""
     import numpy as np
 
     from worker.encode import load_encoder
 
-    reference = load_encoder(settings.model.model_copy(update={"quantize": "none", "dtype": "float32"}))
+    reference = load_encoder(
+        settings.model.model_copy(update={"quantize": "none", "dtype": "float32"})
+    )
     lengths = [len(t) for t in token_ids]
-    ours, ref = np.zeros((len(token_ids), encoder.info.dim), np.float32), np.zeros((len(token_ids), encoder.info.dim), np.float32)
+    ours, ref = (
+        np.zeros((len(token_ids), encoder.info.dim), np.float32),
+        np.zeros((len(token_ids), encoder.info.dim), np.float32),
+    )
     for cut in sorted_batches(lengths, BatchLimits(max_tokens, settings.batch.max_size, 0.0)):
         idx = list(cut.indices)
         ours[idx] = encoder.encode([token_ids[i] for i in idx])
@@ -81,8 +101,14 @@ def accuracy_vs_fp32(encoder, settings: Settings, token_ids: list[list[int]], ma
     sim_ours, sim_ref = ours @ ours.T, ref @ ref.T
     np.fill_diagonal(sim_ours, -np.inf)
     np.fill_diagonal(sim_ref, -np.inf)
-    return {"cosine_mean": round(float(cos.mean()), 5), "cosine_p1": round(float(np.percentile(cos, 1)), 5), "cosine_min": round(float(cos.min()), 5),
-            "top1_neighbour_agreement": round(float((sim_ours.argmax(1) == sim_ref.argmax(1)).mean()), 4)}
+    return {
+        "cosine_mean": round(float(cos.mean()), 5),
+        "cosine_p1": round(float(np.percentile(cos, 1)), 5),
+        "cosine_min": round(float(cos.min()), 5),
+        "top1_neighbour_agreement": round(
+            float((sim_ours.argmax(1) == sim_ref.argmax(1)).mean()), 4
+        ),
+    }
 
 
 def bench_pipeline(docs: list[dict], state_dir: str, partitions: int = 4) -> dict:
@@ -100,10 +126,24 @@ def bench_pipeline(docs: list[dict], state_dir: str, partitions: int = 4) -> dic
     finally:
         sender.close()
     summary = run.run_worker(idle_s=3, quiet=True)
-    vectors = sum(1 for r in read_topic(kafka, run.output_topic, expect=len(docs), timeout_s=60) if r.value is not None)
-    out = {"docs_per_s": summary["docs_per_s"], "tokens_per_s": summary["tokens_per_s"], "seconds": summary["busy_s"]}
-    out.update(vectors_out=vectors, batches=summary["batches"], padding_efficiency=summary["padding_efficiency"],
-               batch_p50_s=summary["batch_p50_s"], batch_p99_s=summary["batch_p99_s"], dedup_hits=summary["dedup_hits"])
+    vectors = sum(
+        1
+        for r in read_topic(kafka, run.output_topic, expect=len(docs), timeout_s=60)
+        if r.value is not None
+    )
+    out = {
+        "docs_per_s": summary["docs_per_s"],
+        "tokens_per_s": summary["tokens_per_s"],
+        "seconds": summary["busy_s"],
+    }
+    out.update(
+        vectors_out=vectors,
+        batches=summary["batches"],
+        padding_efficiency=summary["padding_efficiency"],
+        batch_p50_s=summary["batch_p50_s"],
+        batch_p99_s=summary["batch_p99_s"],
+        dedup_hits=summary["dedup_hits"],
+    )
     return out
 
 
@@ -111,15 +151,27 @@ def environment() -> dict:
     import torch
     import transformers
 
-    env = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-           "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "machine": platform.machine()}
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+    }
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
     return env
 
 
 def run_bench(
-    settings: Settings, docs: list[dict], *, state_dir: str, st_batch_sizes: Sequence[int], skip: set[str], partitions: int = 4
+    settings: Settings,
+    docs: list[dict],
+    *,
+    state_dir: str,
+    st_batch_sizes: Sequence[int],
+    skip: set[str],
+    partitions: int = 4,
 ) -> dict:
     from worker.encode import load_encoder
     from worker.encode.transformer import resolve_model_path
@@ -132,18 +184,44 @@ def run_bench(
     tokenize_s = time.perf_counter() - started
     lengths = [len(t) for t in token_ids]
     tokens = sum(lengths)
-    max_tokens = settings.batch.max_tokens or default_max_tokens(info.device.split(":")[0], info.max_length)
+    max_tokens = settings.batch.max_tokens or default_max_tokens(
+        info.device.split(":")[0], info.max_length
+    )
     result = {
         "environment": environment(),
-        "model": {"name": info.name, "dim": info.dim, "dtype": info.dtype, "device": info.device, "max_length": info.max_length, "quantize": info.quantize},
-        "settings": {"max_tokens": max_tokens, "max_size": settings.batch.max_size, "max_wait_ms": settings.batch.max_wait_ms,
-                     "replicas": settings.model.replicas, "processes": settings.processes, "partitions": partitions, "autocast": settings.model.autocast},
-        "documents": {"count": len(docs), "tokens": tokens, "p50_tokens": percentile(lengths, 50), "p99_tokens": percentile(lengths, 99),
-                      "max_tokens": max(lengths), "tokenize_docs_per_s": round(len(docs) / tokenize_s, 1)},
+        "model": {
+            "name": info.name,
+            "dim": info.dim,
+            "dtype": info.dtype,
+            "device": info.device,
+            "max_length": info.max_length,
+            "quantize": info.quantize,
+        },
+        "settings": {
+            "max_tokens": max_tokens,
+            "max_size": settings.batch.max_size,
+            "max_wait_ms": settings.batch.max_wait_ms,
+            "replicas": settings.model.replicas,
+            "processes": settings.processes,
+            "partitions": partitions,
+            "autocast": settings.model.autocast,
+        },
+        "documents": {
+            "count": len(docs),
+            "tokens": tokens,
+            "p50_tokens": percentile(lengths, 50),
+            "p99_tokens": percentile(lengths, 99),
+            "max_tokens": max(lengths),
+            "tokenize_docs_per_s": round(len(docs) / tokenize_s, 1),
+        },
     }
     if "st" not in skip:
-        result["sentence_transformers"] = bench_sentence_transformers(texts, resolve_model_path(info.name), info.device, st_batch_sizes, tokens)
-    result["raw_forward"] = bench_raw_forward(encoder, token_ids, max_tokens, settings.batch.max_size)
+        result["sentence_transformers"] = bench_sentence_transformers(
+            texts, resolve_model_path(info.name), info.device, st_batch_sizes, tokens
+        )
+    result["raw_forward"] = bench_raw_forward(
+        encoder, token_ids, max_tokens, settings.batch.max_size
+    )
     if info.quantize != "none":
         result["accuracy_vs_fp32"] = accuracy_vs_fp32(encoder, settings, token_ids, max_tokens)
     del encoder
@@ -151,21 +229,31 @@ def run_bench(
         result["pipeline"] = bench_pipeline(docs, state_dir, partitions)
         # the raw pass again, after the pipeline, so drift of a shared machine shows: the ratio is
         # over the mean of the two (the encoder was freed for the worker's sake and is loaded again)
-        result["raw_forward_after"] = bench_raw_forward(load_encoder(settings.model), token_ids, max_tokens, settings.batch.max_size)
+        result["raw_forward_after"] = bench_raw_forward(
+            load_encoder(settings.model), token_ids, max_tokens, settings.batch.max_size
+        )
         pipe = result["pipeline"]["docs_per_s"]
         raw = (result["raw_forward"]["docs_per_s"] + result["raw_forward_after"]["docs_per_s"]) / 2
         result["ratios"] = {"pipeline_over_raw": round(pipe / raw, 3)}
         if "sentence_transformers" in result:
-            result["ratios"]["pipeline_over_sentence_transformers"] = round(pipe / result["sentence_transformers"]["docs_per_s"], 3)
+            result["ratios"]["pipeline_over_sentence_transformers"] = round(
+                pipe / result["sentence_transformers"]["docs_per_s"], 3
+            )
     return result
 
 
 def summary_text(r: dict) -> str:
-    rows = [f"{r['documents']['count']:,} documents, {r['documents']['tokens']:,} tokens after truncation "
-            f"(p50 {r['documents']['p50_tokens']}, p99 {r['documents']['p99_tokens']}), {r['model']['name']} {r['model']['dtype']} on {r['model']['device']}",
-            f"{'':40} {'documents/s':>12} {'tokens/s':>12} {'padding eff.':>12} {'batch p50':>10} {'batch p99':>10}"]
-    names = {"sentence_transformers": "1 sentence-transformers encode()", "raw_forward": "2 raw sorted forward (limit)", "pipeline": "3 full pipeline (Kafka, Redis)",
-             "raw_forward_after": "2 raw sorted forward, again after 3"}
+    rows = [
+        f"{r['documents']['count']:,} documents, {r['documents']['tokens']:,} tokens after truncation "
+        f"(p50 {r['documents']['p50_tokens']}, p99 {r['documents']['p99_tokens']}), {r['model']['name']} {r['model']['dtype']} on {r['model']['device']}",
+        f"{'':40} {'documents/s':>12} {'tokens/s':>12} {'padding eff.':>12} {'batch p50':>10} {'batch p99':>10}",
+    ]
+    names = {
+        "sentence_transformers": "1 sentence-transformers encode()",
+        "raw_forward": "2 raw sorted forward (limit)",
+        "pipeline": "3 full pipeline (Kafka, Redis)",
+        "raw_forward_after": "2 raw sorted forward, again after 3",
+    }
     for key, name in names.items():
         m = r.get(key)
         if m is None:
@@ -175,14 +263,18 @@ def summary_text(r: dict) -> str:
         def fmt(v, spec):
             return format("-", spec[:3]) if v is None else format(v, spec)
 
-        rows.append(f"{label:40} {m['docs_per_s']:>12,.1f} {m['tokens_per_s']:>12,.0f} {fmt(m.get('padding_efficiency'), '>12.3f')} "
-                    f"{fmt(m.get('batch_p50_s'), '>10.3f')} {fmt(m.get('batch_p99_s'), '>10.3f')}")
+        rows.append(
+            f"{label:40} {m['docs_per_s']:>12,.1f} {m['tokens_per_s']:>12,.0f} {fmt(m.get('padding_efficiency'), '>12.3f')} "
+            f"{fmt(m.get('batch_p50_s'), '>10.3f')} {fmt(m.get('batch_p99_s'), '>10.3f')}"
+        )
     for k, v in r.get("ratios", {}).items():
         rows.append(f"ratio {k.replace('_', ' ')}: {v:.2f}x")
     if "accuracy_vs_fp32" in r:
         a = r["accuracy_vs_fp32"]
-        rows.append(f"{r['model']['quantize']} vs fp32: cosine mean {a['cosine_mean']:.4f}, p1 {a['cosine_p1']:.4f}, min {a['cosine_min']:.4f}; "
-                    f"top-1 neighbour agreement {a['top1_neighbour_agreement']:.1%}")
+        rows.append(
+            f"{r['model']['quantize']} vs fp32: cosine mean {a['cosine_mean']:.4f}, p1 {a['cosine_p1']:.4f}, min {a['cosine_min']:.4f}; "
+            f"top-1 neighbour agreement {a['top1_neighbour_agreement']:.1%}"
+        )
     return "\n".join(rows)
 
 
@@ -193,11 +285,22 @@ def write_chart(r: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     keys = [k for k in ("sentence_transformers", "raw_forward", "pipeline") if k in r]
-    labels = {"sentence_transformers": "sentence-transformers\nencode()", "raw_forward": "raw sorted\nforward", "pipeline": "full pipeline\n(Kafka + Redis)"}
+    labels = {
+        "sentence_transformers": "sentence-transformers\nencode()",
+        "raw_forward": "raw sorted\nforward",
+        "pipeline": "full pipeline\n(Kafka + Redis)",
+    }
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    bars = ax.bar([labels[k] for k in keys], [r[k]["docs_per_s"] for k in keys], color=["tab:gray", "tab:blue", "tab:green"][: len(keys)])
+    bars = ax.bar(
+        [labels[k] for k in keys],
+        [r[k]["docs_per_s"] for k in keys],
+        color=["tab:gray", "tab:blue", "tab:green"][: len(keys)],
+    )
     ax.bar_label(bars, fmt="%.1f")
-    ax.set(ylabel="documents / s", title=f"{r['model']['name']} on {r['model']['device']}: {r['documents']['count']:,} documents")
+    ax.set(
+        ylabel="documents / s",
+        title=f"{r['model']['name']} on {r['model']['device']}: {r['documents']['count']:,} documents",
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

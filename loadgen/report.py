@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from worker.stats import percentile
 
@@ -38,8 +38,16 @@ def summary_text(r: dict) -> str:
     lines = [
         f"embed-loadgen measure: {r['label']}",
         f"  published    {c['published']:,} messages in {r['publish']['seconds']:.1f} s ({r['publish']['messages_per_s']:,.0f}/s"
-        + (f", target {r['config']['rate']:,.0f}/s" if r["config"].get("rate") else ", as fast as possible")
-        + (f", fell behind by up to {r['publish']['late_s']:.2f} s)" if r["publish"]["late_s"] > 0.05 else ")"),
+        + (
+            f", target {r['config']['rate']:,.0f}/s"
+            if r["config"].get("rate")
+            else ", as fast as possible"
+        )
+        + (
+            f", fell behind by up to {r['publish']['late_s']:.2f} s)"
+            if r["publish"]["late_s"] > 0.05
+            else ")"
+        ),
         f"  answered     {c['outputs']:,} vectors/deletes, {c['dead_lettered']:,} dead-lettered, {c['duplicates']:,} duplicates",
         f"  unanswered   {c['unanswered']:,} messages (dedup skips or lost); ids missing: {c['missing_ids']:,}"
         + (f" e.g. {', '.join(r['missing_sample'][:3])}" if r["missing_sample"] else ""),
@@ -68,7 +76,11 @@ def write_charts(report: dict, out_dir: Path) -> list[Path]:
     if report["series"]["published_per_s"]:
         xs, ys = zip(*report["series"]["published_per_s"])
         ax.plot(xs, ys, label="published / s", alpha=0.7)
-    ax.set(title=f"Throughput — {report['label']}", xlabel="seconds since the first send", ylabel="messages / s")
+    ax.set(
+        title=f"Throughput — {report['label']}",
+        xlabel="seconds since the first send",
+        ylabel="messages / s",
+    )
     ax.legend()
     paths.append(_save(fig, out_dir / "throughput.png"))
 
@@ -76,7 +88,11 @@ def write_charts(report: dict, out_dir: Path) -> list[Path]:
     if report["lag"]["samples"]:
         xs, ys = zip(*report["lag"]["samples"])
         ax.plot(xs, ys, color="tab:red")
-    ax.set(title="Consumer lag of the worker group", xlabel="seconds since the first send", ylabel="messages")
+    ax.set(
+        title="Consumer lag of the worker group",
+        xlabel="seconds since the first send",
+        ylabel="messages",
+    )
     paths.append(_save(fig, out_dir / "lag.png"))
 
     fig, ax = plt.subplots(figsize=(8, 3.5))
@@ -87,9 +103,13 @@ def write_charts(report: dict, out_dir: Path) -> list[Path]:
         ax.bar(edges, counts, width=(edges[1] - edges[0]) if len(edges) > 1 else 0.01, align="edge")
         for q, style in (("p50", "-"), ("p90", "--"), ("p99", ":")):
             if lat[q] is not None:
-                ax.axvline(lat[q], color="black", linestyle=style, label=f"{q} {lat[q] * 1000:,.0f} ms")
+                ax.axvline(
+                    lat[q], color="black", linestyle=style, label=f"{q} {lat[q] * 1000:,.0f} ms"
+                )
         ax.legend()
-    ax.set(title="End-to-end latency (intended send → output)", xlabel="seconds", ylabel="documents")
+    ax.set(
+        title="End-to-end latency (intended send → output)", xlabel="seconds", ylabel="documents"
+    )
     paths.append(_save(fig, out_dir / "latency.png"))
     return paths
 
@@ -132,7 +152,11 @@ def compare_text(a: dict, b: dict) -> str:
     rows = [f"{'':18} {a['label'][:18]:>18} {b['label'][:18]:>18} {'b / a':>8}"]
     for section, key, name, _higher_is_better in COMPARED:
         va, vb = a[section].get(key), b[section].get(key)
-        ratio = f"{vb / va:.2f}x" if isinstance(va, (int, float)) and isinstance(vb, (int, float)) and va else "-"
+        ratio = (
+            f"{vb / va:.2f}x"
+            if isinstance(va, (int, float)) and isinstance(vb, (int, float)) and va
+            else "-"
+        )
         rows.append(f"{name:18} {_fmt(va):>18} {_fmt(vb):>18} {ratio:>8}")
     return "\n".join(rows)
 

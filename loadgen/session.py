@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from loadgen.measure import Collector, LagSampler, Matcher, Published
 from loadgen.publish import TopicSender, publish
@@ -45,13 +45,24 @@ def run_measured(
     start = time.time()
     sender = TopicSender(k)
     try:
-        pub = publish(sender, k.input_topic, docs, schedule=schedule, progress=progress, on_ack=lag.acknowledged)
+        pub = publish(
+            sender,
+            k.input_topic,
+            docs,
+            schedule=schedule,
+            progress=progress,
+            on_ack=lag.acknowledged,
+        )
     finally:
         sender.close()
 
     matcher = Matcher()
     for partition, offset, i, sent_ms in pub.sent:
-        matcher.add_published(partition, offset, Published(docs[i]["id"], docs[i].get("op", "upsert"), sent_ms, tokens[i]))
+        matcher.add_published(
+            partition,
+            offset,
+            Published(docs[i]["id"], docs[i].get("op", "upsert"), sent_ms, tokens[i]),
+        )
     answer_times: list[float] = []
     last_news, deadline = time.monotonic(), time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -77,9 +88,20 @@ def run_measured(
     dead = sum(matcher.dead_letters.values())
     return {
         "label": label,
-        "config": {**(config or {}), "rate": schedule.rate if schedule else None, "documents": len(docs),
-                   "input_topic": k.input_topic, "output_topic": k.output_topic, "group": k.group_id},
-        "publish": {"messages": pub.messages, "seconds": round(pub.seconds, 3), "messages_per_s": round(pub.rate, 1), "late_s": round(pub.late_s, 3)},
+        "config": {
+            **(config or {}),
+            "rate": schedule.rate if schedule else None,
+            "documents": len(docs),
+            "input_topic": k.input_topic,
+            "output_topic": k.output_topic,
+            "group": k.group_id,
+        },
+        "publish": {
+            "messages": pub.messages,
+            "seconds": round(pub.seconds, 3),
+            "messages_per_s": round(pub.rate, 1),
+            "late_s": round(pub.late_s, 3),
+        },
         "counts": {
             "published": len(matcher.published),
             "outputs": len(matcher.answered) - dead,

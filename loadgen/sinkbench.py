@@ -30,7 +30,9 @@ def messages(n: int, dim: int, seed: int = 0) -> list[tuple[bytes, bytes]]:
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     for i in range(n):
         doc_id = f"doc-{i}"
-        doc = decode_record("bench", 0, i, 0, doc_id.encode(), encode_document(doc_id, "text", metadata={"n": i}))
+        doc = decode_record(
+            "bench", 0, i, 0, doc_id.encode(), encode_document(doc_id, "text", metadata={"n": i})
+        )
         m = codec.vector_message(doc, vectors[i], info, "float32", 0)
         out.append((m.key, m.value))
     return out
@@ -55,24 +57,38 @@ def run_sinkbench(n: int, dim: int, batch: int, postgres_url: str | None) -> dic
 
             stamp = int(time.time())
             stores += [
-                ("postgres+hnsw", lambda: PostgresIndex(postgres_url, f"sinkbench_hnsw_{stamp}", hnsw=True)),
-                ("postgres", lambda: PostgresIndex(postgres_url, f"sinkbench_plain_{stamp}", hnsw=False)),
+                (
+                    "postgres+hnsw",
+                    lambda: PostgresIndex(postgres_url, f"sinkbench_hnsw_{stamp}", hnsw=True),
+                ),
+                (
+                    "postgres",
+                    lambda: PostgresIndex(postgres_url, f"sinkbench_plain_{stamp}", hnsw=False),
+                ),
             ]
         for name, make in stores:
             index = make()
             insert_s = _apply_all(index, msgs, batch)
             replay_s = _apply_all(index, msgs, batch)
             assert index.count() == n, (name, index.count())
-            result["stores"][name] = {"insert_points_per_s": round(n / insert_s, 1), "replay_points_per_s": round(n / replay_s, 1),
-                                      "insert_s": round(insert_s, 3), "replay_s": round(replay_s, 3)}
+            result["stores"][name] = {
+                "insert_points_per_s": round(n / insert_s, 1),
+                "replay_points_per_s": round(n / replay_s, 1),
+                "insert_s": round(insert_s, 3),
+                "replay_s": round(replay_s, 3),
+            }
             if hasattr(index, "drop"):
                 index.drop()
     return result
 
 
 def summary_text(r: dict) -> str:
-    rows = [f"sink stores: {r['points']:,} points of {r['dim']} float32, polls of {r['batch']} (Kafka left out)",
-            f"{'store':16} {'insert points/s':>16} {'replay points/s':>16}"]
+    rows = [
+        f"sink stores: {r['points']:,} points of {r['dim']} float32, polls of {r['batch']} (Kafka left out)",
+        f"{'store':16} {'insert points/s':>16} {'replay points/s':>16}",
+    ]
     for name, s in r["stores"].items():
-        rows.append(f"{name:16} {s['insert_points_per_s']:>16,.0f} {s['replay_points_per_s']:>16,.0f}")
+        rows.append(
+            f"{name:16} {s['insert_points_per_s']:>16,.0f} {s['replay_points_per_s']:>16,.0f}"
+        )
     return "\n".join(rows)

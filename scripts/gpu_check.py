@@ -43,15 +43,25 @@ def check_precision(model: str, ids: list[list[int]], reference: np.ndarray) -> 
     out = {}
     for label, settings in {
         "auto (float16 model)": ModelSettings(name=model, device="cuda"),
-        "auto, eager (EMBED_MODEL__TRACE=off)": ModelSettings(name=model, device="cuda", trace="off"),
+        "auto, eager (EMBED_MODEL__TRACE=off)": ModelSettings(
+            name=model, device="cuda", trace="off"
+        ),
         "bfloat16 model": ModelSettings(name=model, device="cuda", dtype="bfloat16"),
-        "bfloat16 autocast": ModelSettings(name=model, device="cuda", dtype="bfloat16", autocast=True),
-        "float16 autocast": ModelSettings(name=model, device="cuda", dtype="float16", autocast=True),
+        "bfloat16 autocast": ModelSettings(
+            name=model, device="cuda", dtype="bfloat16", autocast=True
+        ),
+        "float16 autocast": ModelSettings(
+            name=model, device="cuda", dtype="float16", autocast=True
+        ),
         "float32 cuda": ModelSettings(name=model, device="cuda", dtype="float32"),
     }.items():
         encoder = TransformerEncoder(settings)
         cos = cosine(encode_all(encoder, ids), reference)
-        out[label] = {"cosine_mean": round(float(cos.mean()), 6), "cosine_min": round(float(cos.min()), 6), "traced": encoder.traced}
+        out[label] = {
+            "cosine_mean": round(float(cos.mean()), 6),
+            "cosine_min": round(float(cos.min()), 6),
+            "traced": encoder.traced,
+        }
     return out
 
 
@@ -79,14 +89,19 @@ def check_out_of_memory(model: str, ids: list[list[int]]) -> dict:
     big = [ids[i % len(ids)] for i in range(4096)]  # 4,096 full-length documents in one batch
     torch.cuda.empty_cache()
     free = torch.cuda.mem_get_info()[1]
-    torch.cuda.set_per_process_memory_fraction(min(1.0, (torch.cuda.memory_allocated() + 2 * 2**30) / free))
+    torch.cuda.set_per_process_memory_fraction(
+        min(1.0, (torch.cuda.memory_allocated() + 2 * 2**30) / free)
+    )
     try:
         try:
             encoder.encode(big)
             raised = None
         except Exception as exc:  # expected: torch.cuda.OutOfMemoryError
             raised = exc
-        docs = [Document(str(i), "", "upsert", None, Source("t", 0, i, 0), "", token_ids=big[i]) for i in range(len(big))]
+        docs = [
+            Document(str(i), "", "upsert", None, Source("t", 0, i, 0), "", token_ids=big[i])
+            for i in range(len(big))
+        ]
         lengths = [len(t) for t in big]
         cut = Cut(tuple(range(len(big))), FlushReason.TOKENS, sum(lengths), padded_cost(lengths))
         encoded = forward(encoder, Batch(docs, cut, 0.0))
@@ -96,10 +111,18 @@ def check_out_of_memory(model: str, ids: list[list[int]]) -> dict:
     for part_docs, part in encoded.parts:
         for d, v in zip(part_docs, part):
             vectors[int(d.id)] = v
-    diff = float(np.abs(vectors - np.stack([expected[i % len(ids)] for i in range(len(big))])).max())
-    return {"raised": type(raised).__name__ if raised else None, "is_out_of_memory": bool(raised and is_out_of_memory(raised)),
-            "splits": encoded.oom_splits, "parts": len(encoded.parts), "failed": len(encoded.failed),
-            "vectors": len(encoded.docs), "max_abs_diff_vs_unsplit": diff}
+    diff = float(
+        np.abs(vectors - np.stack([expected[i % len(ids)] for i in range(len(big))])).max()
+    )
+    return {
+        "raised": type(raised).__name__ if raised else None,
+        "is_out_of_memory": bool(raised and is_out_of_memory(raised)),
+        "splits": encoded.oom_splits,
+        "parts": len(encoded.parts),
+        "failed": len(encoded.failed),
+        "vectors": len(encoded.docs),
+        "max_abs_diff_vs_unsplit": diff,
+    }
 
 
 def main() -> int:
@@ -112,9 +135,16 @@ def main() -> int:
     cpu = TransformerEncoder(ModelSettings(name=ns.model, device="cpu", dtype="float32"))
     ids = cpu.tokenize(texts)
     reference = encode_all(cpu, ids)
-    result = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "model": ns.model, "docs": len(ids)}
+    result = {
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "model": ns.model,
+        "docs": len(ids),
+    }
     result["precision_vs_cpu_float32"] = check_precision(ns.model, ids, reference)
-    result["replicas_max_abs_diff"] = check_replicas(TransformerEncoder(ModelSettings(name=ns.model, device="cuda")), ids)
+    result["replicas_max_abs_diff"] = check_replicas(
+        TransformerEncoder(ModelSettings(name=ns.model, device="cuda")), ids
+    )
     long_ids = sorted(ids, key=len)[-64:]
     result["out_of_memory"] = check_out_of_memory(ns.model, long_ids)
     print(json.dumps(result, indent=2))
@@ -125,7 +155,10 @@ def main() -> int:
     failures = [
         name
         for name, ok in {
-            "float16 cosine >= 0.999": result["precision_vs_cpu_float32"]["auto (float16 model)"]["cosine_min"] >= 0.999,
+            "float16 cosine >= 0.999": result["precision_vs_cpu_float32"]["auto (float16 model)"][
+                "cosine_min"
+            ]
+            >= 0.999,
             "replicas equal to one thread": result["replicas_max_abs_diff"] < 1e-2,
             "a real out-of-memory error": oom["is_out_of_memory"],
             "every document recovered": oom["vectors"] == 4096 and oom["failed"] == 0,

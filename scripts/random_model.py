@@ -15,10 +15,25 @@ import shutil
 from pathlib import Path
 
 SHAPES = {
-    "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
-    "minilm-l6": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
+    "bert-base": {
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+    },
+    "minilm-l6": {
+        "hidden_size": 384,
+        "num_hidden_layers": 6,
+        "num_attention_heads": 12,
+        "intermediate_size": 1536,
+    },
 }
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+)
 
 
 def write_model(shape: str, out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
@@ -39,7 +54,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("shape", choices=sorted(SHAPES))
     parser.add_argument("out", type=Path)
-    parser.add_argument("--tokenizer", type=Path, help="directory with the tokenizer files (default: the bundled all-MiniLM-L6-v2)")
+    parser.add_argument(
+        "--tokenizer",
+        type=Path,
+        help="directory with the tokenizer files (default: the bundled all-MiniLM-L6-v2)",
+    )
     ns = parser.parse_args()
     if ns.tokenizer is None:
         from worker.encode.transformer import resolve_model_path

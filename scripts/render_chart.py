@@ -29,7 +29,9 @@ class StrictLoader(yaml.SafeLoader):
         keys = [self.construct_object(k, deep=True) for k, _ in node.value]
         twice = sorted({str(k) for k in keys if keys.count(k) > 1})
         if twice:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate keys {twice}", node.start_mark)
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate keys {twice}", node.start_mark
+            )
         return super().construct_mapping(node, deep)
 
 
@@ -43,20 +45,52 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     values = [arg for path in args.values for arg in ("-f", path)]
     caps = ["--api-versions", args.api_versions] if args.api_versions else []
-    lint = subprocess.run([HELM, "lint", "--strict", args.chart, *values, "--kube-version", args.kube_version], capture_output=True, text=True)
-    lint_problems = [line for line in lint.stdout.splitlines() + lint.stderr.splitlines() if line.startswith(("[WARNING]", "[ERROR]"))]
+    lint = subprocess.run(
+        [HELM, "lint", "--strict", args.chart, *values, "--kube-version", args.kube_version],
+        capture_output=True,
+        text=True,
+    )
+    lint_problems = [
+        line
+        for line in lint.stdout.splitlines() + lint.stderr.splitlines()
+        if line.startswith(("[WARNING]", "[ERROR]"))
+    ]
     proc = subprocess.run(
-        [HELM, "template", args.release, args.chart, "--namespace", "embed", "--kube-version", args.kube_version, *caps, *values],
+        [
+            HELM,
+            "template",
+            args.release,
+            args.chart,
+            "--namespace",
+            "embed",
+            "--kube-version",
+            args.kube_version,
+            *caps,
+            *values,
+        ],
         capture_output=True,
         text=True,
     )
     if proc.returncode != 0:
-        print(json.dumps({"error": proc.stderr.strip(), "lint": lint_problems, "objects": [], "invalid": []}))
+        print(
+            json.dumps(
+                {"error": proc.stderr.strip(), "lint": lint_problems, "objects": [], "invalid": []}
+            )
+        )
         return 0
     try:
         objects = [doc for doc in yaml.load_all(proc.stdout, Loader=StrictLoader) if doc]
     except yaml.YAMLError as exc:
-        print(json.dumps({"error": f"rendered YAML: {exc}", "lint": lint_problems, "objects": [], "invalid": []}))
+        print(
+            json.dumps(
+                {
+                    "error": f"rendered YAML: {exc}",
+                    "lint": lint_problems,
+                    "objects": [],
+                    "invalid": [],
+                }
+            )
+        )
         return 0
     invalid = []
     for obj in objects:
@@ -64,9 +98,17 @@ def main(argv: list[str]) -> int:
             continue
         try:
             kubernetes_validate.validate(obj, args.kube_version, strict=True)
-        except (kubernetes_validate.ValidationError, kubernetes_validate.SchemaNotFoundError, kubernetes_validate.InvalidSchemaError) as exc:
-            invalid.append(f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}: {getattr(exc, 'message', exc)}")
-    print(json.dumps({"error": None, "lint": lint_problems, "objects": objects, "invalid": invalid}))
+        except (
+            kubernetes_validate.ValidationError,
+            kubernetes_validate.SchemaNotFoundError,
+            kubernetes_validate.InvalidSchemaError,
+        ) as exc:
+            invalid.append(
+                f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}: {getattr(exc, 'message', exc)}"
+            )
+    print(
+        json.dumps({"error": None, "lint": lint_problems, "objects": objects, "invalid": invalid})
+    )
     return 0
 
 

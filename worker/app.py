@@ -29,7 +29,9 @@ def make_dedup(settings: Settings, fingerprint: str):
     try:
         store.ping()
     except Exception as exc:
-        log.warning("Redis not reachable at start-up (%s); dedup fails open until it is", type(exc).__name__)
+        log.warning(
+            "Redis not reachable at start-up (%s); dedup fails open until it is", type(exc).__name__
+        )
     return store
 
 
@@ -42,17 +44,28 @@ def freeze_heap() -> None:
 
 
 def run_worker(
-    settings: Settings, stop: threading.Event, exit_when_idle_s: float | None = None, metrics: Metrics | None = None
+    settings: Settings,
+    stop: threading.Event,
+    exit_when_idle_s: float | None = None,
+    metrics: Metrics | None = None,
 ) -> RunStats:
     from worker.observe.server import serving
 
     metrics = metrics or Metrics()
     health = Health(settings.metrics.stall_after_s)
-    with serving(settings.metrics, metrics.registry, health):  # /healthz answers while the model loads; /readyz waits for warm-up
+    with serving(
+        settings.metrics, metrics.registry, health
+    ):  # /healthz answers while the model loads; /readyz waits for warm-up
         return _run(settings, stop, exit_when_idle_s, metrics, health)
 
 
-def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | None, metrics: Metrics, health: Health) -> RunStats:
+def _run(
+    settings: Settings,
+    stop: threading.Event,
+    exit_when_idle_s: float | None,
+    metrics: Metrics,
+    health: Health,
+) -> RunStats:
     from worker.encode import load_encoder
     from worker.publish.producer import transactional_id
     from worker.transport import transport
@@ -60,7 +73,9 @@ def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | No
     client = transport(settings.kafka)
     log.info("Kafka client: %s", client.name)
     if settings.batch.lookahead is not None:
-        log.warning("EMBED_BATCH__LOOKAHEAD is deprecated and ignored: batches are chosen from everything waiting when the model has room")
+        log.warning(
+            "EMBED_BATCH__LOOKAHEAD is deprecated and ignored: batches are chosen from everything waiting when the model has room"
+        )
     tid = transactional_id(settings.kafka) if settings.kafka.exactly_once else None
     try:  # the broker first: a wrong address fails before the model is loaded
         producer = client.producer(settings.kafka, transactional_id=tid)
@@ -85,20 +100,45 @@ def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | No
                 f"{info.max_length}, so a full-length document could never be batched"
             )
         budget = token_budget(settings, encoder)
-        overhead = settings.batch.overhead_tokens if settings.batch.overhead_tokens is not None else batch_overhead_tokens(encoder, budget)
-        settings = settings.model_copy(update={"batch": settings.batch.model_copy(update={"max_tokens": budget, "overhead_tokens": overhead})})
+        overhead = (
+            settings.batch.overhead_tokens
+            if settings.batch.overhead_tokens is not None
+            else batch_overhead_tokens(encoder, budget)
+        )
+        settings = settings.model_copy(
+            update={
+                "batch": settings.batch.model_copy(
+                    update={"max_tokens": budget, "overhead_tokens": overhead}
+                )
+            }
+        )
         metrics.model_load_seconds.set(time.monotonic() - started)
-        metrics.build.info({"version": __version__, "model": info.name, "dtype": info.dtype, "device": info.device, "dim": str(info.dim)})
+        metrics.build.info(
+            {
+                "version": __version__,
+                "model": info.name,
+                "dtype": info.dtype,
+                "device": info.device,
+                "dim": str(info.dim),
+            }
+        )
         health.warmed_up()
         metrics.ready.set(1)
-        dedup = make_dedup(settings, output_fingerprint(info.fingerprint, settings.long_text.model_dump(), settings.output.vector_dtype))
+        dedup = make_dedup(
+            settings,
+            output_fingerprint(
+                info.fingerprint, settings.long_text.model_dump(), settings.output.vector_dtype
+            ),
+        )
         consumer = client.consumer(settings.kafka)
     except BaseException:
         producer.close()
         raise
     freeze_heap()
     try:
-        return Worker(settings, encoder, consumer, producer, dedup, stop, metrics=metrics, health=health).run(exit_when_idle_s)
+        return Worker(
+            settings, encoder, consumer, producer, dedup, stop, metrics=metrics, health=health
+        ).run(exit_when_idle_s)
     finally:
         consumer.close()
         producer.close()

@@ -24,7 +24,9 @@ def _install_signal_handlers(stop: threading.Event) -> None:
     """First SIGINT/SIGTERM: stop cleanly. A second one: the default (immediate) behaviour."""
 
     def handler(signum, _frame):
-        logging.getLogger(PROG).info("received %s: stopping after the current batch", signal.Signals(signum).name)
+        logging.getLogger(PROG).info(
+            "received %s: stopping after the current batch", signal.Signals(signum).name
+        )
         stop.set()
         signal.signal(signum, signal.SIG_DFL)
 
@@ -36,7 +38,11 @@ def setup_logging(level: str, fmt: str = "text") -> None:
     from worker.observe.logs import JsonFormatter
 
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
@@ -63,7 +69,9 @@ def _cmd_run(ns: argparse.Namespace, cli_source: CliSettingsSource) -> int:
     if settings.processes > 1:
         from worker.fleet import Fleet
 
-        run_args = ns.argv[ns.argv.index("run") + 1 :]  # the children get the same flags, then their own
+        run_args = ns.argv[
+            ns.argv.index("run") + 1 :
+        ]  # the children get the same flags, then their own
         return Fleet(settings, run_args, ns.summary_file).run(stop)
     stats = run_worker(settings, stop, ns.exit_when_idle)
     _write_summary(ns.summary_file, stats.summary())
@@ -90,7 +98,21 @@ def _cmd_query(ns: argparse.Namespace, _cli_source) -> int:
     setup_logging("WARNING", settings.log_format)
     hits = search(settings, ns.text, ns.k)
     if ns.json:
-        print(json.dumps([{"document": h.document, "score": round(h.score, 6), "point": h.point, "chunk": h.chunk, "chunks": h.chunks, "metadata": h.metadata} for h in hits]))
+        print(
+            json.dumps(
+                [
+                    {
+                        "document": h.document,
+                        "score": round(h.score, 6),
+                        "point": h.point,
+                        "chunk": h.chunk,
+                        "chunks": h.chunks,
+                        "metadata": h.metadata,
+                    }
+                    for h in hits
+                ]
+            )
+        )
     else:
         print(render(ns.text, hits))
     return 0
@@ -113,7 +135,11 @@ def _cmd_devstack(ns: argparse.Namespace, _cli_source) -> int:
                 print(f"export {k}={shlex.quote(v)}")
         return 0 if up else 3
     settings = load_settings()
-    topics = {settings.kafka.input_topic: ns.partitions, settings.kafka.output_topic: ns.partitions, settings.kafka.dlq_topic: 1}
+    topics = {
+        settings.kafka.input_topic: ns.partitions,
+        settings.kafka.output_topic: ns.partitions,
+        settings.kafka.dlq_topic: 1,
+    }
     addrs = stack.up(kafka_port=ns.kafka_port, redis_port=ns.redis_port, topics=topics)
     print(f"# local stack running (state in {stack.dir}); use it with:")
     for k, v in addrs.env().items():
@@ -145,7 +171,9 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, CliSettingsSource]:
-    parser = argparse.ArgumentParser(prog=PROG, description="Streaming embedding worker: Kafka documents in, vectors out.")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Streaming embedding worker: Kafka documents in, vectors out."
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -155,8 +183,17 @@ def build_parser() -> tuple[argparse.ArgumentParser, CliSettingsSource]:
         description="Consume documents and publish vectors until SIGINT/SIGTERM. Every setting is also an "
         "environment variable: --batch.max-tokens is EMBED_BATCH__MAX_TOKENS.",
     )
-    run.add_argument("--exit-when-idle", type=float, metavar="SECONDS", help="stop cleanly once no message has arrived for this long")
-    run.add_argument("--summary-file", metavar="PATH", help="write the run summary (counts, documents/s, tokens/s) as JSON")
+    run.add_argument(
+        "--exit-when-idle",
+        type=float,
+        metavar="SECONDS",
+        help="stop cleanly once no message has arrived for this long",
+    )
+    run.add_argument(
+        "--summary-file",
+        metavar="PATH",
+        help="write the run summary (counts, documents/s, tokens/s) as JSON",
+    )
     run.set_defaults(func=_cmd_run)
     cli_source = CliSettingsSource(Settings, root_parser=run)
 
@@ -168,9 +205,22 @@ def build_parser() -> tuple[argparse.ArgumentParser, CliSettingsSource]:
         "with an HNSW index if missing): upserts, deletes, tombstones, chunks of older versions removed. Offsets are committed "
         "only after the index has written what they cover. Settings come from the environment (embed-worker config).",
     )
-    sink.add_argument("--store", choices=["lancedb", "postgres"], help="the index's store (EMBED_SINK__STORE; postgres: EMBED_SINK__POSTGRES_URL)")
-    sink.add_argument("--exit-when-idle", type=float, metavar="SECONDS", help="stop once no message has arrived for this long")
-    sink.add_argument("--summary-file", metavar="PATH", help="write the sink's summary (messages, points, writes) as JSON")
+    sink.add_argument(
+        "--store",
+        choices=["lancedb", "postgres"],
+        help="the index's store (EMBED_SINK__STORE; postgres: EMBED_SINK__POSTGRES_URL)",
+    )
+    sink.add_argument(
+        "--exit-when-idle",
+        type=float,
+        metavar="SECONDS",
+        help="stop once no message has arrived for this long",
+    )
+    sink.add_argument(
+        "--summary-file",
+        metavar="PATH",
+        help="write the sink's summary (messages, points, writes) as JSON",
+    )
     sink.set_defaults(func=_cmd_sink)
 
     query = sub.add_parser(
@@ -181,27 +231,67 @@ def build_parser() -> tuple[argparse.ArgumentParser, CliSettingsSource]:
     )
     query.add_argument("text", help="the query text")
     query.add_argument("-k", type=_positive, default=5, help="documents to return (default: 5)")
-    query.add_argument("--store", choices=["lancedb", "postgres"], help="the index's store (EMBED_SINK__STORE)")
-    query.add_argument("--json", action="store_true", help="print a JSON list of {document, score, point, chunk, chunks, metadata}")
+    query.add_argument(
+        "--store", choices=["lancedb", "postgres"], help="the index's store (EMBED_SINK__STORE)"
+    )
+    query.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON list of {document, score, point, chunk, chunks, metadata}",
+    )
     query.set_defaults(func=_cmd_query)
 
-    dev = sub.add_parser("devstack", help="start/stop a local broker, Redis and PostgreSQL with pgvector on loopback (no Docker, no root)")
+    dev = sub.add_parser(
+        "devstack",
+        help="start/stop a local broker, Redis and PostgreSQL with pgvector on loopback (no Docker, no root)",
+    )
     dev.add_argument("action", choices=["up", "down", "status"])
-    dev.add_argument("--dir", default=".devstack", help="state directory for pids, ports and logs (default: .devstack)")
+    dev.add_argument(
+        "--dir",
+        default=".devstack",
+        help="state directory for pids, ports and logs (default: .devstack)",
+    )
     dev.add_argument("--kafka-port", type=int, default=0, help="broker port (default: a free one)")
     dev.add_argument("--redis-port", type=int, default=0, help="Redis port (default: a free one)")
-    dev.add_argument("--partitions", type=int, default=4, help="partitions of the input and output topics (default: 4)")
+    dev.add_argument(
+        "--partitions",
+        type=int,
+        default=4,
+        help="partitions of the input and output topics (default: 4)",
+    )
     dev.set_defaults(func=_cmd_devstack)
 
-    demo = sub.add_parser("demo", help="the main job on the embedded default: local stack, sample corpus, one worker, the index sink, a query")
-    demo.add_argument("--docs", type=int, default=2000, help="documents of the sample corpus to publish (default: 2000)")
-    demo.add_argument("--dir", default=".devstack", help="local stack state directory (default: .devstack)")
-    demo.add_argument("--query", default="how do I parse command line arguments", help="text of the closing embed-worker query")
-    demo.add_argument("--baseline", action="store_true", help="also time sentence-transformers encode() on the same documents")
+    demo = sub.add_parser(
+        "demo",
+        help="the main job on the embedded default: local stack, sample corpus, one worker, the index sink, a query",
+    )
+    demo.add_argument(
+        "--docs",
+        type=int,
+        default=2000,
+        help="documents of the sample corpus to publish (default: 2000)",
+    )
+    demo.add_argument(
+        "--dir", default=".devstack", help="local stack state directory (default: .devstack)"
+    )
+    demo.add_argument(
+        "--query",
+        default="how do I parse command line arguments",
+        help="text of the closing embed-worker query",
+    )
+    demo.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also time sentence-transformers encode() on the same documents",
+    )
     demo.set_defaults(func=_cmd_demo)
 
-    cfg = sub.add_parser("config", help="print the effective settings (secrets masked), or the settings table")
-    cfg.add_argument("--markdown", action="store_true", help="print the README's configuration table")
+    cfg = sub.add_parser(
+        "config", help="print the effective settings (secrets masked), or the settings table"
+    )
+    cfg.add_argument(
+        "--markdown", action="store_true", help="print the README's configuration table"
+    )
     cfg.set_defaults(func=_cmd_config)
     return parser, cli_source
 

@@ -9,7 +9,15 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigError
@@ -30,20 +38,40 @@ class KafkaSettings(_Section):
         "auto",
         description="Kafka client: confluent (librdkafka, in C: a few µs of Python per message) or kafka-python (pure Python, several times slower on short documents). auto is confluent when it is installed.",
     )
-    input_topic: str = Field("documents", min_length=1, description="Topic the documents are read from.")
-    output_topic: str = Field("embeddings", min_length=1, description="Topic one vector message per document is written to.")
-    dlq_topic: str = Field("documents.dlq", min_length=1, description="Dead-letter topic for messages that cannot be embedded.")
-    group_id: str = Field("embed-worker", min_length=1, description="Consumer group shared by every worker of a fleet.")
-    client_id: str = Field("embed-worker", min_length=1, description="Client id reported to the brokers.")
+    input_topic: str = Field(
+        "documents", min_length=1, description="Topic the documents are read from."
+    )
+    output_topic: str = Field(
+        "embeddings",
+        min_length=1,
+        description="Topic one vector message per document is written to.",
+    )
+    dlq_topic: str = Field(
+        "documents.dlq",
+        min_length=1,
+        description="Dead-letter topic for messages that cannot be embedded.",
+    )
+    group_id: str = Field(
+        "embed-worker",
+        min_length=1,
+        description="Consumer group shared by every worker of a fleet.",
+    )
+    client_id: str = Field(
+        "embed-worker", min_length=1, description="Client id reported to the brokers."
+    )
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest", description="Where a group with no committed offset starts."
     )
     max_poll_records: int = Field(500, gt=0, description="Most records one poll returns.")
     max_poll_interval_ms: int = Field(
-        300_000, gt=0, description="The broker evicts a consumer that does not poll within this time."
+        300_000,
+        gt=0,
+        description="The broker evicts a consumer that does not poll within this time.",
     )
     session_timeout_ms: int = Field(10_000, gt=0, description="Group session timeout.")
-    heartbeat_interval_ms: int = Field(3_000, gt=0, description="Group heartbeat interval (below a third of the session timeout).")
+    heartbeat_interval_ms: int = Field(
+        3_000, gt=0, description="Group heartbeat interval (below a third of the session timeout)."
+    )
     commit_interval_ms: int = Field(
         1_000, gt=0, description="How often published work is flushed and its offsets committed."
     )
@@ -53,18 +81,26 @@ class KafkaSettings(_Section):
         description="Publish each checkpoint's outputs and commit its input offsets in one Kafka transaction: readers with isolation.level=read_committed see every document exactly once, across crashes. Each checkpoint first lets everything polled through: keep EMBED_BATCH__MAX_PENDING to what the worker embeds well within EMBED_SHUTDOWN_GRACE_S.",
     )
     transactional_id: str | None = Field(
-        None, min_length=1, description="Transactional id with exactly_once (unset: <group_id>-<host name>-<client_id>, unique per process)."
+        None,
+        min_length=1,
+        description="Transactional id with exactly_once (unset: <group_id>-<host name>-<client_id>, unique per process).",
     )
     transaction_timeout_ms: int = Field(
-        60_000, gt=0, description="With exactly_once: the broker aborts a transaction left open this long by a dead worker."
+        60_000,
+        gt=0,
+        description="With exactly_once: the broker aborts a transaction left open this long by a dead worker.",
     )
     allow_null_keys: bool = Field(
         False,
         description="Accept input messages with a null key (default: dead-lettered, key_missing). Per-id order is then lost: versions of one id may land in different partitions and workers, be embedded out of order, and the sink's latest-version rule compares offsets of different partitions, so an older version can win.",
     )
-    linger_ms: int = Field(5, ge=0, description="Producer linger: how long a send waits to fill a record batch.")
+    linger_ms: int = Field(
+        5, ge=0, description="Producer linger: how long a send waits to fill a record batch."
+    )
     max_message_bytes: int = Field(
-        16 * 1024 * 1024, gt=0, description="Largest message the producer sends (a dead letter carries the original value)."
+        16 * 1024 * 1024,
+        gt=0,
+        description="Largest message the producer sends (a dead letter carries the original value).",
     )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="How to talk to the brokers."
@@ -76,8 +112,12 @@ class KafkaSettings(_Section):
     sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
     ssl_cafile: str | None = Field(None, description="CA bundle for SSL connections.")
     ssl_certfile: str | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
-    ssl_keyfile: str | None = Field(None, description="Private key (PEM) of the client certificate.")
-    ssl_password: SecretStr | None = Field(None, description="Password of the client private key (never logged).")
+    ssl_keyfile: str | None = Field(
+        None, description="Private key (PEM) of the client certificate."
+    )
+    ssl_password: SecretStr | None = Field(
+        None, description="Password of the client private key (never logged)."
+    )
     assignment_strategy: Literal["range", "roundrobin", "cooperative-sticky"] = Field(
         "range",
         description="How the group spreads partitions. cooperative-sticky moves only the partitions that change owner, so a scale-up does not stop the whole group.",
@@ -89,16 +129,24 @@ class KafkaSettings(_Section):
     )
 
     @model_validator(mode="after")
-    def _check(self) -> "KafkaSettings":
+    def _check(self) -> KafkaSettings:
         topics = [self.input_topic, self.output_topic, self.dlq_topic]
         if len(set(topics)) != 3:
-            raise ValueError("EMBED_KAFKA__INPUT_TOPIC, EMBED_KAFKA__OUTPUT_TOPIC and EMBED_KAFKA__DLQ_TOPIC must be three different topics")
+            raise ValueError(
+                "EMBED_KAFKA__INPUT_TOPIC, EMBED_KAFKA__OUTPUT_TOPIC and EMBED_KAFKA__DLQ_TOPIC must be three different topics"
+            )
         if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
-            raise ValueError("EMBED_KAFKA__SASL_MECHANISM is required with a SASL EMBED_KAFKA__SECURITY_PROTOCOL")
+            raise ValueError(
+                "EMBED_KAFKA__SASL_MECHANISM is required with a SASL EMBED_KAFKA__SECURITY_PROTOCOL"
+            )
         if self.sasl_mechanism and not (self.sasl_username and self.sasl_password):
-            raise ValueError("EMBED_KAFKA__SASL_USERNAME and EMBED_KAFKA__SASL_PASSWORD are required with EMBED_KAFKA__SASL_MECHANISM")
+            raise ValueError(
+                "EMBED_KAFKA__SASL_USERNAME and EMBED_KAFKA__SASL_PASSWORD are required with EMBED_KAFKA__SASL_MECHANISM"
+            )
         if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
-            raise ValueError("EMBED_KAFKA__HEARTBEAT_INTERVAL_MS must be at most a third of EMBED_KAFKA__SESSION_TIMEOUT_MS")
+            raise ValueError(
+                "EMBED_KAFKA__HEARTBEAT_INTERVAL_MS must be at most a third of EMBED_KAFKA__SESSION_TIMEOUT_MS"
+            )
         return self
 
 
@@ -107,12 +155,21 @@ class RedisSettings(_Section):
         None,
         description="Redis URL (redis://[:password@]host:port/db). Dedup is on when set. May hold a password, so it is never logged.",
     )
-    dedup: bool = Field(True, description="Skip documents already embedded with the same content and model configuration.")
+    dedup: bool = Field(
+        True,
+        description="Skip documents already embedded with the same content and model configuration.",
+    )
     ttl_s: int = Field(7 * 24 * 3600, gt=0, description="How long a dedup mark lives, in seconds.")
-    namespace: str = Field("embed", min_length=1, description="Prefix of every Redis key the worker writes.")
-    password: SecretStr | None = Field(None, description="Redis AUTH password, when not in the URL (never logged).")
+    namespace: str = Field(
+        "embed", min_length=1, description="Prefix of every Redis key the worker writes."
+    )
+    password: SecretStr | None = Field(
+        None, description="Redis AUTH password, when not in the URL (never logged)."
+    )
     username: str | None = Field(None, description="Redis ACL user name, with the password.")
-    ssl_ca_certs: str | None = Field(None, description="CA bundle for a TLS (rediss://) connection.")
+    ssl_ca_certs: str | None = Field(
+        None, description="CA bundle for a TLS (rediss://) connection."
+    )
     timeout_s: float = Field(2.0, gt=0, description="Socket timeout of one Redis call.")
     on_error: Literal["open", "closed"] = Field(
         "open",
@@ -139,18 +196,26 @@ class ModelSettings(_Section):
         False,
         description="With float16/bfloat16 on CUDA: keep float32 weights and run under autocast instead of converting the weights.",
     )
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N. auto picks CUDA when available.")
+    device: str = Field(
+        "auto", description="auto | cpu | cuda | cuda:N. auto picks CUDA when available."
+    )
     pooling: Literal["auto", "mean", "cls", "last"] = Field(
-        "auto", description="Pooling; auto reads the model's sentence-transformers files (mean when absent)."
+        "auto",
+        description="Pooling; auto reads the model's sentence-transformers files (mean when absent).",
     )
     normalize: bool | None = Field(
-        None, description="L2-normalize vectors; unset reads the model's sentence-transformers files."
+        None,
+        description="L2-normalize vectors; unset reads the model's sentence-transformers files.",
     )
     max_length: int | None = Field(
-        None, gt=0, description="Truncate documents to this many tokens; unset reads sentence_bert_config.json or the model's limit."
+        None,
+        gt=0,
+        description="Truncate documents to this many tokens; unset reads sentence_bert_config.json or the model's limit.",
     )
     torch_threads: int | None = Field(
-        None, gt=0, description="Torch CPU threads (unset: torch's default, or the cores divided by EMBED_PROCESSES)."
+        None,
+        gt=0,
+        description="Torch CPU threads (unset: torch's default, or the cores divided by EMBED_PROCESSES).",
     )
     replicas: int = Field(
         1,
@@ -194,9 +259,15 @@ class BatchSettings(_Section):
         "(up to 16384) while a full batch of the model still runs within 50 ms.",
     )
     max_size: int = Field(256, gt=0, description="Most documents in one batch.")
-    max_wait_ms: int = Field(50, ge=0, description="Latency deadline: the longest an idle model waits for a full batch; past it, the oldest document's batch runs as it is.")
+    max_wait_ms: int = Field(
+        50,
+        ge=0,
+        description="Latency deadline: the longest an idle model waits for a full batch; past it, the oldest document's batch runs as it is.",
+    )
     max_pending: int = Field(
-        4096, gt=0, description="Most documents held between poll and commit; consumption pauses above it."
+        4096,
+        gt=0,
+        description="Most documents held between poll and commit; consumption pauses above it.",
     )
     overhead_tokens: int | None = Field(
         None,
@@ -205,7 +276,9 @@ class BatchSettings(_Section):
         "saves more padding than this. Unset: measured at start-up (a short row's time over a padded token's).",
     )
     lookahead: int | None = Field(
-        None, gt=0, description="Deprecated and ignored (batches are chosen from everything waiting when the model has room); remove it."
+        None,
+        gt=0,
+        description="Deprecated and ignored (batches are chosen from everything waiting when the model has room); remove it.",
     )
 
 
@@ -221,9 +294,14 @@ class InputSettings(_Section):
         description="The document text over a row's fields, e.g. {title}\\n\\n{body}: a null or empty field is left out with the text before it. Required with debezium; with json it maps any object instead of the contract's fields.",
     )
     id_field: str | None = Field(
-        None, min_length=1, description="The row field holding the document id, with a text template (unset: the record key's only field, or the key itself)."
+        None,
+        min_length=1,
+        description="The row field holding the document id, with a text template (unset: the record key's only field, or the key itself).",
     )
-    metadata_fields: str = Field("", description="Comma-separated row fields copied into the output's metadata, with a text template.")
+    metadata_fields: str = Field(
+        "",
+        description="Comma-separated row fields copied into the output's metadata, with a text template.",
+    )
 
     @property
     def metadata_columns(self) -> tuple[str, ...]:
@@ -238,17 +316,27 @@ class InputSettings(_Section):
             try:
                 Template(template)
             except ConfigError as exc:
-                raise ValueError(str(exc).removeprefix("invalid setting EMBED_INPUT__TEXT_TEMPLATE: ")) from None
+                raise ValueError(
+                    str(exc).removeprefix("invalid setting EMBED_INPUT__TEXT_TEMPLATE: ")
+                ) from None
         return template
 
     @model_validator(mode="after")
-    def _check(self) -> "InputSettings":
+    def _check(self) -> InputSettings:
         if self.text_template is None and self.format == "debezium":
-            raise ValueError("EMBED_INPUT__TEXT_TEMPLATE is required with EMBED_INPUT__FORMAT=debezium (e.g. {title}\\n\\n{body})")
-        if self.format == "msgpack" and (self.text_template is not None or self.id_field or self.metadata_columns):
-            raise ValueError("EMBED_INPUT__TEXT_TEMPLATE, _ID_FIELD and _METADATA_FIELDS map json or debezium records; msgpack input follows the contract")
+            raise ValueError(
+                "EMBED_INPUT__TEXT_TEMPLATE is required with EMBED_INPUT__FORMAT=debezium (e.g. {title}\\n\\n{body})"
+            )
+        if self.format == "msgpack" and (
+            self.text_template is not None or self.id_field or self.metadata_columns
+        ):
+            raise ValueError(
+                "EMBED_INPUT__TEXT_TEMPLATE, _ID_FIELD and _METADATA_FIELDS map json or debezium records; msgpack input follows the contract"
+            )
         if self.text_template is None and (self.id_field or self.metadata_columns):
-            raise ValueError("EMBED_INPUT__ID_FIELD and _METADATA_FIELDS come with EMBED_INPUT__TEXT_TEMPLATE (without one, json follows the contract's fields)")
+            raise ValueError(
+                "EMBED_INPUT__ID_FIELD and _METADATA_FIELDS come with EMBED_INPUT__TEXT_TEMPLATE (without one, json follows the contract's fields)"
+            )
         return self
 
 
@@ -274,22 +362,35 @@ class LongTextSettings(_Section):
         description="truncate keeps the first tokens, truncate_left the last; reject dead-letters the document (text_too_long); chunk embeds overlapping token windows, one vector each, ids {id}#{n}.",
     )
     chunk_tokens: int | None = Field(
-        None, gt=0, description="Tokens of text per chunk, special tokens excluded (unset: the model's max length less its special tokens)."
+        None,
+        gt=0,
+        description="Tokens of text per chunk, special tokens excluded (unset: the model's max length less its special tokens).",
     )
     chunk_overlap: int | None = Field(
-        None, ge=0, description="Tokens each chunk repeats from the end of the one before it (unset: an eighth of the chunk)."
+        None,
+        ge=0,
+        description="Tokens each chunk repeats from the end of the one before it (unset: an eighth of the chunk).",
     )
     max_chunks: int = Field(
-        256, gt=0, description="Most chunks of one document; a longer one is dead-lettered (text_too_long) rather than cut short."
+        256,
+        gt=0,
+        description="Most chunks of one document; a longer one is dead-lettered (text_too_long) rather than cut short.",
     )
     document_vector: bool = Field(
-        False, description="With chunk: also publish a document-level vector (the mean of its chunk vectors) under the document's own id."
+        False,
+        description="With chunk: also publish a document-level vector (the mean of its chunk vectors) under the document's own id.",
     )
 
     @model_validator(mode="after")
-    def _check(self) -> "LongTextSettings":
-        if self.chunk_tokens is not None and self.chunk_overlap is not None and self.chunk_overlap >= self.chunk_tokens:
-            raise ValueError("EMBED_LONG_TEXT__CHUNK_OVERLAP must be below EMBED_LONG_TEXT__CHUNK_TOKENS")
+    def _check(self) -> LongTextSettings:
+        if (
+            self.chunk_tokens is not None
+            and self.chunk_overlap is not None
+            and self.chunk_overlap >= self.chunk_tokens
+        ):
+            raise ValueError(
+                "EMBED_LONG_TEXT__CHUNK_OVERLAP must be below EMBED_LONG_TEXT__CHUNK_TOKENS"
+            )
         return self
 
 
@@ -297,33 +398,60 @@ class SinkSettings(_Section):
     """The reference index sink (``embed-worker sink``) and ``embed-worker query``."""
 
     store: Literal["lancedb", "postgres"] = Field(
-        "lancedb", description="Where the index lives: lancedb (embedded, on EMBED_SINK__PATH) or postgres (a PostgreSQL table with pgvector, at EMBED_SINK__POSTGRES_URL)."
+        "lancedb",
+        description="Where the index lives: lancedb (embedded, on EMBED_SINK__PATH) or postgres (a PostgreSQL table with pgvector, at EMBED_SINK__POSTGRES_URL).",
     )
-    path: str = Field("embed-index", min_length=1, description="Directory of the LanceDB vector index the sink writes and queries read.")
+    path: str = Field(
+        "embed-index",
+        min_length=1,
+        description="Directory of the LanceDB vector index the sink writes and queries read.",
+    )
     postgres_url: SecretStr | None = Field(
-        None, description="PostgreSQL connection URL with store=postgres (postgresql://user:password@host:5432/db). May hold a password, so it is never logged."
+        None,
+        description="PostgreSQL connection URL with store=postgres (postgresql://user:password@host:5432/db). May hold a password, so it is never logged.",
     )
-    hnsw: bool = Field(True, description="With store=postgres: create an HNSW index (cosine) on the vectors with the table.")
-    table: str = Field("documents", pattern=r"^[A-Za-z0-9_.-]{1,128}$", description="Table of the index.")
-    group_id: str = Field("embed-sink", min_length=1, description="Consumer group of the sink (reads EMBED_KAFKA__OUTPUT_TOPIC).")
-    max_poll_records: int = Field(1000, gt=0, description="Most output messages applied to the index in one write.")
-    compact_every: int = Field(200, gt=0, description="Compact the index's files after this many writes.")
+    hnsw: bool = Field(
+        True,
+        description="With store=postgres: create an HNSW index (cosine) on the vectors with the table.",
+    )
+    table: str = Field(
+        "documents", pattern=r"^[A-Za-z0-9_.-]{1,128}$", description="Table of the index."
+    )
+    group_id: str = Field(
+        "embed-sink",
+        min_length=1,
+        description="Consumer group of the sink (reads EMBED_KAFKA__OUTPUT_TOPIC).",
+    )
+    max_poll_records: int = Field(
+        1000, gt=0, description="Most output messages applied to the index in one write."
+    )
+    compact_every: int = Field(
+        200, gt=0, description="Compact the index's files after this many writes."
+    )
 
     @model_validator(mode="after")
-    def _check(self) -> "SinkSettings":
+    def _check(self) -> SinkSettings:
         if self.store == "postgres" and self.postgres_url is None:
             raise ValueError("EMBED_SINK__POSTGRES_URL is required with EMBED_SINK__STORE=postgres")
         if self.store == "postgres" and not re.fullmatch(r"[a-z_][a-z0-9_]{0,47}", self.table):
-            raise ValueError(f"EMBED_SINK__TABLE must be a PostgreSQL table name of at most 48 lower-case letters, digits and _ with store=postgres, not {self.table!r}")
+            raise ValueError(
+                f"EMBED_SINK__TABLE must be a PostgreSQL table name of at most 48 lower-case letters, digits and _ with store=postgres, not {self.table!r}"
+            )
         return self
 
 
 class MetricsSettings(_Section):
-    enabled: bool = Field(True, description="Serve /metrics, /startupz, /healthz and /readyz over HTTP.")
+    enabled: bool = Field(
+        True, description="Serve /metrics, /startupz, /healthz and /readyz over HTTP."
+    )
     host: str = Field("0.0.0.0", description="Address the HTTP endpoint listens on.")
-    port: int = Field(9400, ge=0, le=65535, description="Port of the HTTP endpoint (0: any free port).")
+    port: int = Field(
+        9400, ge=0, le=65535, description="Port of the HTTP endpoint (0: any free port)."
+    )
     stall_after_s: float = Field(
-        120.0, gt=0, description="/healthz fails once the main loop has not polled, or one forward pass has run, for this long (a stuck worker or accelerator)."
+        120.0,
+        gt=0,
+        description="/healthz fails once the main loop has not polled, or one forward pass has run, for this long (a stuck worker or accelerator).",
     )
 
 
@@ -349,9 +477,17 @@ class Settings(BaseSettings):
     long_text: LongTextSettings = LongTextSettings()
     sink: SinkSettings = SinkSettings()
     metrics: MetricsSettings = MetricsSettings()
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
-    log_format: Literal["text", "json"] = Field("text", description="text, or json: one JSON object per line.")
-    log_interval_s: float = Field(30.0, gt=0, description="How often one progress line (documents, rate, lag) is logged at INFO.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text, or json: one JSON object per line."
+    )
+    log_interval_s: float = Field(
+        30.0,
+        gt=0,
+        description="How often one progress line (documents, rate, lag) is logged at INFO.",
+    )
     shutdown_grace_s: float = Field(
         30.0,
         ge=0,

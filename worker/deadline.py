@@ -15,7 +15,7 @@ class Deadline:
         self._at = start + max(0.0, seconds)
 
     @classmethod
-    def never(cls) -> "Deadline":
+    def never(cls) -> Deadline:
         d = cls(0.0)
         d._at = float("inf")
         return d
@@ -34,14 +34,14 @@ class Deadline:
 class Backoff:
     """Exponential retry delays (``first`` doubling up to ``cap``) after consecutive failures."""
 
-    __slots__ = ("_first", "_cap", "failures", "_until")
+    __slots__ = ("_cap", "_first", "_until", "failures")
 
     def __init__(self, first: float = 0.5, cap: float = 30.0) -> None:
         self._first, self._cap = first, cap
         self.failures = 0
         self._until = Deadline(0.0)
 
-    def fresh(self) -> "Backoff":
+    def fresh(self) -> Backoff:
         """A new backoff on the same schedule, with no failures."""
         return Backoff(self._first, self._cap)
 

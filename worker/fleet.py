@@ -17,13 +17,22 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from worker.config import Settings
 
 log = logging.getLogger(__name__)
 
-SUM_KEYS = ("received", "embedded", "deletes", "dedup_hits", "dead_lettered", "batches", "tokens", "padded_tokens")
+SUM_KEYS = (
+    "received",
+    "embedded",
+    "deletes",
+    "dedup_hits",
+    "dead_lettered",
+    "batches",
+    "tokens",
+    "padded_tokens",
+)
 POLL_S = 0.2
 
 
@@ -34,7 +43,9 @@ def child_overrides(settings: Settings, index: int, cores: int) -> list[str]:
         flags += ["--metrics.port", str(settings.metrics.port + index)]
     if settings.model.torch_threads is None:
         flags += ["--model.torch-threads", str(max(1, cores // settings.processes))]
-    if settings.kafka.group_instance_id:  # static membership: two members with one id fence each other
+    if (
+        settings.kafka.group_instance_id
+    ):  # static membership: two members with one id fence each other
         flags += ["--kafka.group-instance-id", f"{settings.kafka.group_instance_id}-{index}"]
     return flags
 
@@ -75,7 +86,14 @@ class Fleet:
         self.children: list[subprocess.Popen] = []
 
     def _command(self, index: int) -> list[str]:
-        cmd = [sys.executable, "-m", "worker", "run", *self.argv, *child_overrides(self.settings, index, os.cpu_count() or 1)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "worker",
+            "run",
+            *self.argv,
+            *child_overrides(self.settings, index, os.cpu_count() or 1),
+        ]
         if self.summary_file:
             cmd += ["--summary-file", f"{self.summary_file}.{index}"]
         return cmd
@@ -87,20 +105,33 @@ class Fleet:
 
     def run(self, stop: threading.Event) -> int:
         # Own sessions: a terminal's Ctrl-C reaches only the supervisor, which forwards one SIGTERM.
-        self.children = [subprocess.Popen(self._command(i), start_new_session=True) for i in range(self.settings.processes)]
-        log.info("started %d worker processes: pids %s", len(self.children), [c.pid for c in self.children])
+        self.children = [
+            subprocess.Popen(self._command(i), start_new_session=True)
+            for i in range(self.settings.processes)
+        ]
+        log.info(
+            "started %d worker processes: pids %s",
+            len(self.children),
+            [c.pid for c in self.children],
+        )
         stopping = False
         try:
             while any(c.poll() is None for c in self.children):
                 failed = [c for c in self.children if c.poll() not in (None, 0)]
                 if not stopping and (stop.is_set() or failed):
                     if failed:
-                        log.error("worker process %d exited with %s: stopping the others", failed[0].pid, failed[0].returncode)
+                        log.error(
+                            "worker process %d exited with %s: stopping the others",
+                            failed[0].pid,
+                            failed[0].returncode,
+                        )
                     self._signal_all(signal.SIGTERM)
                     stopping = True
                 time.sleep(POLL_S)
         finally:
-            self._signal_all(signal.SIGKILL)  # only reached with children alive when the supervisor itself fails
+            self._signal_all(
+                signal.SIGKILL
+            )  # only reached with children alive when the supervisor itself fails
             for child in self.children:
                 child.wait()
         self._write_summary()

@@ -21,7 +21,9 @@ Key = tuple[int, str]
 
 class KeyGate:
     def __init__(self) -> None:
-        self._held: dict[Key, deque[Document] | None] = {}  # key -> later versions waiting (None: none)
+        self._held: dict[
+            Key, deque[Document] | None
+        ] = {}  # key -> later versions waiting (None: none)
         self._waiting = 0
 
     def __len__(self) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from worker.batch.waiting import Batch
 from worker.consume.decode import Document
@@ -27,7 +27,9 @@ from worker.encode.forward import forward
 from worker.publish.sender import Sender, Sent
 from worker.stages import Stage, drain, offer
 
-Tokenized = tuple[list[Document], float]  # rows (upserts tokenized, long ones maybe in chunks) and when they arrived
+Tokenized = tuple[
+    list[Document], float
+]  # rows (upserts tokenized, long ones maybe in chunks) and when they arrived
 
 
 class Pipeline:
@@ -52,12 +54,36 @@ class Pipeline:
         self._published: queue.Queue = queue.Queue()
         self._tokenize_in = tokenize_in
         on_start = getattr(encoder, "bind_thread", None)
-        self._output = threading.Event()  # something came back to the main loop, the model has room, or a stage failed
+        self._output = (
+            threading.Event()
+        )  # something came back to the main loop, the model has room, or a stage failed
         self._stages = [
-            Stage("tokenize", self._tokenize, tokenize_in, self._tokenized, self._abort, on_output=self._output.set).start(),
-            Stage("forward", lambda b: forward(encoder, b), self._forward_in, publish_in, self._abort, threads=replicas, on_start=on_start,
-                  on_take=self._output.set).start(),  # room for the next batch: the main loop hands it over at once
-            Stage("publish", sender.publish, publish_in, self._published, self._abort, on_output=self._output.set).start(),
+            Stage(
+                "tokenize",
+                self._tokenize,
+                tokenize_in,
+                self._tokenized,
+                self._abort,
+                on_output=self._output.set,
+            ).start(),
+            Stage(
+                "forward",
+                lambda b: forward(encoder, b),
+                self._forward_in,
+                publish_in,
+                self._abort,
+                threads=replicas,
+                on_start=on_start,
+                on_take=self._output.set,
+            ).start(),  # room for the next batch: the main loop hands it over at once
+            Stage(
+                "publish",
+                sender.publish,
+                publish_in,
+                self._published,
+                self._abort,
+                on_output=self._output.set,
+            ).start(),
         ]
         self.tokenizing = 0  # submitted to tokenize, not yet drained
         self.encoding = 0  # dispatched to forward, not yet drained from publish

@@ -45,7 +45,9 @@ __all__ = ["RunStats", "Worker"]
 log = logging.getLogger(__name__)
 TopicPartitionKey = tuple[str, int]
 TICK_S = 0.01  # longest wait while the pipeline works: how soon a result it does not announce is picked up
-PAUSE_AFTER_S = 0.5  # a hold for room shorter than this skips polling instead of pausing (``Worker._poll``)
+PAUSE_AFTER_S = (
+    0.5  # a hold for room shorter than this skips polling instead of pausing (``Worker._poll``)
+)
 _HOLD, _ROOM = 1, 2  # why consumption waits (``Worker._must_hold``)
 
 
@@ -71,38 +73,73 @@ class Worker:
         self._health = health or Health(settings.metrics.stall_after_s)
         self._eos = settings.kafka.exactly_once
         self._tracker = OffsetTracker()
-        self._checkpoint = Checkpoint(producer, self._tracker, flush_timeout_s=settings.kafka.request_timeout_ms / 1000 * 2, metrics=self._m)
-        budget = self._revoke_budget_s = 0.2 * settings.kafka.max_poll_interval_ms / 1000  # finish a revocation well inside the poll interval
+        self._checkpoint = Checkpoint(
+            producer,
+            self._tracker,
+            flush_timeout_s=settings.kafka.request_timeout_ms / 1000 * 2,
+            metrics=self._m,
+        )
+        budget = self._revoke_budget_s = (
+            0.2 * settings.kafka.max_poll_interval_ms / 1000
+        )  # finish a revocation well inside the poll interval
         if self._eos:
-            self._strategy: AtLeastOnce = Transactional(consumer, producer, self._checkpoint, dedup, revoke_budget_s=budget, stop=self._stop)
+            self._strategy: AtLeastOnce = Transactional(
+                consumer, producer, self._checkpoint, dedup, revoke_budget_s=budget, stop=self._stop
+            )
         else:
-            self._strategy = AtLeastOnce(consumer, producer, self._checkpoint, dedup, revoke_budget_s=budget)
+            self._strategy = AtLeastOnce(
+                consumer, producer, self._checkpoint, dedup, revoke_budget_s=budget
+            )
         b = settings.batch
-        max_tokens = b.max_tokens or default_max_tokens(encoder.info.device.split(":")[0], encoder.info.max_length)
-        self._waiting = WaitingRoom(BatchLimits(max_tokens, b.max_size, b.max_wait_ms / 1000, b.overhead_tokens))
+        max_tokens = b.max_tokens or default_max_tokens(
+            encoder.info.device.split(":")[0], encoder.info.max_length
+        )
+        self._waiting = WaitingRoom(
+            BatchLimits(max_tokens, b.max_size, b.max_wait_ms / 1000, b.overhead_tokens)
+        )
         self._gate = KeyGate()
-        self._unscreened: deque[tuple[list[Document], float]] = deque()  # admitted, awaiting the dedup lookup
+        self._unscreened: deque[tuple[list[Document], float]] = (
+            deque()
+        )  # admitted, awaiting the dedup lookup
         self._ready: deque[Batch] = deque()  # cut, waiting for room in the forward stage
         self._sender = Sender(producer, self._checkpoint, encoder.info, settings)
         stage_seconds = self._m.stage_seconds
-        limits = TextLimits.build(settings.long_text, encoder.info.max_length, getattr(encoder, "specials", 0))
+        limits = TextLimits.build(
+            settings.long_text, encoder.info.max_length, getattr(encoder, "specials", 0)
+        )
         self._pipeline = Pipeline(
-            encoder, self._sender, limits, replicas=settings.model.replicas, observe=lambda stage, s: stage_seconds.labels(stage=stage).observe(s)
+            encoder,
+            self._sender,
+            limits,
+            replicas=settings.model.replicas,
+            observe=lambda stage, s: stage_seconds.labels(stage=stage).observe(s),
         )
         self._health.watch_forward(self._pipeline.forward_busy_since)
-        self._to_rewind: set[TopicPartitionKey] = set()  # owned partitions to read again from their commit
-        self._fenced: set[TopicPartitionKey] = set()  # dropped or rewound during the current consume call
-        self._starts: dict[TopicPartitionKey, int] = {}  # first offset taken in since assignment: where a rewind goes with no commit
+        self._to_rewind: set[TopicPartitionKey] = (
+            set()
+        )  # owned partitions to read again from their commit
+        self._fenced: set[TopicPartitionKey] = (
+            set()
+        )  # dropped or rewound during the current consume call
+        self._starts: dict[
+            TopicPartitionKey, int
+        ] = {}  # first offset taken in since assignment: where a rewind goes with no commit
         self._closed = False
-        self._backoff = Backoff(0.5, 30.0)  # after a publish failure or a broker that does not answer
+        self._backoff = Backoff(
+            0.5, 30.0
+        )  # after a publish failure or a broker that does not answer
         self._rebalances = 0
         self._departures = 0  # revocations and losses
         self._rewinds = 0
-        self._draining = False  # exactly-once: consumption paused until everything polled is out, then commit
+        self._draining = (
+            False  # exactly-once: consumption paused until everything polled is out, then commit
+        )
         self._lookups_fail = False  # the last dedup lookup failed (Redis down, fail-closed)
         self._redis_hold = False  # exactly-once: a transaction was aborted for Redis; consumption waits out its backoff
         self._room_since: float | None = None  # since when consumption waits for room
-        self._progress = Progress(self._m, consumer, encoder, dedup, settings.log_interval_s, lambda: self._rebalances)
+        self._progress = Progress(
+            self._m, consumer, encoder, dedup, settings.log_interval_s, lambda: self._rebalances
+        )
         self.stats = RunStats()
         consumer.subscribe(self)
 
@@ -115,7 +152,9 @@ class Worker:
         try:
             stopping: Deadline | None = None
             while True:
-                if self._stop.is_set():  # exactly-once: finish what was polled (within the grace), then commit it
+                if (
+                    self._stop.is_set()
+                ):  # exactly-once: finish what was polled (within the grace), then commit it
                     stopping = stopping or Deadline(self._s.shutdown_grace_s)
                     if not self._strategy.needs_drain or self._drained() or stopping.expired():
                         break
@@ -125,7 +164,11 @@ class Worker:
                     records, held = self._poll(next_commit)  # rebalances are handled in here
                     self._health.polled()
                     self._m.last_poll.set(time.time())
-                    idle.saw(bool(records) or held, (self._rebalances, self._departures, self._rewinds), bool(self._consumer.assignment()))
+                    idle.saw(
+                        bool(records) or held,
+                        (self._rebalances, self._departures, self._rewinds),
+                        bool(self._consumer.assignment()),
+                    )
                     self._take_in(records)
                     self._screen()
                     self._advance()
@@ -142,8 +185,15 @@ class Worker:
                         except DedupError as exc:  # exactly-once: the marks the transaction replaces could not be cleared
                             self._wait_for_redis(str(exc))
                         next_commit = Deadline(commit_every)
-                        if exit_when_idle_s is not None and self._idle() and idle.seconds() >= exit_when_idle_s:
-                            log.info("no message for %.1f s and nothing in flight: exiting", exit_when_idle_s)
+                        if (
+                            exit_when_idle_s is not None
+                            and self._idle()
+                            and idle.seconds() >= exit_when_idle_s
+                        ):
+                            log.info(
+                                "no message for %.1f s and nothing in flight: exiting",
+                                exit_when_idle_s,
+                            )
                             break
                 except PublishError as exc:
                     self._publish_failed(exc)
@@ -195,7 +245,9 @@ class Worker:
         working = self._working()
         timeout = self._poll_timeout(next_commit, working)
         records = [] if skip else self._consume(0.0 if hold or working else timeout)
-        if not records and (hold or working):  # wake as soon as the pipeline hands something back or has room
+        if not records and (
+            hold or working
+        ):  # wake as soon as the pipeline hands something back or has room
             self._pipeline.wait(timeout)
         return records, bool(hold)
 
@@ -205,7 +257,13 @@ class Worker:
         rewound, a broker outage's backoff, or a drain); 0 if not."""
         if self._redis_hold:
             self._redis_hold = self._dedup.waiting()
-        if self._draining or self._unscreened or self._to_rewind or self._backoff.waiting() or self._redis_hold:
+        if (
+            self._draining
+            or self._unscreened
+            or self._to_rewind
+            or self._backoff.waiting()
+            or self._redis_hold
+        ):
             return _HOLD
         if self._tracker.unfinished() >= self._s.batch.max_pending or not self._pipeline.has_room():
             return _ROOM
@@ -217,14 +275,22 @@ class Worker:
 
     def _drained(self) -> bool:
         """Nothing polled is still on its way to the producer."""
-        return not (self._unscreened or len(self._gate) or len(self._waiting) or self._ready or self._pipeline.busy)
+        return not (
+            self._unscreened
+            or len(self._gate)
+            or len(self._waiting)
+            or self._ready
+            or self._pipeline.busy
+        )
 
     def _idle(self) -> bool:
         """Nothing in flight, nothing uncommitted, partitions owned (mid-rebalance they may come back with work)."""
         if not self._drained() or self._tracker.unfinished() or self._to_rewind:
             return False
         owned = self._consumer.assignment()
-        return bool(owned) and self._consumer.settled() and not self._checkpoint.moved(owned)  # e.g. a commit refused mid-rebalance
+        return (
+            bool(owned) and self._consumer.settled() and not self._checkpoint.moved(owned)
+        )  # e.g. a commit refused mid-rebalance
 
     def _poll_timeout(self, next_commit: Deadline, working: bool) -> float:
         """How long this iteration may wait: until the next commit, or the oldest waiting
@@ -234,10 +300,15 @@ class Worker:
         could use more documents; a busy model with a full waiting room wakes the loop itself, and
         every wake-up meanwhile would only take CPU from it."""
         wait = min(next_commit.remaining(), 0.5)
-        batch_due = self._waiting.next_deadline() if self._pipeline.room() > len(self._ready) else None
+        batch_due = (
+            self._waiting.next_deadline() if self._pipeline.room() > len(self._ready) else None
+        )
         if batch_due is not None:
             wait = min(wait, max(0.0, batch_due - time.monotonic()))
-        if working and (self._checkpoint.unacked() or len(self._waiting) < self._s.batch.max_size * self._s.model.replicas):
+        if working and (
+            self._checkpoint.unacked()
+            or len(self._waiting) < self._s.batch.max_size * self._s.model.replicas
+        ):
             wait = min(max(wait, TICK_S / 10), TICK_S)
         return wait
 
@@ -307,10 +378,14 @@ class Worker:
         for rows, arrived in self._pipeline.tokenized():
             self._wait(rows, arrived)
         # the next batch is chosen only when the model has room for it: until then documents gather
-        self._ready.extend(self._waiting.take(self._pipeline.room() - len(self._ready), drain=self._draining))
+        self._ready.extend(
+            self._waiting.take(self._pipeline.room() - len(self._ready), drain=self._draining)
+        )
         while self._ready and self._pipeline.dispatch(self._ready[0]):
             batch = self._ready.popleft()
-            self._m.stage_seconds.labels(stage="queue_wait").observe(time.monotonic() - batch.arrived)
+            self._m.stage_seconds.labels(stage="queue_wait").observe(
+                time.monotonic() - batch.arrived
+            )
         for sent in self._pipeline.published():
             self._collect(sent)
         self._producer.poll()
@@ -349,7 +424,11 @@ class Worker:
         if not settled:
             return
         now_ms = time.time() * 1000
-        latencies = [max(0.0, now_ms - d.source.timestamp_ms) / 1000 for d in settled if d.mark and d.source.timestamp_ms > 0]
+        latencies = [
+            max(0.0, now_ms - d.source.timestamp_ms) / 1000
+            for d in settled
+            if d.mark and d.source.timestamp_ms > 0
+        ]
         observe_many(self._m.end_to_end_seconds, latencies)
         self._admit_next([d.doc for d in settled if d.doc is not None])
 
@@ -406,7 +485,10 @@ class Worker:
 
     def _leave(self, tps: set[TopicPartitionKey]) -> None:
         self._departures += 1  # restarts the idle clock: under an eager protocol the partitions may come straight back
-        log.info("dropped %d waiting documents of partitions that left (not committed)", self._forget(tps))
+        log.info(
+            "dropped %d waiting documents of partitions that left (not committed)",
+            self._forget(tps),
+        )
         if self._eos:  # the open transaction may hold their outputs: it must not commit them without their offsets
             self._restart_transaction(kept=self._consumer.assignment() - tps)
 
@@ -441,7 +523,9 @@ class Worker:
         (0.5 s doubling to 30 s) during which consumption is paused."""
         delay = self._backoff.failed()
         self._m.publish_failures.inc()
-        log.warning("%s; reading every partition again from its last commit after %.1f s", exc, delay)
+        log.warning(
+            "%s; reading every partition again from its last commit after %.1f s", exc, delay
+        )
         if self._eos:
             self._restart_transaction(kept=self._consumer.assignment())
         else:
@@ -453,7 +537,10 @@ class Worker:
         are cleared, and one left open past the broker's transaction timeout fences the producer.
         So it is aborted now (its work is redone from the commit), and consumption waits out the
         store's backoff before reading again."""
-        log.warning("exactly-once: Redis does not answer (%s); aborting the transaction and pausing until it does", why)
+        log.warning(
+            "exactly-once: Redis does not answer (%s); aborting the transaction and pausing until it does",
+            why,
+        )
         self._restart_transaction(kept=self._consumer.assignment())
         self._redis_hold = True
 
@@ -469,7 +556,9 @@ class Worker:
         drained = Deadline(max(self._s.shutdown_grace_s, 30.0))
         while self._pipeline.busy:
             if drained.expired():
-                raise StageError("exactly-once: the pipeline did not empty in time to abort the transaction")
+                raise StageError(
+                    "exactly-once: the pipeline did not empty in time to abort the transaction"
+                )
             self._pipeline.check()
             self._pipeline.tokenized()
             self._pipeline.published()
@@ -477,15 +566,25 @@ class Worker:
         self._strategy.abort()
         self._read_again(kept)
         self._draining = False
-        log.info("exactly-once: transaction aborted; %d partitions are read again from their commit", len(kept))
+        log.info(
+            "exactly-once: transaction aborted; %d partitions are read again from their commit",
+            len(kept),
+        )
 
     def _rewind(self) -> None:
         if not self._to_rewind or self._backoff.waiting():
             return
         try:
             self._consumer.rewind(self._to_rewind, self._starts)
-        except TransportError as exc:  # the broker did not answer: try again after a backoff, consumption paused
-            log.warning("could not read the committed offsets of %d partitions (%s); retrying in %.1f s", len(self._to_rewind), exc, self._backoff.failed())
+        except (
+            TransportError
+        ) as exc:  # the broker did not answer: try again after a backoff, consumption paused
+            log.warning(
+                "could not read the committed offsets of %d partitions (%s); retrying in %.1f s",
+                len(self._to_rewind),
+                exc,
+                self._backoff.failed(),
+            )
             return
         self._to_rewind = set()
         self._rewinds += 1
@@ -497,31 +596,51 @@ class Worker:
         are abandoned uncommitted; everything acknowledged is committed."""
         self._health.stopping()
         self._m.ready.set(0)
-        grace = Deadline(self._s.shutdown_grace_s if not self._eos else 1.0)  # exactly-once drained in the loop
+        grace = Deadline(
+            self._s.shutdown_grace_s if not self._eos else 1.0
+        )  # exactly-once drained in the loop
         try:
             if not self._pipeline.close(grace):
-                log.warning("in-flight batches did not finish within %.1f s (EMBED_SHUTDOWN_GRACE_S): abandoned uncommitted", self._s.shutdown_grace_s)
+                log.warning(
+                    "in-flight batches did not finish within %.1f s (EMBED_SHUTDOWN_GRACE_S): abandoned uncommitted",
+                    self._s.shutdown_grace_s,
+                )
             for sent in self._pipeline.published():
                 self._collect(sent)
-            lists = [b.docs for b in self._ready] + [d for d, _ in self._unscreened] + [d for d, _ in self._pipeline.tokenized()]
+            lists = (
+                [b.docs for b in self._ready]
+                + [d for d, _ in self._unscreened]
+                + [d for d, _ in self._pipeline.tokenized()]
+            )
             abandoned = len(self._waiting) + len(self._gate) + sum(map(len, lists))
             if abandoned:
                 log.info("abandoning %d waiting documents uncommitted", abandoned)
             try:
                 if self._eos and not self._drained():
                     self._strategy.abort()  # outputs above an unfinished offset must not be committed
-                    log.warning("exactly-once: not drained within the grace; transaction aborted, the next owner redoes it")
+                    log.warning(
+                        "exactly-once: not drained within the grace; transaction aborted, the next owner redoes it"
+                    )
                 else:
                     try:
                         self._release(self._strategy.commit())
-                    except DedupError as exc:  # exactly-once, Redis down: the transaction must not commit
-                        log.warning("final commit skipped: %s; aborting the transaction, the next owner redoes it", exc)
+                    except (
+                        DedupError
+                    ) as exc:  # exactly-once, Redis down: the transaction must not commit
+                        log.warning(
+                            "final commit skipped: %s; aborting the transaction, the next owner redoes it",
+                            exc,
+                        )
                         self._strategy.abort()
             except (PublishError, TransportError) as exc:
-                log.warning("final commit skipped: %s; the next owner reads from the last commit", exc)
+                log.warning(
+                    "final commit skipped: %s; the next owner reads from the last commit", exc
+                )
             self._m.inflight.set(self._tracker.unfinished())
         finally:
-            self._closed = True  # closing the consumer revokes everything: nothing more to do for it
+            self._closed = (
+                True  # closing the consumer revokes everything: nothing more to do for it
+            )
             log.info("run summary: %s", self.stats.summary())
 
 
@@ -535,9 +654,11 @@ class _IdleClock:
 
     def saw(self, records: bool, moves: object, assigned: bool) -> None:
         now = time.monotonic()
-        if records or (self._since is not None and moves != self._moves):
-            self._since = now
-        elif self._since is None and assigned:
+        if (
+            records
+            or (self._since is not None and moves != self._moves)
+            or (self._since is None and assigned)
+        ):
             self._since = now
         self._moves = moves
 

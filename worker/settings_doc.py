@@ -11,15 +11,25 @@ def _rows(model: type[BaseModel], prefix: str, flag: str):
     for name, field in model.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            yield from _rows(annotation, f"{prefix}{name.upper()}__", f"{flag}{name.replace('_', '-')}.")
+            yield from _rows(
+                annotation, f"{prefix}{name.upper()}__", f"{flag}{name.replace('_', '-')}."
+            )
             continue
         default = field.get_default()
         shown = "" if default is None else f"`{default}`"
-        yield f"{prefix}{name.upper()}", f"--{flag}{name.replace('_', '-')}", shown, field.description or ""
+        yield (
+            f"{prefix}{name.upper()}",
+            f"--{flag}{name.replace('_', '-')}",
+            shown,
+            field.description or "",
+        )
 
 
 def settings_table() -> str:
-    lines = ["| Environment variable | Flag (`run`) | Default | Meaning |", "| --- | --- | --- | --- |"]
+    lines = [
+        "| Environment variable | Flag (`run`) | Default | Meaning |",
+        "| --- | --- | --- | --- |",
+    ]
     for env, flag, default, doc in _rows(Settings, ENV_PREFIX, ""):
         lines.append(f"| `{env}` | `{flag}` | {default} | {doc} |")
     return "\n".join(lines)

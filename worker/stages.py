@@ -13,7 +13,8 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from worker.deadline import Deadline
 from worker.errors import StageError
@@ -24,7 +25,9 @@ WAIT_S = 0.05  # longest a stage thread blocks before looking at the abort event
 _CLOSE = object()  # end of input: each thread passes it on to its siblings and exits
 
 
-def offer(q: queue.Queue, item: Any, abort: threading.Event, deadline: Deadline | None = None) -> bool:
+def offer(
+    q: queue.Queue, item: Any, abort: threading.Event, deadline: Deadline | None = None
+) -> bool:
     """Put ``item`` on ``q``, waiting while it is full; False if ``abort`` was set or ``deadline``
     passed first."""
     while not abort.is_set() and (deadline is None or not deadline.expired()):
@@ -73,10 +76,15 @@ class Stage:
         self._on_output = on_output or (lambda: None)
         self._on_take = on_take or (lambda: None)
         self._failure: BaseException | None = None
-        self._since: list[float | None] = [None] * threads  # per thread: when the item it works on was taken
-        self._threads = [threading.Thread(target=self._loop, args=(i,), name=f"embed-{name}-{i}", daemon=True) for i in range(threads)]
+        self._since: list[float | None] = [
+            None
+        ] * threads  # per thread: when the item it works on was taken
+        self._threads = [
+            threading.Thread(target=self._loop, args=(i,), name=f"embed-{name}-{i}", daemon=True)
+            for i in range(threads)
+        ]
 
-    def start(self) -> "Stage":
+    def start(self) -> Stage:
         for t in self._threads:
             t.start()
         return self
@@ -115,7 +123,9 @@ class Stage:
     def check(self) -> None:
         """Raise the stage's failure, if it had one, in the calling (main) thread."""
         if self._failure is not None:
-            raise StageError(f"the {self.name} stage failed: {type(self._failure).__name__}: {self._failure}") from self._failure
+            raise StageError(
+                f"the {self.name} stage failed: {type(self._failure).__name__}: {self._failure}"
+            ) from self._failure
 
     def close(self, deadline: Deadline) -> None:
         """No more input: the threads finish what is queued, then exit."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -38,7 +38,9 @@ class RunStats:
     def summary(self) -> dict:
         busy = (self.last_output or time.monotonic()) - (self.first_message or self.started)
         busy = max(busy, 1e-9)
-        to_wall = time.time() - time.monotonic()  # epoch times let a fleet's summaries share one window
+        to_wall = (
+            time.time() - time.monotonic()
+        )  # epoch times let a fleet's summaries share one window
         return {
             "received": self.received,
             "embedded": self.embedded,
@@ -50,7 +52,9 @@ class RunStats:
             "padded_tokens": self.padded_tokens,
             "docs_per_s": round(self.embedded / busy, 1),
             "tokens_per_s": round(self.tokens / busy, 1),
-            "padding_efficiency": round(self.tokens / self.padded_tokens, 3) if self.padded_tokens else None,
+            "padding_efficiency": round(self.tokens / self.padded_tokens, 3)
+            if self.padded_tokens
+            else None,
             "encode_s": round(self.encode_s, 3),
             "batch_p50_s": _round(percentile(self.batch_seconds, 50)),
             "batch_p99_s": _round(percentile(self.batch_seconds, 99)),

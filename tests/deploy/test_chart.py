@@ -28,12 +28,26 @@ pytestmark = pytest.mark.deploy
 
 def ops_tool(name: str) -> str:
     tool = OPS_BIN / name
-    assert tool.exists(), f"{tool} is missing: run `make install` (it builds .venv-ops and fetches Helm)"
+    assert tool.exists(), (
+        f"{tool} is missing: run `make install` (it builds .venv-ops and fetches Helm)"
+    )
     return str(tool)
 
 
-def render_result(*overlays: str | dict, api_versions: tuple[str, ...] = (), chart: Path = CHART, tmp: Path | None = None, release: str = "embed") -> dict:
-    args = [ops_tool("python"), str(REPO / "scripts" / "render_chart.py"), str(chart), "--release", release]
+def render_result(
+    *overlays: str | dict,
+    api_versions: tuple[str, ...] = (),
+    chart: Path = CHART,
+    tmp: Path | None = None,
+    release: str = "embed",
+) -> dict:
+    args = [
+        ops_tool("python"),
+        str(REPO / "scripts" / "render_chart.py"),
+        str(chart),
+        "--release",
+        release,
+    ]
     for i, overlay in enumerate(overlays):
         if isinstance(overlay, dict):
             path = (tmp or Path("/tmp")) / f"embed-chart-values-{id(overlay)}-{i}.yaml"
@@ -49,7 +63,9 @@ def render_result(*overlays: str | dict, api_versions: tuple[str, ...] = (), cha
     return json.loads(proc.stdout)
 
 
-def render(*overlays: str | dict, api_versions: tuple[str, ...] = (), release: str = "embed") -> list[dict]:
+def render(
+    *overlays: str | dict, api_versions: tuple[str, ...] = (), release: str = "embed"
+) -> list[dict]:
     """The rendered objects; fails the test on any Helm error, lint warning or invalid object."""
     result = render_result(*overlays, api_versions=api_versions, release=release)
     assert result["error"] is None, result["error"]
@@ -64,7 +80,9 @@ def refused(*overlays: str | dict, api_versions: tuple[str, ...] = ()) -> str:
 
 
 def one(objects: list[dict], kind: str, name_suffix: str = "") -> dict:
-    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"].endswith(name_suffix)]
+    found = [
+        o for o in objects if o["kind"] == kind and o["metadata"]["name"].endswith(name_suffix)
+    ]
     assert len(found) == 1, f"{kind} *{name_suffix}: {[o['metadata']['name'] for o in found]}"
     return found[0]
 
@@ -101,10 +119,25 @@ def matches(selector: dict, labels: dict) -> bool:
     return ok
 
 
-SASL = {"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "SCRAM-SHA-512", "username": "embed", "passwordSecret": {"name": "kafka-creds"}}}
-PRIVATE_CA = {"tls": {"caSecret": {"name": "kafka-ca"}, "clientCertSecret": {"name": "kafka-client"}}}
+SASL = {
+    "securityProtocol": "SASL_SSL",
+    "sasl": {
+        "mechanism": "SCRAM-SHA-512",
+        "username": "embed",
+        "passwordSecret": {"name": "kafka-creds"},
+    },
+}
+PRIVATE_CA = {
+    "tls": {"caSecret": {"name": "kafka-ca"}, "clientCertSecret": {"name": "kafka-client"}}
+}
 EVERYTHING = {
-    "kafka": {**SASL, **PRIVATE_CA, "staticMembership": True, "exactlyOnce": True, "assignmentStrategy": "cooperative-sticky"},
+    "kafka": {
+        **SASL,
+        **PRIVATE_CA,
+        "staticMembership": True,
+        "exactlyOnce": True,
+        "assignmentStrategy": "cooperative-sticky",
+    },
     "redis": {"deploy": True, "passwordSecret": {"name": "redis-creds"}, "onError": "closed"},
     "autoscaling": {"keda": {"enabled": True, "maxReplicaCount": 4}},
     "processes": 3,
@@ -117,7 +150,13 @@ EVERYTHING = {
     "envFrom": [{"secretRef": {"name": "more-settings"}}],
     "extraVolumes": [{"name": "cache", "emptyDir": {"sizeLimit": "1Gi"}}],
     "extraVolumeMounts": [{"name": "cache", "mountPath": "/cache"}],
-    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway"}],
+    "topologySpreadConstraints": [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+        }
+    ],
     "priorityClassName": "batch-high",
     "runtimeClassName": "nvidia",
 }
@@ -131,7 +170,11 @@ ALL_APIS = (KEDA, MONITORING)
         pytest.param(["values-gpu.yaml"], (), id="gpu"),
         pytest.param([{"autoscaling": {"hpa": {"enabled": True}}}], (), id="hpa-fallback"),
         pytest.param([{"replicaCount": 3}], (), id="fixed-replicas"),
-        pytest.param([{"autoscaling": {"keda": {"enabled": True}}, "serviceMonitor": {"enabled": True}}], ALL_APIS, id="keda-servicemonitor"),
+        pytest.param(
+            [{"autoscaling": {"keda": {"enabled": True}}, "serviceMonitor": {"enabled": True}}],
+            ALL_APIS,
+            id="keda-servicemonitor",
+        ),
         pytest.param(["values-gpu.yaml", EVERYTHING], ALL_APIS, id="everything"),
     ],
 )
@@ -140,16 +183,33 @@ def test_chart_renders_objects_kubernetes_accepts(overlays, apis):
 
 
 def test_nothing_that_selects_the_workers_selects_the_redis_or_sink_pods():
-    objects = render({"redis": {"deploy": True}, "sink": {"enabled": True}, "podDisruptionBudget": {"enabled": True}, "serviceMonitor": {"enabled": True}}, api_versions=ALL_APIS)
-    pods = {w["metadata"]["name"]: w["spec"]["template"]["metadata"]["labels"] for w in workloads(objects)}
+    objects = render(
+        {
+            "redis": {"deploy": True},
+            "sink": {"enabled": True},
+            "podDisruptionBudget": {"enabled": True},
+            "serviceMonitor": {"enabled": True},
+        },
+        api_versions=ALL_APIS,
+    )
+    pods = {
+        w["metadata"]["name"]: w["spec"]["template"]["metadata"]["labels"]
+        for w in workloads(objects)
+    }
     assert len(pods) == 3
     selectors = {
         "Service": one(objects, "Service", "embed-worker")["spec"]["selector"],
-        "PodDisruptionBudget": one(objects, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
-        "ServiceMonitor": one(objects, "ServiceMonitor", "embed-worker")["spec"]["selector"]["matchLabels"],
+        "PodDisruptionBudget": one(objects, "PodDisruptionBudget")["spec"]["selector"][
+            "matchLabels"
+        ],
+        "ServiceMonitor": one(objects, "ServiceMonitor", "embed-worker")["spec"]["selector"][
+            "matchLabels"
+        ],
     }
     for kind, selector in selectors.items():
-        selected = [name for name, labels in pods.items() if matches({"matchLabels": selector}, labels)]
+        selected = [
+            name for name, labels in pods.items() if matches({"matchLabels": selector}, labels)
+        ]
         assert selected == [worker(objects)["metadata"]["name"]], f"{kind} selects {selected}"
     for w in workloads(objects):  # and each workload's own selector matches its pods only
         mine = [name for name, labels in pods.items() if matches(w["spec"]["selector"], labels)]
@@ -157,32 +217,61 @@ def test_nothing_that_selects_the_workers_selects_the_redis_or_sink_pods():
 
 
 def test_the_charts_redis_requires_the_password_the_workers_send_and_is_bounded_and_guarded():
-    objects = render({"redis": {"deploy": True, "passwordSecret": {"name": "redis-creds", "key": "pw"}, "onError": "closed"}})
+    objects = render(
+        {
+            "redis": {
+                "deploy": True,
+                "passwordSecret": {"name": "redis-creds", "key": "pw"},
+                "onError": "closed",
+            }
+        }
+    )
     redis = one(objects, "Deployment", "-redis")
     rc = container(redis)
     args = rc["args"]
     assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
-    assert env_of(rc)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "redis-creds", "key": "pw"}
-    assert env_of(container(worker(objects)))["EMBED_REDIS__PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "redis-creds", "key": "pw"}
-    assert config(objects)["EMBED_REDIS__URL"] == f"redis://{one(objects, 'Service', '-redis')['metadata']['name']}:6379/0"
+    assert env_of(rc)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "redis-creds",
+        "key": "pw",
+    }
+    assert env_of(container(worker(objects)))["EMBED_REDIS__PASSWORD"]["valueFrom"][
+        "secretKeyRef"
+    ] == {"name": "redis-creds", "key": "pw"}
+    assert (
+        config(objects)["EMBED_REDIS__URL"]
+        == f"redis://{one(objects, 'Service', '-redis')['metadata']['name']}:6379/0"
+    )
     # Guaranteed QoS: requests equal limits for CPU and memory
-    assert rc["resources"]["requests"] == rc["resources"]["limits"] and set(rc["resources"]["limits"]) == {"cpu", "memory"}
+    assert rc["resources"]["requests"] == rc["resources"]["limits"] and set(
+        rc["resources"]["limits"]
+    ) == {"cpu", "memory"}
     maxmemory = args[args.index("--maxmemory") + 1]
-    assert maxmemory.endswith("mb") and int(maxmemory[:-2]) * 2**20 < 512 * 2**20, "maxmemory must stay below the memory limit"
+    assert maxmemory.endswith("mb") and int(maxmemory[:-2]) * 2**20 < 512 * 2**20, (
+        "maxmemory must stay below the memory limit"
+    )
     policy = one(objects, "NetworkPolicy", "-redis")
     assert policy["spec"]["podSelector"]["matchLabels"] == redis["spec"]["selector"]["matchLabels"]
     (rule,) = policy["spec"]["ingress"]
-    assert rule["from"] == [{"podSelector": {"matchLabels": worker(objects)["spec"]["selector"]["matchLabels"]}}]
+    assert rule["from"] == [
+        {"podSelector": {"matchLabels": worker(objects)["spec"]["selector"]["matchLabels"]}}
+    ]
 
 
 def test_a_redis_url_beside_the_charts_own_redis_is_refused():
-    assert "redis.deploy runs the chart's own Redis" in refused({"redis": {"deploy": True, "url": "redis://elsewhere:6379/0"}})
+    assert "redis.deploy runs the chart's own Redis" in refused(
+        {"redis": {"deploy": True, "url": "redis://elsewhere:6379/0"}}
+    )
     assert "not both" in refused({"redis": {"url": "redis://r:6379/0", "urlSecret": {"name": "s"}}})
-    assert "redis" in refused({"redis": {"url": "redis://:secret@r:6379/0"}})  # credentials do not go into a ConfigMap
+    assert "redis" in refused(
+        {"redis": {"url": "redis://:secret@r:6379/0"}}
+    )  # credentials do not go into a ConfigMap
 
 
 def test_keda_authenticates_with_sasl_and_a_private_ca_through_its_trigger_authentication():
-    objects = render({"kafka": {**SASL, **PRIVATE_CA}, "autoscaling": {"keda": {"enabled": True}}}, api_versions=(KEDA,))
+    objects = render(
+        {"kafka": {**SASL, **PRIVATE_CA}, "autoscaling": {"keda": {"enabled": True}}},
+        api_versions=(KEDA,),
+    )
     (trigger,) = one(objects, "ScaledObject")["spec"]["triggers"]
     auth = one(objects, "TriggerAuthentication")
     assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
@@ -196,11 +285,17 @@ def test_keda_authenticates_with_sasl_and_a_private_ca_through_its_trigger_authe
     (username,) = auth["spec"]["env"]
     assert username["parameter"] == "username" and username["containerName"] == "worker"
     w = container(worker(objects))
-    assert env_of(w)[username["name"]]["value"] == "embed"  # KEDA resolves it from the worker's own env
+    assert (
+        env_of(w)[username["name"]]["value"] == "embed"
+    )  # KEDA resolves it from the worker's own env
     # the worker reads the same CA from a mounted file
     ca_file = config(objects)["EMBED_KAFKA__SSL_CAFILE"]
     mount = next(m for m in w["volumeMounts"] if ca_file.startswith(m["mountPath"] + "/"))
-    volume = next(v for v in worker(objects)["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    volume = next(
+        v
+        for v in worker(objects)["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == mount["name"]
+    )
     assert volume["secret"]["secretName"] == "kafka-ca"
     assert [i["path"] for i in volume["secret"]["items"]] == [ca_file.rsplit("/", 1)[1]]
     assert config(objects)["EMBED_KAFKA__SSL_CERTFILE"].startswith("/etc/embed/kafka-tls/client/")
@@ -208,26 +303,51 @@ def test_keda_authenticates_with_sasl_and_a_private_ca_through_its_trigger_authe
 
 def test_a_user_name_from_a_secret_reaches_keda_from_the_secret_itself():
     # KEDA skips secretKeyRef env vars where its secret access is restricted: name the Secret directly
-    sasl = {**SASL, "sasl": {**SASL["sasl"], "username": "", "usernameSecret": {"name": "kafka-user", "key": "user"}}}
-    objects = render({"kafka": sasl, "autoscaling": {"keda": {"enabled": True}}}, api_versions=(KEDA,))
+    sasl = {
+        **SASL,
+        "sasl": {
+            **SASL["sasl"],
+            "username": "",
+            "usernameSecret": {"name": "kafka-user", "key": "user"},
+        },
+    }
+    objects = render(
+        {"kafka": sasl, "autoscaling": {"keda": {"enabled": True}}}, api_versions=(KEDA,)
+    )
     auth = one(objects, "TriggerAuthentication")["spec"]
     assert "env" not in auth
     assert {"parameter": "username", "name": "kafka-user", "key": "user"} in auth["secretTargetRef"]
-    assert env_of(container(worker(objects)))["EMBED_KAFKA__SASL_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": "kafka-user", "key": "user"}
+    assert env_of(container(worker(objects)))["EMBED_KAFKA__SASL_USERNAME"]["valueFrom"][
+        "secretKeyRef"
+    ] == {"name": "kafka-user", "key": "user"}
 
 
 def test_sasl_values_that_cannot_authenticate_are_refused():
-    assert "needs kafka.sasl.mechanism" in refused({"kafka": {"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "PLAIN", "passwordSecret": {"name": "k"}}}})
+    assert "needs kafka.sasl.mechanism" in refused(
+        {
+            "kafka": {
+                "securityProtocol": "SASL_SSL",
+                "sasl": {"mechanism": "PLAIN", "passwordSecret": {"name": "k"}},
+            }
+        }
+    )
     assert "use SASL_SSL or SASL_PLAINTEXT" in refused({"kafka": {"sasl": {"mechanism": "PLAIN"}}})
     assert "use SSL or SASL_SSL" in refused({"kafka": PRIVATE_CA})
 
 
 def test_keda_counts_a_stuck_partitions_lag_follows_the_workers_reset_policy_and_scales_in_steps():
-    objects = render({"kafka": {"autoOffsetReset": "latest"}, "autoscaling": {"keda": {"enabled": True}}}, api_versions=(KEDA,))
+    objects = render(
+        {"kafka": {"autoOffsetReset": "latest"}, "autoscaling": {"keda": {"enabled": True}}},
+        api_versions=(KEDA,),
+    )
     scaled = one(objects, "ScaledObject")
     (trigger,) = scaled["spec"]["triggers"]
     assert trigger["metadata"]["excludePersistentLag"] == "false"
-    assert trigger["metadata"]["offsetResetPolicy"] == "latest" == config(objects)["EMBED_KAFKA__AUTO_OFFSET_RESET"]
+    assert (
+        trigger["metadata"]["offsetResetPolicy"]
+        == "latest"
+        == config(objects)["EMBED_KAFKA__AUTO_OFFSET_RESET"]
+    )
     behavior = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert behavior["scaleDown"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 300}]
     assert behavior["scaleUp"]["policies"][0]["type"] == "Pods"
@@ -242,8 +362,14 @@ def test_keda_is_off_by_default_and_refused_with_a_clear_message_where_it_is_not
 @pytest.mark.parametrize(
     "overlay, message",
     [
-        ({"autoscaling": {"keda": {"enabled": True, "maxReplicaCount": 7}}, "processes": 2}, "maxReplicaCount × processes must not exceed kafka.partitions"),
-        ({"autoscaling": {"hpa": {"enabled": True, "maxReplicas": 5}}, "processes": 3}, "hpa.maxReplicas × processes must not exceed"),
+        (
+            {"autoscaling": {"keda": {"enabled": True, "maxReplicaCount": 7}}, "processes": 2},
+            "maxReplicaCount × processes must not exceed kafka.partitions",
+        ),
+        (
+            {"autoscaling": {"hpa": {"enabled": True, "maxReplicas": 5}}, "processes": 3},
+            "hpa.maxReplicas × processes must not exceed",
+        ),
         ({"replicaCount": 4, "processes": 4}, "replicaCount × processes must not exceed"),
     ],
 )
@@ -252,23 +378,43 @@ def test_more_consumers_than_partitions_are_refused_counting_every_process(overl
 
 
 def test_every_process_is_probed_and_scraped():
-    objects = render({"processes": 3, "serviceMonitor": {"enabled": True}}, api_versions=(MONITORING,))
+    objects = render(
+        {"processes": 3, "serviceMonitor": {"enabled": True}}, api_versions=(MONITORING,)
+    )
     w = container(worker(objects))
     ports = [p["containerPort"] for p in w["ports"]]
     assert ports == [9400, 9401, 9402]
-    for probe, path in (("startupProbe", "/startupz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+    for probe, path in (
+        ("startupProbe", "/startupz"),
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+    ):
         command = w[probe]["exec"]["command"]
         assert command[:4] == ["python3", "-m", "worker.observe.probe", path]
-        assert command[command.index("--processes") + 1] == "3" and command[command.index("--port") + 1] == "9400"
-    assert [e["port"] for e in one(objects, "ServiceMonitor")["spec"]["endpoints"]] == ["metrics", "metrics-1", "metrics-2"]
-    assert [p["name"] for p in one(objects, "Service", "embed-worker")["spec"]["ports"]] == ["metrics", "metrics-1", "metrics-2"]
+        assert (
+            command[command.index("--processes") + 1] == "3"
+            and command[command.index("--port") + 1] == "9400"
+        )
+    assert [e["port"] for e in one(objects, "ServiceMonitor")["spec"]["endpoints"]] == [
+        "metrics",
+        "metrics-1",
+        "metrics-2",
+    ]
+    assert [p["name"] for p in one(objects, "Service", "embed-worker")["spec"]["ports"]] == [
+        "metrics",
+        "metrics-1",
+        "metrics-2",
+    ]
     assert config(objects)["EMBED_PROCESSES"] == "3"
 
 
 def test_one_process_is_probed_over_http_and_startup_waits_for_the_warm_model():
     w = container(worker(render()))
     assert w["startupProbe"]["httpGet"]["path"] == "/startupz"
-    assert (w["livenessProbe"]["httpGet"]["path"], w["readinessProbe"]["httpGet"]["path"]) == ("/healthz", "/readyz")
+    assert (w["livenessProbe"]["httpGet"]["path"], w["readinessProbe"]["httpGet"]["path"]) == (
+        "/healthz",
+        "/readyz",
+    )
 
 
 @pytest.mark.parametrize("grace", [5, 30, 300])
@@ -289,28 +435,56 @@ def test_every_pod_meets_the_restricted_pod_security_standard():
     assert len(workloads(objects)) == 3
     for w in workloads(objects):
         pod = w["spec"]["template"]["spec"]
-        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, w["metadata"]["name"]
-        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsGroup"] > 0
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, w[
+            "metadata"
+        ]["name"]
+        assert (
+            pod["securityContext"]["runAsNonRoot"] is True
+            and pod["securityContext"]["runAsGroup"] > 0
+        )
         assert pod["automountServiceAccountToken"] is False
         for c in pod["containers"]:
             sc = c["securityContext"]
-            assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"] and sc["readOnlyRootFilesystem"] is True
+            assert (
+                sc["allowPrivilegeEscalation"] is False
+                and sc["capabilities"]["drop"] == ["ALL"]
+                and sc["readOnlyRootFilesystem"] is True
+            )
         for volume in pod["volumes"]:
             if "emptyDir" in volume:
-                assert volume["emptyDir"].get("sizeLimit"), f"{w['metadata']['name']}: unbounded emptyDir {volume['name']}"
+                assert volume["emptyDir"].get("sizeLimit"), (
+                    f"{w['metadata']['name']}: unbounded emptyDir {volume['name']}"
+                )
 
 
-@pytest.mark.parametrize("cpu, processes, threads", [("2", 1, "2"), ("4", 2, "2"), ("500m", 1, "1"), ("3", 2, "1"), (6, 4, "1")])
+@pytest.mark.parametrize(
+    "cpu, processes, threads",
+    [("2", 1, "2"), ("4", 2, "2"), ("500m", 1, "1"), ("3", 2, "1"), (6, 4, "1")],
+)
 def test_torch_threads_follow_the_cpu_request_not_the_nodes_cores(cpu, processes, threads):
-    objects = render({"resources": {"requests": {"cpu": cpu}}, "processes": processes, "kafka": {"partitions": 12}})
+    objects = render(
+        {
+            "resources": {"requests": {"cpu": cpu}},
+            "processes": processes,
+            "kafka": {"partitions": 12},
+        }
+    )
     assert config(objects)["EMBED_MODEL__TORCH_THREADS"] == threads
 
 
 def test_big_numbers_render_as_integers_the_worker_and_keda_can_parse():
     # Helm reads numbers as float64 and would print 1000000 as 1e+06
-    objects = render({"config": {"EMBED_BATCH__MAX_PENDING": 1000000}, "autoscaling": {"keda": {"enabled": True, "lagThreshold": 2000000}}}, api_versions=(KEDA,))
+    objects = render(
+        {
+            "config": {"EMBED_BATCH__MAX_PENDING": 1000000},
+            "autoscaling": {"keda": {"enabled": True, "lagThreshold": 2000000}},
+        },
+        api_versions=(KEDA,),
+    )
     assert config(objects)["EMBED_BATCH__MAX_PENDING"] == "1000000"
-    assert one(objects, "ScaledObject")["spec"]["triggers"][0]["metadata"]["lagThreshold"] == "2000000"
+    assert (
+        one(objects, "ScaledObject")["spec"]["triggers"][0]["metadata"]["lagThreshold"] == "2000000"
+    )
 
 
 def test_a_recreate_rollout_renders_without_rolling_update_settings():
@@ -323,19 +497,36 @@ def test_the_release_keeps_chart_0_2s_names_so_an_upgrade_replaces_nothing_state
     objects = render({"sink": {"enabled": True}, "redis": {"deploy": True}}, release="embed-worker")
     assert worker(objects)["metadata"]["name"] == "embed-worker-embed-worker"
     assert one(objects, "StatefulSet")["metadata"]["name"] == "embed-worker-embed-worker-sink"
-    assert one(objects, "Service", "-redis")["metadata"]["name"] == "embed-worker-embed-worker-redis"  # the URL workers use
+    assert (
+        one(objects, "Service", "-redis")["metadata"]["name"] == "embed-worker-embed-worker-redis"
+    )  # the URL workers use
     # the Redis Deployment's selector changed, and a selector cannot be patched: it takes a new name
-    assert one(objects, "Deployment", "-dedup-redis")["metadata"]["name"] == "embed-worker-embed-worker-dedup-redis"
+    assert (
+        one(objects, "Deployment", "-dedup-redis")["metadata"]["name"]
+        == "embed-worker-embed-worker-dedup-redis"
+    )
 
 
 def test_torch_threads_fall_back_on_the_cpu_limit():
-    objects = render({"resources": {"requests": {"cpu": None, "memory": "4Gi"}, "limits": {"cpu": "3", "memory": "8Gi"}}})
+    objects = render(
+        {
+            "resources": {
+                "requests": {"cpu": None, "memory": "4Gi"},
+                "limits": {"cpu": "3", "memory": "8Gi"},
+            }
+        }
+    )
     assert config(objects)["EMBED_MODEL__TORCH_THREADS"] == "3"
 
 
 def test_a_config_key_the_chart_also_sets_is_rendered_once_with_the_users_value():
-    objects = render({"config": {"EMBED_MODEL__NAME": "/models/e5", "EMBED_LONG_TEXT__POLICY": "chunk"}})  # the loader refuses duplicate keys
-    assert config(objects)["EMBED_MODEL__NAME"] == "/models/e5" and config(objects)["EMBED_LONG_TEXT__POLICY"] == "chunk"
+    objects = render(
+        {"config": {"EMBED_MODEL__NAME": "/models/e5", "EMBED_LONG_TEXT__POLICY": "chunk"}}
+    )  # the loader refuses duplicate keys
+    assert (
+        config(objects)["EMBED_MODEL__NAME"] == "/models/e5"
+        and config(objects)["EMBED_LONG_TEXT__POLICY"] == "chunk"
+    )
 
 
 @pytest.mark.parametrize(
@@ -356,8 +547,14 @@ def test_the_schema_and_guards_reject_bad_values_with_the_setting_named(overlay,
 @pytest.mark.parametrize(
     "overlay, release",
     [
-        pytest.param({}, "a-long-release-name-for-an-embedding-fleet-in-prod-x", id="longest-release-name"),  # Helm allows 53
-        pytest.param({"fullnameOverride": "a-very-long-release-name-for-an-embedding-fleet-in-production-x"}, "embed", id="fullname-override"),
+        pytest.param(
+            {}, "a-long-release-name-for-an-embedding-fleet-in-prod-x", id="longest-release-name"
+        ),  # Helm allows 53
+        pytest.param(
+            {"fullnameOverride": "a-very-long-release-name-for-an-embedding-fleet-in-production-x"},
+            "embed",
+            id="fullname-override",
+        ),
     ],
 )
 def test_names_and_labels_fit_in_63_characters(overlay, release):
@@ -366,7 +563,9 @@ def test_names_and_labels_fit_in_63_characters(overlay, release):
         assert len(o["metadata"]["name"]) <= 63, o["metadata"]["name"]
         for value in o["metadata"].get("labels", {}).values():
             assert len(str(value)) <= 63, value
-        if o["kind"] == "StatefulSet":  # its pods' controller-revision-hash label is the name + 11 characters
+        if (
+            o["kind"] == "StatefulSet"
+        ):  # its pods' controller-revision-hash label is the name + 11 characters
             assert len(o["metadata"]["name"]) <= 52, o["metadata"]["name"]
     names = [(o["kind"], o["metadata"]["name"]) for o in objects]
     assert len(names) == len(set(names)), "two objects of one kind share a name"
@@ -375,37 +574,67 @@ def test_names_and_labels_fit_in_63_characters(overlay, release):
 def test_the_image_defaults_to_the_app_version_and_a_digest_pins_it():
     app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
     assert container(worker(render()))["image"] == f"embed-worker:{app_version}"
-    assert container(worker(render("values-gpu.yaml")))["image"] == f"embed-worker:{app_version}-cuda"
+    assert (
+        container(worker(render("values-gpu.yaml")))["image"] == f"embed-worker:{app_version}-cuda"
+    )
     digest = "sha256:" + "ab" * 32
-    assert container(worker(render({"image": {"digest": digest}})))["image"] == f"embed-worker@{digest}"
+    assert (
+        container(worker(render({"image": {"digest": digest}})))["image"]
+        == f"embed-worker@{digest}"
+    )
 
 
 def test_the_sink_has_its_service_ports_and_probes():
     objects = render({"sink": {"enabled": True}})
     sink = one(objects, "StatefulSet")
     service = one(objects, "Service", sink["spec"]["serviceName"])
-    assert service["spec"]["clusterIP"] == "None" and matches({"matchLabels": service["spec"]["selector"]}, sink["spec"]["template"]["metadata"]["labels"])
+    assert service["spec"]["clusterIP"] == "None" and matches(
+        {"matchLabels": service["spec"]["selector"]}, sink["spec"]["template"]["metadata"]["labels"]
+    )
     c = container(sink)
     assert c["ports"][0]["name"] == "metrics"
-    assert (c["startupProbe"]["httpGet"]["path"], c["livenessProbe"]["httpGet"]["path"], c["readinessProbe"]["httpGet"]["path"]) == ("/startupz", "/healthz", "/readyz")
+    assert (
+        c["startupProbe"]["httpGet"]["path"],
+        c["livenessProbe"]["httpGet"]["path"],
+        c["readinessProbe"]["httpGet"]["path"],
+    ) == ("/startupz", "/healthz", "/readyz")
 
 
 def test_debezium_input_reaches_the_worker_and_needs_a_template():
-    objects = render({"input": {"format": "debezium", "textTemplate": "{title}\n\n{body}", "metadataFields": "lang"}})
+    objects = render(
+        {
+            "input": {
+                "format": "debezium",
+                "textTemplate": "{title}\n\n{body}",
+                "metadataFields": "lang",
+            }
+        }
+    )
     env = config(objects)
-    assert (env["EMBED_INPUT__FORMAT"], env["EMBED_INPUT__TEXT_TEMPLATE"], env["EMBED_INPUT__METADATA_FIELDS"]) == ("debezium", "{title}\n\n{body}", "lang")
+    assert (
+        env["EMBED_INPUT__FORMAT"],
+        env["EMBED_INPUT__TEXT_TEMPLATE"],
+        env["EMBED_INPUT__METADATA_FIELDS"],
+    ) == ("debezium", "{title}\n\n{body}", "lang")
     assert "needs input.textTemplate" in refused({"input": {"format": "debezium"}})
     assert "set input.format" in refused({"input": {"idField": "id"}})
 
 
 def test_a_postgres_sink_takes_its_url_from_a_secret_and_needs_no_volume():
-    objects = render({"sink": {"enabled": True, "store": "postgres", "postgresUrlSecret": {"name": "pg"}}})
+    objects = render(
+        {"sink": {"enabled": True, "store": "postgres", "postgresUrlSecret": {"name": "pg"}}}
+    )
     sink = one(objects, "StatefulSet")
     env = env_of(container(sink))
     assert env["EMBED_SINK__STORE"]["value"] == "postgres"
-    assert env["EMBED_SINK__POSTGRES_URL"]["valueFrom"]["secretKeyRef"] == {"name": "pg", "key": "url"}
+    assert env["EMBED_SINK__POSTGRES_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "pg",
+        "key": "url",
+    }
     assert "volumeClaimTemplates" not in sink["spec"]
-    assert "needs sink.postgresUrlSecret" in refused({"sink": {"enabled": True, "store": "postgres"}})
+    assert "needs sink.postgresUrlSecret" in refused(
+        {"sink": {"enabled": True, "store": "postgres"}}
+    )
 
 
 def test_the_hub_is_switched_off_only_for_a_local_model():
@@ -415,7 +644,10 @@ def test_the_hub_is_switched_off_only_for_a_local_model():
 
 def test_static_membership_takes_the_pod_name():
     w = container(worker(render({"kafka": {"staticMembership": True}})))
-    assert env_of(w)["EMBED_KAFKA__GROUP_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert (
+        env_of(w)["EMBED_KAFKA__GROUP_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
+        == "metadata.name"
+    )
     assert "EMBED_KAFKA__GROUP_INSTANCE_ID" not in env_of(container(worker(render())))
 
 
@@ -424,8 +656,13 @@ def test_extras_service_account_scheduling_and_rollout_reach_the_pod():
     w = worker(objects)
     pod = w["spec"]["template"]["spec"]
     c = container(w)
-    assert env_of(c)["EXTRA"]["value"] == "1" and {"secretRef": {"name": "more-settings"}} in c["envFrom"]
-    assert any(v["name"] == "cache" for v in pod["volumes"]) and any(m["mountPath"] == "/cache" for m in c["volumeMounts"])
+    assert (
+        env_of(c)["EXTRA"]["value"] == "1"
+        and {"secretRef": {"name": "more-settings"}} in c["envFrom"]
+    )
+    assert any(v["name"] == "cache" for v in pod["volumes"]) and any(
+        m["mountPath"] == "/cache" for m in c["volumeMounts"]
+    )
     assert pod["serviceAccountName"] == one(objects, "ServiceAccount")["metadata"]["name"]
     assert (pod["priorityClassName"], pod["runtimeClassName"]) == ("batch-high", "nvidia")
     (spread,) = pod["topologySpreadConstraints"]
@@ -445,10 +682,17 @@ def test_a_broken_template_fails_the_render(tmp_path):
 def test_an_object_kubernetes_would_reject_is_reported(tmp_path):
     broken = tmp_path / "embed-worker"
     shutil.copytree(CHART, broken)
-    (broken / "templates" / "bad.yaml").write_text("apiVersion: v1\nkind: Service\nmetadata:\n  name: bad\nspec:\n  ports:\n    - port: 80\n      protocl: TCP\n")
+    (broken / "templates" / "bad.yaml").write_text(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: bad\nspec:\n  ports:\n    - port: 80\n      protocl: TCP\n"
+    )
     assert any("bad" in line for line in render_result(chart=broken)["invalid"])
 
 
 def test_dockerfile_passes_hadolint():
-    proc = subprocess.run([ops_tool("hadolint"), "--config", str(REPO / ".hadolint.yaml"), str(REPO / "Dockerfile")], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [ops_tool("hadolint"), "--config", str(REPO / ".hadolint.yaml"), str(REPO / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -16,7 +16,15 @@ import pytest
 from loadgen.publish import PublishReport, TopicSender, publish
 from loadgen.readback import committed_offsets, read_topic
 from worker.config import KafkaSettings
-from worker.stack.devstack import StackAddresses, create_topics, free_port, start_broker, start_postgres, start_redis, stop_postgres
+from worker.stack.devstack import (
+    StackAddresses,
+    create_topics,
+    free_port,
+    start_broker,
+    start_postgres,
+    start_redis,
+    stop_postgres,
+)
 from worker.transport import transport
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,19 +99,36 @@ class Lane:
         producer = transport(self.kafka).producer(self.kafka)
         try:
             for key, value in messages:
-                producer.send(self.input, key, value, lambda err, *_: err is None or failed.append(err))
+                producer.send(
+                    self.input, key, value, lambda err, *_: err is None or failed.append(err)
+                )
             producer.flush(30)
         finally:
             producer.close()
         assert not failed, failed
 
-    def run_worker(self, *, idle_s: float = 2.0, timeout_s: float = 240, with_stderr: bool = False, **env: str):
+    def run_worker(
+        self, *, idle_s: float = 2.0, timeout_s: float = 240, with_stderr: bool = False, **env: str
+    ):
         """Run ``embed-worker run --exit-when-idle`` to completion; returns its summary (and its
         stderr, with ``with_stderr``)."""
         summary = Path(f"/tmp/embed-summary-{os.getpid()}-{next(_counter)}.json")
         proc = subprocess.run(
-            [sys.executable, "-m", "worker", "run", "--exit-when-idle", str(idle_s), "--summary-file", str(summary)],
-            env=self.env(**env), capture_output=True, text=True, timeout=timeout_s, cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "worker",
+                "run",
+                "--exit-when-idle",
+                str(idle_s),
+                "--summary-file",
+                str(summary),
+            ],
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd=REPO,
         )
         assert proc.returncode == 0, f"worker exited {proc.returncode}:\n{proc.stderr[-3000:]}"
         try:
@@ -115,15 +140,26 @@ class Lane:
     def run_cli(self, *args: str, timeout_s: float = 240, **env: str) -> str:
         """Run another ``embed-worker`` command (sink, query) to completion; returns its stdout."""
         proc = subprocess.run(
-            [sys.executable, "-m", "worker", *args], env=self.env(**env), capture_output=True, text=True, timeout=timeout_s, cwd=REPO
+            [sys.executable, "-m", "worker", *args],
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd=REPO,
         )
-        assert proc.returncode == 0, f"embed-worker {args[0]} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+        assert proc.returncode == 0, (
+            f"embed-worker {args[0]} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+        )
         return proc.stdout
 
     def start_worker(self, **env: str) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "worker", "run"], env=self.env(**env), cwd=REPO,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-m", "worker", "run"],
+            env=self.env(**env),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
     def outputs(self, expect: int | None = None):

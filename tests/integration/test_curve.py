@@ -27,8 +27,24 @@ def test_curve_documents_are_mostly_short_with_a_few_long_ones_and_unique_ids():
 
 def test_a_stream_at_half_the_backlog_rate_comes_out_whole_with_little_padding(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "loadgen", "curve", "--loads", "50", "--duration", "8", "--backlog", "600",
-           "--state-dir", str(tmp_path / "stack"), "--out", str(tmp_path), "--label", "small"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "loadgen",
+        "curve",
+        "--loads",
+        "50",
+        "--duration",
+        "8",
+        "--backlog",
+        "600",
+        "--state-dir",
+        str(tmp_path / "stack"),
+        "--out",
+        str(tmp_path),
+        "--label",
+        "small",
+    ]
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     finally:

@@ -14,9 +14,24 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module", params=["confluent", "kafka-python"])
 def outcomes(request, tmp_path_factory):
     """Every scenario once per client, on one lab; each test below checks one of them."""
-    names = ["fuzz", "sigterm", "sigterm-exactly-once", "redis-down", "redis-down-closed", "broker-freeze", "scale", "kill9",
-             "redis-down-recreate", "model-switch"]
-    return {o.scenario: o for o in run_suite(names, "ci", str(tmp_path_factory.mktemp("faults")), client=request.param)}
+    names = [
+        "fuzz",
+        "sigterm",
+        "sigterm-exactly-once",
+        "redis-down",
+        "redis-down-closed",
+        "broker-freeze",
+        "scale",
+        "kill9",
+        "redis-down-recreate",
+        "model-switch",
+    ]
+    return {
+        o.scenario: o
+        for o in run_suite(
+            names, "ci", str(tmp_path_factory.mktemp("faults")), client=request.param
+        )
+    }
 
 
 def check(outcome):
@@ -41,7 +56,12 @@ def test_sigterm_mid_run_exits_cleanly_and_loses_nothing(outcomes):
 def test_exactly_once_sigterm_mid_run_shows_read_committed_readers_each_document_once(outcomes):
     o = outcomes["sigterm-exactly-once"]
     check(o)  # without Redis: the transactions alone keep duplicates out
-    assert o.exactly_once and o.duplicates == 0 and o.vectors_out == o.published and "exit 0" in o.notes
+    assert (
+        o.exactly_once
+        and o.duplicates == 0
+        and o.vectors_out == o.published
+        and "exit 0" in o.notes
+    )
 
 
 @pytest.mark.parametrize("scenario", ["redis-down-open", "redis-down-closed"])
@@ -53,7 +73,9 @@ def test_a_redis_outage_loses_nothing_and_duplicates_nothing(outcomes, scenario)
 def test_a_frozen_broker_loses_nothing_and_the_worker_resumes_without_a_restart(outcomes):
     o = outcomes["broker-freeze"]
     check(o)  # crashes == 0: the same process finished the run
-    assert o.duplicates <= o.published  # re-read from the last commit, bounded by what was in flight
+    assert (
+        o.duplicates <= o.published
+    )  # re-read from the last commit, bounded by what was in flight
 
 
 def test_scaling_one_three_one_loses_nothing(outcomes):
@@ -68,11 +90,15 @@ def test_kill_minus_nine_at_random_moments_loses_nothing(outcomes):
     assert o.notes.startswith(f"{SIZES['ci'].kills} kill -9")
 
 
-def test_redis_down_while_ids_are_deleted_and_recreated_leaves_the_index_equal_to_the_final_state(outcomes):
+def test_redis_down_while_ids_are_deleted_and_recreated_leaves_the_index_equal_to_the_final_state(
+    outcomes,
+):
     o = outcomes["redis-down-recreate"]
     check(o)
     assert "Redis frozen" in o.notes  # the outage happened
-    assert o.stale == 0, o.details  # the real sink's index: every id as its last version says, metadata included
+    assert o.stale == 0, (
+        o.details
+    )  # the real sink's index: every id as its last version says, metadata included
 
 
 def test_a_model_switch_mid_stream_keeps_the_sink_running_and_counts_what_it_left_out(outcomes):
@@ -80,4 +106,6 @@ def test_a_model_switch_mid_stream_keeps_the_sink_running_and_counts_what_it_lef
     check(o)  # crashes == 0: the sink too
     assert o.stale == 0, o.details
     left_out, of = re.search(r"left out (-?\d+) of (\d+)", o.notes).groups()
-    assert int(left_out) >= int(of) > 0  # every one of them (a replay after a refused commit counts again)
+    assert (
+        int(left_out) >= int(of) > 0
+    )  # every one of them (a replay after a refused commit counts again)

@@ -66,30 +66,70 @@ def store(request, tmp_path) -> dict[str, str]:
     if request.param == "lancedb":
         return {"EMBED_SINK__PATH": str(tmp_path / "index")}
     url = request.getfixturevalue("postgres_url")
-    return {"EMBED_SINK__STORE": "postgres", "EMBED_SINK__POSTGRES_URL": url, "EMBED_SINK__TABLE": f"documents_{os.getpid()}_{next(_tables)}"}
+    return {
+        "EMBED_SINK__STORE": "postgres",
+        "EMBED_SINK__POSTGRES_URL": url,
+        "EMBED_SINK__TABLE": f"documents_{os.getpid()}_{next(_tables)}",
+    }
 
 
 def open_store(env: dict[str, str]):
     """The index the sink with settings ``env`` writes, opened as ``embed-worker query`` opens it."""
-    fields = {k.removeprefix("EMBED_SINK__").lower(): v for k, v in env.items() if k.startswith("EMBED_SINK__") and k != "EMBED_SINK__GROUP_ID" and k != "EMBED_SINK__MAX_POLL_RECORDS"}
+    fields = {
+        k.removeprefix("EMBED_SINK__").lower(): v
+        for k, v in env.items()
+        if k.startswith("EMBED_SINK__")
+        and k != "EMBED_SINK__GROUP_ID"
+        and k != "EMBED_SINK__MAX_POLL_RECORDS"
+    }
     return open_index(SinkSettings(**fields), create=False)
 
 
 def _round_two() -> list[tuple[str, str | None, str | None]]:
     """(id, text or None for a delete, per-message long_text): shrink, grow, unchanged, delete, policy change, two updates."""
     return [
-        ("tides", TEXTS["tides"].split(". ")[0] + ". " + TEXTS["tides"].split(". ")[1] + ".", None),  # shrinks to fewer chunks
-        ("bread", TEXTS["bread"] + " " + TEXTS["bread"].replace("Sourdough", "Rye sourdough"), None),  # grows
+        (
+            "tides",
+            TEXTS["tides"].split(". ")[0] + ". " + TEXTS["tides"].split(". ")[1] + ".",
+            None,
+        ),  # shrinks to fewer chunks
+        (
+            "bread",
+            TEXTS["bread"] + " " + TEXTS["bread"].replace("Sourdough", "Rye sourdough"),
+            None,
+        ),  # grows
         ("volcano", TEXTS["volcano"], None),  # unchanged: skipped by dedup, its points stay
         ("chess", None, None),  # deleted
-        ("photosynthesis", TEXTS["photosynthesis"], "truncate"),  # chunks → one whole-document point
+        (
+            "photosynthesis",
+            TEXTS["photosynthesis"],
+            "truncate",
+        ),  # chunks → one whole-document point
         ("jazz", TEXTS["jazz"] + " Louis Armstrong was its first great soloist.", None),
-        ("jazz", TEXTS["jazz"] + " Duke Ellington led one of its great orchestras.", None),  # only this version stays
+        (
+            "jazz",
+            TEXTS["jazz"] + " Duke Ellington led one of its great orchestras.",
+            None,
+        ),  # only this version stays
     ]
 
 
 def _publish(lane, items) -> None:
-    lane.publish_raw([(i.encode(), encode_document(i, t, op="delete" if t is None else "upsert", metadata={"title": i}, long_text=lt)) for i, t, lt in items])
+    lane.publish_raw(
+        [
+            (
+                i.encode(),
+                encode_document(
+                    i,
+                    t,
+                    op="delete" if t is None else "upsert",
+                    metadata={"title": i},
+                    long_text=lt,
+                ),
+            )
+            for i, t, lt in items
+        ]
+    )
 
 
 def _expected_chunks(tokenizer, text: str) -> list[list[int]]:
@@ -103,7 +143,9 @@ def _expected_chunks(tokenizer, text: str) -> list[list[int]]:
 def test_the_index_follows_creates_changes_and_deletes_and_answers_a_paraphrase(lane, store):
     index_env = {**store, "EMBED_SINK__GROUP_ID": f"{lane.group}-sink"}
     worker_env = {
-        "EMBED_LONG_TEXT__POLICY": "chunk", "EMBED_LONG_TEXT__CHUNK_TOKENS": str(CHUNK), "EMBED_LONG_TEXT__CHUNK_OVERLAP": str(OVERLAP),
+        "EMBED_LONG_TEXT__POLICY": "chunk",
+        "EMBED_LONG_TEXT__CHUNK_TOKENS": str(CHUNK),
+        "EMBED_LONG_TEXT__CHUNK_OVERLAP": str(OVERLAP),
         "EMBED_OUTPUT__TOMBSTONES": "true",  # the sink also meets null-value tombstones after delete events
     }
 
@@ -114,7 +156,9 @@ def test_the_index_follows_creates_changes_and_deletes_and_answers_a_paraphrase(
     second = lane.run_worker(**worker_env)
     lane.run_cli("sink", "--exit-when-idle", "2", **index_env)
     assert second["dedup_hits"] == 1 and first["dead_lettered"] == second["dead_lettered"] == 0
-    assert sum(r.value is None for r in lane.outputs()) == 1  # the delete's tombstone went through the sink
+    assert (
+        sum(r.value is None for r in lane.outputs()) == 1
+    )  # the delete's tombstone went through the sink
 
     latest: dict[str, tuple[int, dict]] = {}  # id → (offset, message) of its last input message
     for r in sorted(lane_inputs(lane), key=lambda r: r.offset):
@@ -133,20 +177,26 @@ def test_the_index_follows_creates_changes_and_deletes_and_answers_a_paraphrase(
         offset, body = latest[doc_id]
         points = sorted(by_doc[doc_id], key=lambda r: -1 if r["chunk"] is None else r["chunk"])
         if doc_id == "volcano":  # unchanged in round two: still the first version, untouched
-            offset = min(r.offset for r in lane_inputs(lane) if msgpack.unpackb(r.value)["id"] == "volcano")
+            offset = min(
+                r.offset for r in lane_inputs(lane) if msgpack.unpackb(r.value)["id"] == "volcano"
+            )
         assert {r["version"] for r in points} == {offset}, doc_id  # one version: the latest text's
         if body.get("long_text") == "truncate":
             expected = [encoder.tokenize([body["text"]])[0]]
             assert [(r["id"], r["chunk"], r["chunks"]) for r in points] == [(doc_id, None, 1)]
         else:
             expected = _expected_chunks(tokenizer, body["text"])
-            assert [(r["id"], r["chunk"], r["chunks"]) for r in points] == [(f"{doc_id}#{n}", n, len(expected)) for n in range(len(expected))]
+            assert [(r["id"], r["chunk"], r["chunks"]) for r in points] == [
+                (f"{doc_id}#{n}", n, len(expected)) for n in range(len(expected))
+            ]
         want = encoder.encode(expected)
         got = np.stack([r["vector"] for r in points])
         cos = (want * got).sum(1) / (np.linalg.norm(want, axis=1) * np.linalg.norm(got, axis=1))
         assert cos.min() > 0.9999, (doc_id, cos)
         assert json.loads(points[0]["metadata"]) == {"title": doc_id}
-    assert len(by_doc["tides"]) < len(_expected_chunks(tokenizer, TEXTS["tides"]))  # shrunk-away chunks are gone
+    assert len(by_doc["tides"]) < len(
+        _expected_chunks(tokenizer, TEXTS["tides"])
+    )  # shrunk-away chunks are gone
     assert len(by_doc["bread"]) > len(_expected_chunks(tokenizer, TEXTS["bread"]))
 
     query, target = PARAPHRASE
@@ -156,7 +206,12 @@ def test_the_index_follows_creates_changes_and_deletes_and_answers_a_paraphrase(
 
     # A replay from the start (a fresh sink group over the same index) leaves the index as it was.
     before = sorted((r["key"], r["version"]) for r in rows)
-    lane.run_cli("sink", "--exit-when-idle", "2", **{**index_env, "EMBED_SINK__GROUP_ID": f"{lane.group}-replay"})
+    lane.run_cli(
+        "sink",
+        "--exit-when-idle",
+        "2",
+        **{**index_env, "EMBED_SINK__GROUP_ID": f"{lane.group}-replay"},
+    )
     after = open_store(index_env).rows()
     assert sorted((r["key"], r["version"]) for r in after) == before
 
@@ -175,8 +230,18 @@ def test_a_sink_killed_mid_stream_loses_nothing_and_doubles_nothing(lane, store)
     expected = {(v["parent_id"], v["chunk"]) for v in vectors if v["op"] == "upsert"}
     assert len(expected) > len(docs)  # some documents are in several chunks
 
-    env = {**store, "EMBED_SINK__GROUP_ID": f"{lane.group}-sink", "EMBED_SINK__MAX_POLL_RECORDS": "40"}
-    sink = subprocess.Popen([sys.executable, "-m", "worker", "sink"], env=lane.env(**env), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **store,
+        "EMBED_SINK__GROUP_ID": f"{lane.group}-sink",
+        "EMBED_SINK__MAX_POLL_RECORDS": "40",
+    }
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "worker", "sink"],
+        env=lane.env(**env),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -210,14 +275,28 @@ def test_a_sink_fed_vectors_of_another_model_keeps_running_and_counts_them(lane,
     from worker.publish import codec
     from worker.transport import transport
 
-    old, new = ModelInfo("old-model", 4, "float32", "cpu", "mean", True, 16), ModelInfo("new-model", 6, "float32", "cpu", "mean", True, 16)
+    old, new = (
+        ModelInfo("old-model", 4, "float32", "cpu", "mean", True, 16),
+        ModelInfo("new-model", 6, "float32", "cpu", "mean", True, 16),
+    )
     messages = []
-    for offset, (doc_id, info) in enumerate([("a", old), ("b", old), ("a", new), ("c", new), ("b", None)]):
-        doc = decode_record("in", 0, offset, 0, doc_id.encode(), encode_document(doc_id, "text", op="delete" if info is None else "upsert"))
+    for offset, (doc_id, info) in enumerate(
+        [("a", old), ("b", old), ("a", new), ("c", new), ("b", None)]
+    ):
+        doc = decode_record(
+            "in",
+            0,
+            offset,
+            0,
+            doc_id.encode(),
+            encode_document(doc_id, "text", op="delete" if info is None else "upsert"),
+        )
         if info is None:
             messages += codec.delete_messages(doc, old, 0, tombstone=False)
         else:
-            messages.append(codec.vector_message(doc, np.ones(info.dim, np.float32), info, "float32", 0))
+            messages.append(
+                codec.vector_message(doc, np.ones(info.dim, np.float32), info, "float32", 0)
+            )
     producer = transport(lane.kafka).producer(lane.kafka)
     try:
         for m in messages:
@@ -226,8 +305,18 @@ def test_a_sink_fed_vectors_of_another_model_keeps_running_and_counts_them(lane,
     finally:
         producer.close()
     summary_file, path = tmp_path / "sink.json", str(tmp_path / "index")
-    lane.run_cli("sink", "--exit-when-idle", "2", "--summary-file", str(summary_file), EMBED_SINK__PATH=path, EMBED_SINK__GROUP_ID=f"{lane.group}-sink")
+    lane.run_cli(
+        "sink",
+        "--exit-when-idle",
+        "2",
+        "--summary-file",
+        str(summary_file),
+        EMBED_SINK__PATH=path,
+        EMBED_SINK__GROUP_ID=f"{lane.group}-sink",
+    )
     summary = json.loads(summary_file.read_text())
     assert summary["other_model"] == 2 and summary["messages"] == 5
     rows = Index(path, "documents", create=False).rows()
-    assert [(r["id"], r["model"]) for r in rows] == [("a", "old-model")]  # b deleted; the new model's a and c left out
+    assert [(r["id"], r["model"]) for r in rows] == [
+        ("a", "old-model")
+    ]  # b deleted; the new model's a and c left out

@@ -43,7 +43,9 @@ def value(samples, name, **labels) -> float:
 
 def test_metrics_health_and_readiness_during_a_real_run(lane):
     port = free_port()
-    proc = lane.start_worker(EMBED_METRICS__PORT=str(port), EMBED_LOG_FORMAT="json", EMBED_LOG_INTERVAL_S="1")
+    proc = lane.start_worker(
+        EMBED_METRICS__PORT=str(port), EMBED_LOG_FORMAT="json", EMBED_LOG_INTERVAL_S="1"
+    )
     try:
         # readiness: not ready while the model loads and warms up, ready once it consumes
         seen = []
@@ -69,12 +71,19 @@ def test_metrics_health_and_readiness_during_a_real_run(lane):
 
         m = scrape(port)
         assert value(m, "embed_documents_total") == 300
-        assert value(m, "embed_input_messages_total") == 301  # the vectors and the dead letter, reconciled
+        assert (
+            value(m, "embed_input_messages_total") == 301
+        )  # the vectors and the dead letter, reconciled
         assert value(m, "embed_tokens_total") > 300
         assert value(m, "embed_dlq_messages_total", reason="undecodable") == 1
-        assert value(m, "embed_dedup_misses_total") == 300 and value(m, "embed_dedup_hits_total") == 0
+        assert (
+            value(m, "embed_dedup_misses_total") == 300 and value(m, "embed_dedup_hits_total") == 0
+        )
         assert value(m, "embed_redis_errors_total") == 0
-        batches = sum(value(m, "embed_batches_total", reason=r) for r in ("token_budget", "size", "deadline", "drain"))
+        batches = sum(
+            value(m, "embed_batches_total", reason=r)
+            for r in ("token_budget", "size", "deadline", "drain")
+        )
         assert batches == value(m, "embed_batch_size_count") >= 1
         assert value(m, "embed_batch_size_sum") == 300
         assert 0.3 < value(m, "embed_padding_efficiency_ratio_sum") / batches <= 1.0
@@ -91,7 +100,10 @@ def test_metrics_health_and_readiness_during_a_real_run(lane):
         assert value(m, "embed_model_load_seconds") > 0
         assert value(m, "embed_ready") == 1
         info = next(k for k in m if k[0] == "embed_build_info")
-        assert dict(info[1])["model"] == "sentence-transformers/all-MiniLM-L6-v2" and dict(info[1])["dim"] == "384"
+        assert (
+            dict(info[1])["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+            and dict(info[1])["dim"] == "384"
+        )
         assert time.time() - value(m, "embed_last_poll_timestamp_seconds") < 5
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -115,18 +127,45 @@ def test_a_port_in_use_is_a_clear_configuration_error(lane):
         proc = lane.start_worker(EMBED_METRICS__PORT=str(port), EMBED_METRICS__HOST="127.0.0.1")
         _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 2
-    assert stderr.strip().splitlines()[-1].startswith("embed-worker: invalid setting EMBED_METRICS__PORT")
+    assert (
+        stderr.strip()
+        .splitlines()[-1]
+        .startswith("embed-worker: invalid setting EMBED_METRICS__PORT")
+    )
 
 
-def test_startup_waits_for_the_warm_model_and_liveness_fails_while_a_forward_pass_outlasts_its_limit(lane):
+def test_startup_waits_for_the_warm_model_and_liveness_fails_while_a_forward_pass_outlasts_its_limit(
+    lane,
+):
     # /healthz answered 200 during the whole model load (a startup probe on it gated nothing), and
     # watched only the main loop, which polls on while a wedged forward pass embeds nothing
-    words = "stream vector kafka offset batch token model index queue shard".split()
-    lane.publish([{"id": f"long-{i}", "text": " ".join(words[(i + k) % 10] for k in range(400))} for i in range(192)])
+    words = [
+        "stream",
+        "vector",
+        "kafka",
+        "offset",
+        "batch",
+        "token",
+        "model",
+        "index",
+        "queue",
+        "shard",
+    ]
+    lane.publish(
+        [
+            {"id": f"long-{i}", "text": " ".join(words[(i + k) % 10] for k in range(400))}
+            for i in range(192)
+        ]
+    )
     port = free_port()
     # a full batch (64 documents of 256 tokens) takes a few seconds on these CPUs: longer than the limit
-    proc = lane.start_worker(EMBED_METRICS__PORT=str(port), EMBED_METRICS__STALL_AFTER_S="1.0", EMBED_BATCH__MAX_TOKENS="16384",
-                             EMBED_BATCH__MAX_SIZE="64", EMBED_BATCH__MAX_WAIT_MS="2000")
+    proc = lane.start_worker(
+        EMBED_METRICS__PORT=str(port),
+        EMBED_METRICS__STALL_AFTER_S="1.0",
+        EMBED_BATCH__MAX_TOKENS="16384",
+        EMBED_BATCH__MAX_SIZE="64",
+        EMBED_BATCH__MAX_WAIT_MS="2000",
+    )
     try:
         startup, health = [], []
         deadline = time.monotonic() + 180

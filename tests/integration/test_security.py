@@ -19,8 +19,23 @@ PASSWORD = "s3cret-Redis-pw"
 def auth_redis(tmp_path_factory):
     port = free_port()
     work = tmp_path_factory.mktemp("auth-redis")
-    proc = subprocess.Popen([redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(work),
-                             "--requirepass", PASSWORD], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            redis_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(work),
+            "--requirepass",
+            PASSWORD,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_for_port(port, "redis-server", proc)
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
@@ -40,10 +55,16 @@ def test_the_password_setting_authenticates_and_a_missing_one_fails_open(auth_re
     assert anonymous.errors == 1 and anonymous.unchecked == 1
 
 
-def test_the_worker_dedups_through_an_authenticated_redis_and_never_logs_the_password(lane, auth_redis):
+def test_the_worker_dedups_through_an_authenticated_redis_and_never_logs_the_password(
+    lane, auth_redis
+):
     docs = [{"id": f"s{i}", "text": f"secure document number {i}"} for i in range(20)]
     lane.publish(docs)
-    env = {"EMBED_REDIS__URL": auth_redis, "EMBED_REDIS__PASSWORD": PASSWORD, "EMBED_LOG_LEVEL": "DEBUG"}
+    env = {
+        "EMBED_REDIS__URL": auth_redis,
+        "EMBED_REDIS__PASSWORD": PASSWORD,
+        "EMBED_LOG_LEVEL": "DEBUG",
+    }
     first = lane.run_worker(**env)
     lane.publish(docs)  # the same documents again: all found in Redis
     second, stderr = lane.run_worker(with_stderr=True, **env)

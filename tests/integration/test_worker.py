@@ -57,13 +57,25 @@ def test_documents_in_vectors_out_equal_to_sentence_transformers(lane, reference
     outputs = by_id(records)
     assert set(outputs) == {d["id"] for d in docs}
     for r in records:
-        assert dict(r.headers)["embed-dim"] == b"384" and r.key == decode_output(r.value)["id"].encode()
+        assert (
+            dict(r.headers)["embed-dim"] == b"384"
+            and r.key == decode_output(r.value)["id"].encode()
+        )
     for d in docs:
         out = outputs[d["id"]]
-        assert (out["op"], out["dim"], out["dtype"], out["schema_version"]) == ("upsert", 384, "float32", 2)
+        assert (out["op"], out["dim"], out["dtype"], out["schema_version"]) == (
+            "upsert",
+            384,
+            "float32",
+            2,
+        )
         assert out["content_hash"] == content_hash(d["text"])
         assert out["metadata"] == d["metadata"]
-        assert out["source"]["topic"] == lane.input and out["produced_at"] > 0 and out["embedded_at"] >= out["produced_at"]
+        assert (
+            out["source"]["topic"] == lane.input
+            and out["produced_at"] > 0
+            and out["embedded_at"] >= out["produced_at"]
+        )
 
     ours = np.stack([outputs[d["id"]]["vector"] for d in docs])
     reference = reference_model.encode([d["text"] for d in docs], batch_size=32)
@@ -86,7 +98,9 @@ def test_identical_documents_are_deduplicated_and_changed_ones_are_not(lane):
     assert lane.run_worker()["embedded"] == 60
 
     changed = {d["id"] for d in docs[:10]}
-    republished = [{**d, "text": d["text"] + " (revised)"} if d["id"] in changed else d for d in docs]
+    republished = [
+        {**d, "text": d["text"] + " (revised)"} if d["id"] in changed else d for d in docs
+    ]
     lane.publish(republished)
     summary = lane.run_worker()
     assert (summary["embedded"], summary["dedup_hits"]) == (10, 50)
@@ -115,11 +129,19 @@ def test_deletes_publish_delete_events_and_clear_dedup(lane):
 
     records = lane.outputs(expect=30 + 10)
     tombstones = [r.key.decode() for r in records if r.value is None]
-    deletes = [decode_output(r.value) for r in records if r.value is not None and decode_output(r.value)["op"] == "delete"]
+    deletes = [
+        decode_output(r.value)
+        for r in records
+        if r.value is not None and decode_output(r.value)["op"] == "delete"
+    ]
     assert sorted(tombstones) == sorted(gone) == sorted(d["id"] for d in deletes)
     for r in records:  # each delete event comes before its tombstone in the partition
         if r.value is None:
-            prior = [x for x in records if x.key == r.key and x.partition == r.partition and x.offset < r.offset]
+            prior = [
+                x
+                for x in records
+                if x.key == r.key and x.partition == r.partition and x.offset < r.offset
+            ]
             assert decode_output(prior[-1].value)["op"] == "delete"
 
     # the delete cleared the dedup mark: the same text comes back as a fresh vector
@@ -155,7 +177,9 @@ def test_bad_messages_go_to_the_dead_letter_topic_with_their_reason(lane):
         assert headers["embed-dlq-reason"].decode() == reason
         assert headers["embed-source-topic"].decode() == lane.input
         assert int(headers["embed-source-offset"]) >= 0
-    assert {decode_output(r.value)["id"] for r in lane.outputs(expect=20)} == {d["id"] for d in good}
+    assert {decode_output(r.value)["id"] for r in lane.outputs(expect=20)} == {
+        d["id"] for d in good
+    }
     committed = lane.committed()
     assert all(committed[p] == end for p, end in report.end_offsets.items())
 
@@ -191,8 +215,11 @@ def test_sigterm_stops_cleanly_and_loses_nothing(lane):
 
 def test_bad_configuration_fails_at_start_with_one_line(lane):
     proc = subprocess.run(
-        [sys.executable, "-m", "worker", "run"], env=lane.env(EMBED_BATCH__MAX_WAIT_MS="-5"),
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "worker", "run"],
+        env=lane.env(EMBED_BATCH__MAX_WAIT_MS="-5"),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "EMBED_BATCH__MAX_WAIT_MS" in proc.stderr
@@ -200,8 +227,11 @@ def test_bad_configuration_fails_at_start_with_one_line(lane):
 
 def test_an_unreachable_broker_is_one_clear_line(lane):
     proc = subprocess.run(
-        [sys.executable, "-m", "worker", "run"], env=lane.env(EMBED_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:1"),
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "worker", "run"],
+        env=lane.env(EMBED_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:1"),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
@@ -212,7 +242,9 @@ def test_an_unreachable_broker_is_one_clear_line(lane):
 def test_two_processes_share_the_partitions_and_lose_nothing(lane, strategy):
     docs = sample_corpus(300)
     report = lane.publish(docs)
-    summary = lane.run_worker(EMBED_PROCESSES="2", EMBED_KAFKA__ASSIGNMENT_STRATEGY=strategy, idle_s=4)
+    summary = lane.run_worker(
+        EMBED_PROCESSES="2", EMBED_KAFKA__ASSIGNMENT_STRATEGY=strategy, idle_s=4
+    )
     assert len(summary["processes"]) == 2
     assert summary["embedded"] == sum(p["embedded"] for p in summary["processes"])
     # a rebalance may hand a partition over after its vectors went out but before their commit:

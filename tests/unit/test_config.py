@@ -1,4 +1,5 @@
 import pytest
+from pydantic import ValidationError
 
 from worker.cli import main
 from worker.config import Settings, load_settings
@@ -19,7 +20,7 @@ def test_environment_with_nested_delimiter(monkeypatch):
 
 def test_settings_are_frozen():
     s = load_settings()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         s.batch.max_size = 3
 
 
@@ -75,12 +76,18 @@ def test_the_readme_holds_the_current_settings_table():
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert settings_table() in readme, "README is stale: paste the output of `embed-worker config --markdown`"
+    assert settings_table() in readme, (
+        "README is stale: paste the output of `embed-worker config --markdown`"
+    )
 
 
 def test_secrets_never_appear_in_settings_dumps_or_error_lines(monkeypatch):
-    secrets = {"EMBED_KAFKA__SASL_PASSWORD": "kafka-s3cret", "EMBED_KAFKA__SSL_PASSWORD": "key-s3cret",
-               "EMBED_REDIS__PASSWORD": "redis-s3cret", "EMBED_REDIS__URL": "rediss://u:url-s3cret@r:6380/0"}
+    secrets = {
+        "EMBED_KAFKA__SASL_PASSWORD": "kafka-s3cret",
+        "EMBED_KAFKA__SSL_PASSWORD": "key-s3cret",
+        "EMBED_REDIS__PASSWORD": "redis-s3cret",
+        "EMBED_REDIS__URL": "rediss://u:url-s3cret@r:6380/0",
+    }
     for name, value in secrets.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("EMBED_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
@@ -89,7 +96,9 @@ def test_secrets_never_appear_in_settings_dumps_or_error_lines(monkeypatch):
     s = load_settings()
     shown = repr(s) + s.model_dump_json() + str(s.model_dump())
     assert not any(v in shown for v in secrets.values())
-    monkeypatch.setenv("EMBED_KAFKA__SASL_PASSWORD", "")  # still a valid (empty) secret, so break another setting
+    monkeypatch.setenv(
+        "EMBED_KAFKA__SASL_PASSWORD", ""
+    )  # still a valid (empty) secret, so break another setting
     monkeypatch.setenv("EMBED_BATCH__MAX_SIZE", "-1")
     with pytest.raises(ConfigError) as info:
         load_settings()
@@ -108,7 +117,10 @@ def test_kafka_security_settings_reach_the_client_options(monkeypatch):
     opts = client_options(load_settings().kafka)
     assert opts["security_protocol"] == "SASL_SSL" and opts["sasl_mechanism"] == "SCRAM-SHA-512"
     assert (opts["sasl_plain_username"], opts["sasl_plain_password"]) == ("svc", "pw")
-    assert (opts["ssl_cafile"], opts["ssl_certfile"]) == ("/etc/ca.pem", "/etc/client.pem") and "ssl_keyfile" not in opts
+    assert (opts["ssl_cafile"], opts["ssl_certfile"]) == (
+        "/etc/ca.pem",
+        "/etc/client.pem",
+    ) and "ssl_keyfile" not in opts
 
 
 def test_the_retired_lookahead_setting_is_still_accepted(monkeypatch):

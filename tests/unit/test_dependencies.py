@@ -9,19 +9,13 @@ The checks take file contents, so they can be run against other versions of the 
 from __future__ import annotations
 
 import re
-import sys
+import tomllib
 from pathlib import Path
 
-import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    tomllib = pytest.importorskip("tomli")
 
 REPO = Path(__file__).resolve().parents[2]
 CONSTRAINT = re.compile(r"(?:^|\s)(?:-c|--constraint)(?:\s+|=)[\"']?constraints\.txt\b")
@@ -53,7 +47,9 @@ def floor_problems(pyproject_text: str, constraints_text: str) -> list[str]:
     project = tomllib.loads(pyproject_text)["project"]
     pins = constraint_pins(constraints_text)
     groups = {"dependencies": project["dependencies"]}
-    groups.update({f"[{extra}]": reqs for extra, reqs in project.get("optional-dependencies", {}).items()})
+    groups.update(
+        {f"[{extra}]": reqs for extra, reqs in project.get("optional-dependencies", {}).items()}
+    )
     problems = []
     for group, lines in groups.items():
         for line in lines:
@@ -63,13 +59,19 @@ def floor_problems(pyproject_text: str, constraints_text: str) -> list[str]:
                 problems.append(f"{group} {line}: not pinned in constraints.txt")
                 continue
             if not req.specifier.contains(pinned, prereleases=True):
-                problems.append(f"{group} {line}: the tested {pinned} is outside the declared range")
-            floors = [Version(s.version) for s in req.specifier if s.operator in (">=", "~=", "==", "===")]
+                problems.append(
+                    f"{group} {line}: the tested {pinned} is outside the declared range"
+                )
+            floors = [
+                Version(s.version) for s in req.specifier if s.operator in (">=", "~=", "==", "===")
+            ]
             tested = Version(f"{pinned.major}.{pinned.minor}")
             if not floors:
                 problems.append(f"{group} {line}: no lower bound (tested: {pinned})")
             elif max(floors) < tested:
-                problems.append(f"{group} {line}: floor {max(floors)} is older than the tested {tested} ({pinned})")
+                problems.append(
+                    f"{group} {line}: floor {max(floors)} is older than the tested {tested} ({pinned})"
+                )
     return problems
 
 
@@ -93,7 +95,11 @@ def _instructions(dockerfile_text: str) -> list[str]:
 
 
 def _pip_installs(command: str) -> list[str]:
-    return [part.strip() for part in re.split(r"&&|\|\||;", command) if re.search(r"\bpip3?\s+install\b", part)]
+    return [
+        part.strip()
+        for part in re.split(r"&&|\|\||;", command)
+        if re.search(r"\bpip3?\s+install\b", part)
+    ]
 
 
 def dockerfile_problems(text: str) -> list[str]:

@@ -5,10 +5,17 @@ from worker.fleet import child_overrides, exit_code, merge_summaries
 
 
 def test_each_child_gets_its_port_client_id_and_share_of_the_cores():
-    s = Settings(processes=4, metrics=MetricsSettings(port=9400), kafka=KafkaSettings(client_id="emb"))
+    s = Settings(
+        processes=4, metrics=MetricsSettings(port=9400), kafka=KafkaSettings(client_id="emb")
+    )
     flags = child_overrides(s, 2, cores=16)
     pairs = dict(zip(flags[::2], flags[1::2]))
-    assert pairs == {"--processes": "1", "--kafka.client-id": "emb-2", "--metrics.port": "9402", "--model.torch-threads": "4"}
+    assert pairs == {
+        "--processes": "1",
+        "--kafka.client-id": "emb-2",
+        "--metrics.port": "9402",
+        "--model.torch-threads": "4",
+    }
 
 
 def test_explicit_threads_and_an_any_port_are_left_alone():
@@ -20,7 +27,10 @@ def test_explicit_threads_and_an_any_port_are_left_alone():
 def test_each_child_gets_its_own_static_group_instance_id():
     # one id shared by the children would fence all but one of them out of the group
     s = Settings(processes=2, kafka=KafkaSettings(group_instance_id="embed-worker-7c9f-x2"))
-    ids = [dict(zip(*[iter(child_overrides(s, i, cores=2))] * 2))["--kafka.group-instance-id"] for i in range(2)]
+    ids = [
+        dict(zip(*[iter(child_overrides(s, i, cores=2))] * 2))["--kafka.group-instance-id"]
+        for i in range(2)
+    ]
     assert ids == ["embed-worker-7c9f-x2-0", "embed-worker-7c9f-x2-1"]
     assert "--kafka.group-instance-id" not in child_overrides(Settings(processes=2), 0, cores=2)
 
@@ -37,10 +47,26 @@ def test_the_fleet_exits_with_the_first_failure():
 
 
 def test_summaries_are_summed_over_one_window_and_kept():
-    a = {"received": 10, "embedded": 8, "tokens": 90, "padded_tokens": 100, "first_message_at": 100.0, "last_output_at": 102.0,
-         "batch_p50_s": 0.1, "batch_p99_s": 0.3}
-    b = {"received": 5, "embedded": 5, "tokens": 40, "padded_tokens": 50, "first_message_at": 101.0, "last_output_at": 104.5,
-         "batch_p50_s": 0.2, "batch_p99_s": 0.5}
+    a = {
+        "received": 10,
+        "embedded": 8,
+        "tokens": 90,
+        "padded_tokens": 100,
+        "first_message_at": 100.0,
+        "last_output_at": 102.0,
+        "batch_p50_s": 0.1,
+        "batch_p99_s": 0.3,
+    }
+    b = {
+        "received": 5,
+        "embedded": 5,
+        "tokens": 40,
+        "padded_tokens": 50,
+        "first_message_at": 101.0,
+        "last_output_at": 104.5,
+        "batch_p50_s": 0.2,
+        "batch_p99_s": 0.5,
+    }
     merged = merge_summaries([a, b])
     assert merged["received"] == 15 and merged["embedded"] == 13 and merged["tokens"] == 130
     assert merged["busy_s"] == 4.5 and merged["docs_per_s"] == round(13 / 4.5, 1)
@@ -50,5 +76,7 @@ def test_summaries_are_summed_over_one_window_and_kept():
 
 
 def test_a_fleet_that_saw_nothing_reports_no_rate():
-    merged = merge_summaries([{"received": 0, "embedded": 0, "first_message_at": None, "last_output_at": None}])
+    merged = merge_summaries(
+        [{"received": 0, "embedded": 0, "first_message_at": None, "last_output_at": None}]
+    )
     assert merged["docs_per_s"] == 0.0 and merged["padding_efficiency"] is None

@@ -115,20 +115,34 @@ class FakeDedup:
 
 
 def records(*docs, start=0, partition=0):
-    return [Record("in", partition, start + i, 1000, d[0].encode(), encode_document(*d)) for i, d in enumerate(docs)]
+    return [
+        Record("in", partition, start + i, 1000, d[0].encode(), encode_document(*d))
+        for i, d in enumerate(docs)
+    ]
 
 
 def run(polls, dedup=None, metrics=None, encoder=None, settings=None):
-    settings = settings or Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64))
-    intake, publisher, dedup = FakeConsumer(polls, events={0: [("assigned", {("in", 0)})]}), FakeProducer(), dedup or FakeDedup()
+    settings = settings or Settings(
+        kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64)
+    )
+    intake, publisher, dedup = (
+        FakeConsumer(polls, events={0: [("assigned", {("in", 0)})]}),
+        FakeProducer(),
+        dedup or FakeDedup(),
+    )
     worker = Worker(settings, encoder or DummyEncoder(), intake, publisher, dedup, metrics=metrics)
     stats = worker.run(exit_when_idle_s=0.02)
-    outputs = [(topic, decode_output(m.value) if topic == "embeddings" else m) for topic, m in publisher.sent]
+    outputs = [
+        (topic, decode_output(m.value) if topic == "embeddings" else m)
+        for topic, m in publisher.sent
+    ]
     return stats, outputs, intake, dedup
 
 
 def test_every_document_comes_out_once_and_offsets_are_committed():
-    stats, outputs, intake, _ = run([records(("a", "alpha beta"), ("b", "gamma"), ("c", "delta epsilon zeta"))])
+    stats, outputs, intake, _ = run(
+        [records(("a", "alpha beta"), ("b", "gamma"), ("c", "delta epsilon zeta"))]
+    )
     assert sorted(o["id"] for _, o in outputs) == ["a", "b", "c"]
     assert stats.embedded == 3
     assert intake.commits[-1] == {("in", 0): 3}
@@ -138,7 +152,11 @@ def test_versions_of_one_id_come_out_in_input_order():
     poll = records(("a", "one two three four five six"), ("a", "short"))
     poll.append(Record("in", 0, 2, 1000, b"a", encode_document("a", op="delete")))
     _, outputs, _, _ = run([poll])
-    assert [(o["op"], o["source"]["offset"]) for _, o in outputs] == [("upsert", 0), ("upsert", 1), ("delete", 2)]
+    assert [(o["op"], o["source"]["offset"]) for _, o in outputs] == [
+        ("upsert", 0),
+        ("upsert", 1),
+        ("delete", 2),
+    ]
 
 
 def test_unchanged_content_is_skipped_but_committed():
@@ -169,7 +187,9 @@ def test_a_later_copy_behind_a_pending_change_is_not_skipped():
 
 def test_bad_messages_go_to_the_dead_letter_topic_and_are_committed():
     bad = Record("in", 0, 1, 1000, b"x", b"\xc1garbage")
-    stats, outputs, intake, _ = run([[records(("a", "fine"))[0], bad] + records(("c", "also fine"), start=2)])
+    stats, outputs, intake, _ = run(
+        [[records(("a", "fine"))[0], bad] + records(("c", "also fine"), start=2)]
+    )
     topics = [t for t, _ in outputs]
     assert topics.count("documents.dlq") == 1 and topics.count("embeddings") == 2
     assert stats.dead_lettered == {"undecodable": 1}
@@ -190,10 +210,14 @@ def test_metrics_follow_the_run():
     assert value("embed_tokens_total") == 3
     assert value("embed_deletes_total") == 1
     assert value("embed_dlq_messages_total", {"reason": "undecodable"}) == 1
-    assert value("embed_batch_size_count") == value("embed_batches_total", {"reason": "deadline"}) >= 1
+    assert (
+        value("embed_batch_size_count") == value("embed_batches_total", {"reason": "deadline"}) >= 1
+    )
     assert value("embed_stage_duration_seconds_count", {"stage": "forward"}) >= 1
     assert value("embed_stage_duration_seconds_count", {"stage": "commit"}) >= 1
-    assert value("embed_end_to_end_latency_seconds_count") == 3  # two vectors and a delete, not the dead letter
+    assert (
+        value("embed_end_to_end_latency_seconds_count") == 3
+    )  # two vectors and a delete, not the dead letter
     assert value("embed_commit_duration_seconds_count") >= 1
     assert value("embed_rebalances_total") == 1
     assert value("embed_inflight_documents") == 0
@@ -223,18 +247,28 @@ def test_out_of_memory_splits_the_batch_until_it_fits_and_dead_letters_what_neve
 
     m = Metrics()
     docs = [(f"d{i}", "word " * 3) for i in range(8)] + [("huge", "word " * 12)]
-    stats, outputs, intake, _ = run([records(*docs)], metrics=m, encoder=OomEncoder())
+    _stats, outputs, intake, _ = run([records(*docs)], metrics=m, encoder=OomEncoder())
     vectors = sorted(o["id"] for t, o in outputs if t == "embeddings")
     assert vectors == [f"d{i}" for i in range(8)]
     letters = [o for t, o in outputs if t == "documents.dlq"]
     assert len(letters) == 1 and dict(letters[0].headers)["embed-dlq-reason"] == b"out_of_memory"
     assert m.registry.get_sample_value("embed_oom_splits_total") >= 3
-    assert intake.commits[-1] == {("in", 0): 9}  # everything published or dead-lettered, all committed
+    assert intake.commits[-1] == {
+        ("in", 0): 9
+    }  # everything published or dead-lettered, all committed
     # the split parts count as batches: every vector is in one, and each is one forward pass
     value = m.registry.get_sample_value
-    passes = sum(value("embed_batches_total", {"reason": r}) for r in ("token_budget", "size", "deadline", "drain"))
+    passes = sum(
+        value("embed_batches_total", {"reason": r})
+        for r in ("token_budget", "size", "deadline", "drain")
+    )
     assert value("embed_batch_size_sum") == value("embed_documents_total") == 8
-    assert value("embed_batch_size_count") == passes == value("embed_stage_duration_seconds_count", {"stage": "forward"}) >= 4
+    assert (
+        value("embed_batch_size_count")
+        == passes
+        == value("embed_stage_duration_seconds_count", {"stage": "forward"})
+        >= 4
+    )
     assert value("embed_batch_unpadded_tokens_sum") == value("embed_tokens_total")
 
 
@@ -258,7 +292,7 @@ class NanEncoder(DummyEncoder):
 
 def test_non_finite_vectors_are_never_published():
     docs = [("a", "one two"), ("b", "one two three four five"), ("c", "x y z")]
-    stats, outputs, intake, _ = run([records(*docs)], encoder=NanEncoder())
+    _stats, outputs, intake, _ = run([records(*docs)], encoder=NanEncoder())
     vectors = {o["id"]: o["vector"] for t, o in outputs if t == "embeddings"}
     assert sorted(vectors) == ["a", "c"]
     assert all(np.isfinite(v).all() for v in vectors.values())
@@ -290,12 +324,18 @@ def test_versions_of_one_id_stay_in_order_with_two_replicas():
         docs = [(f"id{rng.randrange(5)}", " ".join(["w"] * rng.randint(1, 30))) for _ in range(10)]
         polls.append(records(*docs, start=offset))
         offset += len(docs)
-    settings = Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64), model=ModelSettings(replicas=2))
+    settings = Settings(
+        kafka=KafkaSettings(commit_interval_ms=5),
+        batch=BatchSettings(max_wait_ms=0, max_tokens=64),
+        model=ModelSettings(replicas=2),
+    )
     stats, outputs, intake, _ = run(polls, encoder=JitterEncoder(), settings=settings)
     offsets_by_id: dict[str, list[int]] = {}
     for _, o in outputs:
         offsets_by_id.setdefault(o["id"], []).append(o["source"]["offset"])
-    assert sum(len(v) for v in offsets_by_id.values()) + stats.dedup_hits == offset  # a repeat of the text just embedded is skipped
+    assert (
+        sum(len(v) for v in offsets_by_id.values()) + stats.dedup_hits == offset
+    )  # a repeat of the text just embedded is skipped
     assert all(v == sorted(v) for v in offsets_by_id.values()), offsets_by_id
     assert stats.batches > 20  # many batches were in flight at once
     assert intake.commits[-1] == {("in", 0): offset}
@@ -339,10 +379,21 @@ def test_a_busy_model_gets_batches_of_close_lengths_chosen_from_all_that_gathere
     # 0: cut as they arrive, batches would hold ten random lengths; chosen when the model frees, from
     # everything that waited meanwhile, they hold close lengths
     rng = random.Random(5)
-    polls = [records(*[(f"d{p}-{i}", " ".join(["w"] * rng.randint(1, 40))) for i in range(10)], start=p * 10) for p in range(60)]
+    polls = [
+        records(
+            *[(f"d{p}-{i}", " ".join(["w"] * rng.randint(1, 40))) for i in range(10)], start=p * 10
+        )
+        for p in range(60)
+    ]
     encoder = LengthRecorder(0.02)
-    settings = Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=256))
-    intake, publisher = PacedConsumer(polls, 0.002, events={0: [("assigned", {("in", 0)})]}), FakeProducer()
+    settings = Settings(
+        kafka=KafkaSettings(commit_interval_ms=5),
+        batch=BatchSettings(max_wait_ms=0, max_tokens=256),
+    )
+    intake, publisher = (
+        PacedConsumer(polls, 0.002, events={0: [("assigned", {("in", 0)})]}),
+        FakeProducer(),
+    )
     Worker(settings, encoder, intake, publisher, FakeDedup()).run(exit_when_idle_s=0.05)
     assert len(publisher.sent) == 600 and intake.commits[-1] == {("in", 0): 600}
     real = sum(sum(b) for b in encoder.lengths)
@@ -363,8 +414,17 @@ class SlowEncoder(DummyEncoder):
 
 
 def _stop_during_a_batch(grace_s):
-    settings = Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64), shutdown_grace_s=grace_s)
-    intake, publisher, encoder, stop = FakeConsumer([records(("a", "alpha beta"), ("b", "gamma"))]), FakeProducer(), SlowEncoder(0.5), threading.Event()
+    settings = Settings(
+        kafka=KafkaSettings(commit_interval_ms=5),
+        batch=BatchSettings(max_wait_ms=0, max_tokens=64),
+        shutdown_grace_s=grace_s,
+    )
+    intake, publisher, encoder, stop = (
+        FakeConsumer([records(("a", "alpha beta"), ("b", "gamma"))]),
+        FakeProducer(),
+        SlowEncoder(0.5),
+        threading.Event(),
+    )
     worker = Worker(settings, encoder, intake, publisher, FakeDedup(), stop)
     threading.Thread(target=lambda: encoder.started.wait(5) and stop.set(), daemon=True).start()
     began = time.monotonic()
@@ -420,11 +480,17 @@ class RereadIntake(FakeConsumer):
 def test_a_failed_publish_commits_nothing_past_it_and_everything_is_read_again_from_the_commit():
     first = records(("a", "alpha"), ("b", "beta"), ("c", "gamma"))
     again = records(("b", "beta"), ("c", "gamma"), start=1)
-    settings = Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64))
+    settings = Settings(
+        kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64)
+    )
     intake, publisher, metrics = RereadIntake([first], again), FailingPublisher({"b"}), Metrics()
-    stats = Worker(settings, DummyEncoder(), intake, publisher, FakeDedup(), metrics=metrics).run(exit_when_idle_s=0.05)
+    stats = Worker(settings, DummyEncoder(), intake, publisher, FakeDedup(), metrics=metrics).run(
+        exit_when_idle_s=0.05
+    )
     assert intake.rewound == [{("in", 0)}]
-    assert all(c[("in", 0)] <= 1 for c in intake.commits_before_rewind)  # never past the failed "b" at offset 1
+    assert all(
+        c[("in", 0)] <= 1 for c in intake.commits_before_rewind
+    )  # never past the failed "b" at offset 1
     assert intake.commits[-1] == {("in", 0): 3}
     assert {decode_output(m.value)["id"] for _, m in publisher.sent} == {"a", "b", "c"}
     assert metrics.publish_failures._value.get() == 1 and stats.embedded >= 3
@@ -465,10 +531,18 @@ class HoldingIntake(FakeConsumer):
 
 
 def test_with_redis_down_and_fail_closed_nothing_is_embedded_until_it_answers():
-    settings = Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64))
-    intake, publisher, dedup = HoldingIntake([records(("a", "alpha"), ("b", "beta"))]), TimedPublisher(), ClosedDedup(0.3)
+    settings = Settings(
+        kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64)
+    )
+    intake, publisher, dedup = (
+        HoldingIntake([records(("a", "alpha"), ("b", "beta"))]),
+        TimedPublisher(),
+        ClosedDedup(0.3),
+    )
     Worker(settings, DummyEncoder(), intake, publisher, dedup).run(exit_when_idle_s=0.05)
-    assert dedup.refused > 1 and True in intake.holds  # asked again and again, consumption paused meanwhile
+    assert (
+        dedup.refused > 1 and True in intake.holds
+    )  # asked again and again, consumption paused meanwhile
     assert publisher.times and min(publisher.times) >= dedup.up_at
     assert sorted(decode_output(m.value)["id"] for _, m in publisher.sent) == ["a", "b"]
     assert intake.commits[-1] == {("in", 0): 2}
@@ -492,9 +566,14 @@ def _hold_for_room(monkeypatch, pause_after_s):
     import worker.runner
 
     monkeypatch.setattr(worker.runner, "PAUSE_AFTER_S", pause_after_s)
-    settings = Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64, max_size=1, max_pending=2))
+    settings = Settings(
+        kafka=KafkaSettings(commit_interval_ms=5),
+        batch=BatchSettings(max_wait_ms=0, max_tokens=64, max_size=1, max_pending=2),
+    )
     intake = PollLog([records((f"d{i}", f"text {i}"), start=i) for i in range(6)])
-    stats = Worker(settings, SlowEncoder(0.15), intake, FakeProducer(), FakeDedup()).run(exit_when_idle_s=0.05)
+    stats = Worker(settings, SlowEncoder(0.15), intake, FakeProducer(), FakeDedup()).run(
+        exit_when_idle_s=0.05
+    )
     assert stats.embedded == 6 and intake.commits[-1] == {("in", 0): 6}
     return intake
 
@@ -528,16 +607,27 @@ class SmallMessagePublisher(FakeProducer):
 
 def test_an_output_too_large_to_publish_is_dead_lettered_and_the_rest_goes_on():
     small = records(("a", "alpha"))
-    big = Record("in", 0, 1, 1000, b"b", encode_document("b", "beta", metadata={"blob": "x" * 5000}))
-    huge = Record("in", 0, 2, 1000, b"c", encode_document("c", "gamma", metadata={"blob": "x" * 50_000}))
-    settings = Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64))
+    big = Record(
+        "in", 0, 1, 1000, b"b", encode_document("b", "beta", metadata={"blob": "x" * 5000})
+    )
+    huge = Record(
+        "in", 0, 2, 1000, b"c", encode_document("c", "gamma", metadata={"blob": "x" * 50_000})
+    )
+    settings = Settings(
+        kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64)
+    )
     intake, publisher = FakeConsumer([small + [big, huge]]), SmallMessagePublisher(20_000)
-    stats = Worker(settings, DummyEncoder(), intake, publisher, FakeDedup()).run(exit_when_idle_s=0.02)
+    stats = Worker(settings, DummyEncoder(), intake, publisher, FakeDedup()).run(
+        exit_when_idle_s=0.02
+    )
     vectors = sorted(decode_output(m.value)["id"] for t, m in publisher.sent if t == "embeddings")
     dead = [m for t, m in publisher.sent if t != "embeddings"]
     assert vectors == ["a", "b"]
     assert len(dead) == 1 and dict(dead[0].headers)["embed-dlq-reason"] == b"output_too_large"
-    assert dead[0].value == b"" and dict(dead[0].headers)["embed-dlq-value-bytes"] == str(len(huge.value)).encode()  # too big to carry
+    assert (
+        dead[0].value == b""
+        and dict(dead[0].headers)["embed-dlq-value-bytes"] == str(len(huge.value)).encode()
+    )  # too big to carry
     assert stats.dead_lettered["output_too_large"] == 1 and intake.commits[-1] == {("in", 0): 3}
 
 
@@ -551,7 +641,11 @@ class TxnPublisher(FakeProducer):
         self.open, self.committed, self.aborts = [], [], 0
 
     def produce(self, topic, key, value, headers, on_delivery):
-        self.open.append(decode_output(value)["source"]["offset"] if topic == "embeddings" else int(dict(headers)["embed-source-offset"]))
+        self.open.append(
+            decode_output(value)["source"]["offset"]
+            if topic == "embeddings"
+            else int(dict(headers)["embed-source-offset"])
+        )
         super().produce(topic, key, value, headers, on_delivery)
 
     def commit_transaction(self, offsets, group_metadata):
@@ -581,7 +675,10 @@ class TxnIntake(FakeConsumer):
 
 
 def eos_settings():
-    return Settings(kafka=KafkaSettings(commit_interval_ms=5, exactly_once=True), batch=BatchSettings(max_wait_ms=1000, max_tokens=16))
+    return Settings(
+        kafka=KafkaSettings(commit_interval_ms=5, exactly_once=True),
+        batch=BatchSettings(max_wait_ms=1000, max_tokens=16),
+    )
 
 
 def test_exactly_once_transactions_hold_exactly_the_outputs_of_the_offsets_they_commit():
@@ -604,9 +701,18 @@ def test_exactly_once_transactions_hold_exactly_the_outputs_of_the_offsets_they_
 
 def test_exactly_once_a_rebalance_aborts_the_open_transaction_and_reads_again_from_the_commit():
     first = records(("a", "alpha"), ("b", "beta"))
-    events = {3: [("revoked", {("in", 0)})], 4: [("assigned", {("in", 0)})]}  # after "a" and "b" went out
-    intake, publisher = TxnIntake([first, [], [], [], records(("a", "alpha"), ("b", "beta"))], events), TxnPublisher()
-    settings = Settings(kafka=KafkaSettings(commit_interval_ms=2000, exactly_once=True), batch=BatchSettings(max_wait_ms=0, max_tokens=64))
+    events = {
+        3: [("revoked", {("in", 0)})],
+        4: [("assigned", {("in", 0)})],
+    }  # after "a" and "b" went out
+    intake, publisher = (
+        TxnIntake([first, [], [], [], records(("a", "alpha"), ("b", "beta"))], events),
+        TxnPublisher(),
+    )
+    settings = Settings(
+        kafka=KafkaSettings(commit_interval_ms=2000, exactly_once=True),
+        batch=BatchSettings(max_wait_ms=0, max_tokens=64),
+    )
     Worker(settings, DummyEncoder(), intake, publisher, FakeDedup()).run(exit_when_idle_s=0.05)
     assert publisher.aborts >= 1
     assert publisher.committed[-1][0] == {("in", 0): 2}
@@ -645,7 +751,10 @@ def test_exactly_once_records_read_from_the_old_position_in_the_call_that_rewind
     everything = records(*[(f"d{i}", f"text {i}") for i in range(6)])
     intake = RewindingTxnIntake([first, stale], {1: [("assigned", {("in", 1)})]}, everything)
     publisher = TxnPublisher()
-    settings = Settings(kafka=KafkaSettings(commit_interval_ms=5, exactly_once=True), batch=BatchSettings(max_wait_ms=0, max_tokens=64))
+    settings = Settings(
+        kafka=KafkaSettings(commit_interval_ms=5, exactly_once=True),
+        batch=BatchSettings(max_wait_ms=0, max_tokens=64),
+    )
     Worker(settings, DummyEncoder(), intake, publisher, FakeDedup()).run(exit_when_idle_s=0.05)
     assert publisher.aborts >= 1
     assert committed_exactly(publisher) == 6
@@ -655,12 +764,21 @@ def test_exactly_once_two_replicas_keep_the_versions_of_an_id_in_order():
     rng = random.Random(5)
     polls, offset = [], 0
     for _ in range(10):
-        docs = [(f"id{rng.randrange(3)}", " ".join(["w"] * rng.randint(1, 12)) + f" {offset + i}") for i in range(8)]
+        docs = [
+            (f"id{rng.randrange(3)}", " ".join(["w"] * rng.randint(1, 12)) + f" {offset + i}")
+            for i in range(8)
+        ]
         polls.append(records(*docs, start=offset))
         offset += len(docs)
-    settings = Settings(kafka=KafkaSettings(commit_interval_ms=5, exactly_once=True), batch=BatchSettings(max_wait_ms=0, max_tokens=16), model=ModelSettings(replicas=2))
+    settings = Settings(
+        kafka=KafkaSettings(commit_interval_ms=5, exactly_once=True),
+        batch=BatchSettings(max_wait_ms=0, max_tokens=16),
+        model=ModelSettings(replicas=2),
+    )
     intake, publisher = TxnIntake(polls), TxnPublisher()
-    stats = Worker(settings, JitterEncoder(), intake, publisher, FakeDedup()).run(exit_when_idle_s=0.05)
+    stats = Worker(settings, JitterEncoder(), intake, publisher, FakeDedup()).run(
+        exit_when_idle_s=0.05
+    )
     assert committed_exactly(publisher) == offset
     seen: dict[str, list[int]] = {}
     for _, m in publisher.sent:
@@ -675,7 +793,10 @@ def test_exactly_once_a_version_changed_back_within_one_transaction_is_not_skipp
     dedup = FakeDedup()
     dedup.marks["x"] = content_hash("version A")
     intake, publisher = TxnIntake([records(("x", "version B"), ("x", "version A"))]), TxnPublisher()
-    settings = Settings(kafka=KafkaSettings(commit_interval_ms=50, exactly_once=True), batch=BatchSettings(max_wait_ms=0, max_tokens=64))
+    settings = Settings(
+        kafka=KafkaSettings(commit_interval_ms=50, exactly_once=True),
+        batch=BatchSettings(max_wait_ms=0, max_tokens=64),
+    )
     Worker(settings, DummyEncoder(), intake, publisher, dedup).run(exit_when_idle_s=0.05)
     assert [decode_output(m.value)["source"]["offset"] for _, m in publisher.sent] == [0, 1]
 
@@ -690,10 +811,16 @@ class RevokeAtCommit(TxnIntake):
 
 
 def test_exactly_once_a_revocation_during_the_poll_is_handled_before_the_commit_of_that_iteration():
-    polls = [records(("a", "alpha"), ("b", "beta")) + records(("c", "gamma"), ("d", "delta"), partition=1)]
+    polls = [
+        records(("a", "alpha"), ("b", "beta"))
+        + records(("c", "gamma"), ("d", "delta"), partition=1)
+    ]
     intake, publisher = RevokeAtCommit(polls), TxnPublisher()
     intake.owned = {("in", 0), ("in", 1)}
-    settings = Settings(kafka=KafkaSettings(commit_interval_ms=5, exactly_once=True), batch=BatchSettings(max_wait_ms=0, max_tokens=64))
+    settings = Settings(
+        kafka=KafkaSettings(commit_interval_ms=5, exactly_once=True),
+        batch=BatchSettings(max_wait_ms=0, max_tokens=64),
+    )
     Worker(settings, DummyEncoder(), intake, publisher, FakeDedup()).run(exit_when_idle_s=0.05)
     for offsets, outputs in publisher.committed:  # never outputs of partition 1 without its offsets
         assert ("in", 1) in offsets or len(outputs) <= offsets.get(("in", 0), 0), (offsets, outputs)
@@ -715,8 +842,20 @@ class RefusingProducer(FakeProducer):
 
 def test_a_send_the_producer_refuses_backs_off_and_redoes_from_the_commit_instead_of_exiting():
     first = records(("a", "alpha"), ("b", "beta"), ("c", "gamma"))
-    intake, publisher = RereadIntake([first], records(("b", "beta"), ("c", "gamma"), start=1)), RefusingProducer()
-    stats = Worker(Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64)), DummyEncoder(), intake, publisher, FakeDedup()).run(exit_when_idle_s=0.05)
+    intake, publisher = (
+        RereadIntake([first], records(("b", "beta"), ("c", "gamma"), start=1)),
+        RefusingProducer(),
+    )
+    stats = Worker(
+        Settings(
+            kafka=KafkaSettings(commit_interval_ms=5),
+            batch=BatchSettings(max_wait_ms=0, max_tokens=64),
+        ),
+        DummyEncoder(),
+        intake,
+        publisher,
+        FakeDedup(),
+    ).run(exit_when_idle_s=0.05)
     assert publisher.refused and intake.rewound == [{("in", 0)}]
     assert {decode_output(m.value)["id"] for _, m in publisher.sent} == {"a", "b", "c"}
     assert intake.commits[-1] == {("in", 0): 3} and stats.embedded >= 3
@@ -740,7 +879,9 @@ def test_a_partition_revoked_and_assigned_back_in_one_consume_call_is_read_again
     log = records(("a", "alpha"), ("b", "beta"), ("c", "gamma"))
     intake, publisher = ReadFromCommit([log[:1], [], log[1:]], log), FakeProducer()
     intake.events = {2: [("revoked", {("in", 0)}), ("assigned", {("in", 0)})]}
-    settings = Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64))
+    settings = Settings(
+        kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64)
+    )
     Worker(settings, DummyEncoder(), intake, publisher, FakeDedup()).run(exit_when_idle_s=0.05)
     assert {("in", 0)} in intake.rewound
     assert {decode_output(m.value)["id"] for _, m in publisher.sent} == {"a", "b", "c"}
@@ -776,13 +917,25 @@ def test_a_worker_does_not_exit_idle_between_a_revocation_and_the_assignment_tha
     # Eager rebalance after another member left: partitions revoked, then assigned back (with
     # the left member's) a moment later. The idle clock ran on through the revocation, so the
     # worker exited in between, its uncommitted documents dropped (seen with kafka-python).
-    settings = Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64))
-    script = [(0.0, "assigned", {("in", 0)}, []), (0.25, "revoked", {("in", 0)}, []),
-              (0.45, "assigned", {("in", 0), ("in", 1)}, records(("late", "after the rebalance"), partition=1))]
+    settings = Settings(
+        kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64)
+    )
+    script = [
+        (0.0, "assigned", {("in", 0)}, []),
+        (0.25, "revoked", {("in", 0)}, []),
+        (
+            0.45,
+            "assigned",
+            {("in", 0), ("in", 1)},
+            records(("late", "after the rebalance"), partition=1),
+        ),
+    ]
     intake, publisher = TimedRebalance([records(("a", "alpha"))], script), FakeProducer()
     Worker(settings, DummyEncoder(), intake, publisher, FakeDedup()).run(exit_when_idle_s=0.3)
     assert sorted(decode_output(m.value)["id"] for _, m in publisher.sent) == ["a", "late"]
-    assert intake.commits[-1] == {("in", 1): 1}  # partition 0's offset 1 was committed before the rebalance
+    assert intake.commits[-1] == {
+        ("in", 1): 1
+    }  # partition 0's offset 1 was committed before the rebalance
 
 
 # -- data safety: what the index ends up holding -----------------------------------------------------
@@ -822,7 +975,9 @@ class Steps(FakeConsumer):
     def __init__(self, log, steps, committed=None):
         super().__init__([], events={0: [("assigned", {("in", 0)})]})
         self.log, self.steps, self.pos, self.limit = log, list(steps), 0, 0
-        self.committed_offset = committed or (lambda: self.commits[-1].get(("in", 0), 0) if self.commits else 0)
+        self.committed_offset = committed or (
+            lambda: self.commits[-1].get(("in", 0), 0) if self.commits else 0
+        )
         self.paused = False
 
     def hold(self, paused):
@@ -833,7 +988,7 @@ class Steps(FakeConsumer):
         self.pos = self.committed_offset()
 
     def consume(self, max_records, timeout_s):
-        for what, tps in self.events.pop(self.calls, []):
+        for _what, tps in self.events.pop(self.calls, []):
             self.listener.on_assigned(tps)
         self.calls += 1
         if self.steps and self.steps[0][0]():
@@ -859,36 +1014,83 @@ def bounded_run(worker, limit_s=20.0, idle_s=0.1):
 
 
 def outputs_of(publisher, doc_id):
-    return [decode_output(m.value) for t, m in publisher.sent if t == "embeddings" and m.value is not None and decode_output(m.value)["id"] == doc_id]
+    return [
+        decode_output(m.value)
+        for t, m in publisher.sent
+        if t == "embeddings" and m.value is not None and decode_output(m.value)["id"] == doc_id
+    ]
 
 
 @pytest.mark.parametrize("recreated_during_outage", [False, True])
-def test_a_delete_whose_mark_cannot_be_cleared_holds_its_offset_so_a_recreated_copy_is_embedded_again(recreated_during_outage):
+def test_a_delete_whose_mark_cannot_be_cleared_holds_its_offset_so_a_recreated_copy_is_embedded_again(
+    recreated_during_outage,
+):
     # Redis down while X is deleted: the old mark X→A survived, the offset was committed anyway, and
     # X re-created as A was then skipped as a dedup hit: the index never got X back. (Re-created
     # during the outage, the copy waits behind the delete's held key, and is looked up after.)
-    log = records(("x", "text a")) + [Record("in", 0, 1, 1000, b"x", encode_document("x", op="delete"))] + records(("x", "text a"), start=2)
+    log = (
+        records(("x", "text a"))
+        + [Record("in", 0, 1, 1000, b"x", encode_document("x", op="delete"))]
+        + records(("x", "text a"), start=2)
+    )
     dedup, publisher, at_down = FlakyDedup(), FakeProducer(), []
-    deleted = lambda: any(o["op"] == "delete" for o in outputs_of(publisher, "x"))
+
+    def deleted():
+        return any(o["op"] == "delete" for o in outputs_of(publisher, "x"))
+
     steps = [
         (lambda: True, lambda: None, 1),
-        (lambda: "x" in dedup.marks, lambda: setattr(dedup, "down", True), 3 if recreated_during_outage else 2),  # X→A marked; Redis goes down
-        (lambda: deleted() and time.sleep(0.1) is None, lambda: setattr(dedup, "down", False), 3),  # commits tried meanwhile
+        (
+            lambda: "x" in dedup.marks,
+            lambda: setattr(dedup, "down", True),
+            3 if recreated_during_outage else 2,
+        ),  # X→A marked; Redis goes down
+        (
+            lambda: deleted() and time.sleep(0.1) is None,
+            lambda: setattr(dedup, "down", False),
+            3,
+        ),  # commits tried meanwhile
     ]
     intake = Steps(log, steps)
     commit = intake.commit
-    intake.commit = lambda offsets: (at_down.append(dict(offsets)) if dedup.down else None, commit(offsets))
-    bounded_run(Worker(Settings(kafka=KafkaSettings(commit_interval_ms=5), batch=BatchSettings(max_wait_ms=0, max_tokens=64)), DummyEncoder(), intake, publisher, dedup))
-    assert all(c[("in", 0)] <= 1 for c in at_down)  # nothing past the delete while its mark was unwritten
-    assert [(o["op"], o["source"]["offset"]) for o in outputs_of(publisher, "x")] == [("upsert", 0), ("delete", 1), ("upsert", 2)]
+    intake.commit = lambda offsets: (
+        at_down.append(dict(offsets)) if dedup.down else None,
+        commit(offsets),
+    )
+    bounded_run(
+        Worker(
+            Settings(
+                kafka=KafkaSettings(commit_interval_ms=5),
+                batch=BatchSettings(max_wait_ms=0, max_tokens=64),
+            ),
+            DummyEncoder(),
+            intake,
+            publisher,
+            dedup,
+        )
+    )
+    assert all(
+        c[("in", 0)] <= 1 for c in at_down
+    )  # nothing past the delete while its mark was unwritten
+    assert [(o["op"], o["source"]["offset"]) for o in outputs_of(publisher, "x")] == [
+        ("upsert", 0),
+        ("delete", 1),
+        ("upsert", 2),
+    ]
     assert intake.commits[-1] == {("in", 0): 3} and dedup.marks == {"x": content_hash("text a")}
 
 
 def test_a_change_of_metadata_alone_is_embedded_again_and_reaches_the_output():
     dedup = FakeDedup()
-    first = [Record("in", 0, 0, 1000, b"a", encode_document("a", "same text", metadata={"tag": "old"}))]
-    retag = [Record("in", 0, 1, 1000, b"a", encode_document("a", "same text", metadata={"tag": "new"}))]
-    again = [Record("in", 0, 2, 1000, b"a", encode_document("a", "same text", metadata={"tag": "new"}))]
+    first = [
+        Record("in", 0, 0, 1000, b"a", encode_document("a", "same text", metadata={"tag": "old"}))
+    ]
+    retag = [
+        Record("in", 0, 1, 1000, b"a", encode_document("a", "same text", metadata={"tag": "new"}))
+    ]
+    again = [
+        Record("in", 0, 2, 1000, b"a", encode_document("a", "same text", metadata={"tag": "new"}))
+    ]
     run([first], dedup)
     stats, outputs, _, _ = run([retag], dedup)
     assert [o["metadata"] for _, o in outputs] == [{"tag": "new"}] and stats.dedup_hits == 0
@@ -925,14 +1127,23 @@ def eos_through_an_outage(log, closed):
     """Exactly-once over ``log``: Redis goes down once offsets 0-1 are committed, and comes back
     0.8 s later; returns the publisher and the highest offset committed."""
     dedup, publisher = FlakyDedup(closed=closed), SpanPublisher()
-    committed = lambda: max([o.get(("in", 0), 0) for o, _ in publisher.committed], default=0)
+
+    def committed():
+        return max([o.get(("in", 0), 0) for o, _ in publisher.committed], default=0)
+
     outage = []
     steps = [
         (lambda: True, lambda: None, 2),
-        (lambda: committed() == 2, lambda: (setattr(dedup, "down", True), outage.append(time.monotonic())), 4),
+        (
+            lambda: committed() == 2,
+            lambda: (setattr(dedup, "down", True), outage.append(time.monotonic())),
+            4,
+        ),
         (lambda: time.monotonic() - outage[0] > 0.8, lambda: setattr(dedup, "down", False), 4),
     ]
-    bounded_run(Worker(eos_settings(), DummyEncoder(), Steps(log, steps, committed), publisher, dedup))
+    bounded_run(
+        Worker(eos_settings(), DummyEncoder(), Steps(log, steps, committed), publisher, dedup)
+    )
     assert dedup.refused > 0  # the outage was seen
     return publisher, dedup, committed()
 
@@ -940,16 +1151,32 @@ def eos_through_an_outage(log, closed):
 def test_exactly_once_with_redis_down_and_fail_closed_keeps_transactions_short_and_finishes_after():
     # the drain waited for lookups that could not happen: the open transaction (a dead letter in it)
     # outlived the broker's transaction timeout, and the fenced producer ended every worker
-    log = records(("a", "alpha"), ("b", "beta")) + [Record("in", 0, 2, 1000, b"x", b"\xc1 not msgpack")] + records(("c", "gamma"), start=3)
+    log = (
+        records(("a", "alpha"), ("b", "beta"))
+        + [Record("in", 0, 2, 1000, b"x", b"\xc1 not msgpack")]
+        + records(("c", "gamma"), start=3)
+    )
     publisher, _, committed = eos_through_an_outage(log, closed=True)
     assert max(publisher.spans) < 0.4  # no transaction held its outputs through the outage
     assert committed == 4 and publisher.open == []
-    assert sorted(off for _, o in publisher.committed for off in o) == [0, 1, 2, 3]  # each output committed once
+    assert sorted(off for _, o in publisher.committed for off in o) == [
+        0,
+        1,
+        2,
+        3,
+    ]  # each output committed once
 
 
 def test_exactly_once_with_redis_down_and_fail_open_aborts_what_it_cannot_clear_and_redoes_it_after():
     # lookups fail open, but the marks a transaction replaces cannot be cleared: it must not commit
-    publisher, dedup, committed = eos_through_an_outage(records(("a", "alpha"), ("b", "beta"), ("c", "gamma"), ("d", "delta")), closed=False)
+    publisher, dedup, committed = eos_through_an_outage(
+        records(("a", "alpha"), ("b", "beta"), ("c", "gamma"), ("d", "delta")), closed=False
+    )
     assert publisher.aborts >= 1 and max(publisher.spans) < 0.4
-    assert committed == 4 and sorted(off for _, o in publisher.committed for off in o) == [0, 1, 2, 3]
+    assert committed == 4 and sorted(off for _, o in publisher.committed for off in o) == [
+        0,
+        1,
+        2,
+        3,
+    ]
     assert set(dedup.marks) == {"a", "b", "c", "d"}

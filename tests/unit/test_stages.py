@@ -70,7 +70,14 @@ def test_on_take_announces_each_item_as_the_stage_takes_it():
     # the pipeline wakes the main loop with it, so a free model is fed at once rather than after a poll
     release, taken = threading.Event(), []
     inbox, outbox, abort = queue.Queue(1), queue.Queue(), threading.Event()
-    stage = Stage("slow", lambda x: release.wait(5) and x, inbox, outbox, abort, on_take=lambda: taken.append(inbox.qsize())).start()
+    stage = Stage(
+        "slow",
+        lambda x: release.wait(5) and x,
+        inbox,
+        outbox,
+        abort,
+        on_take=lambda: taken.append(inbox.qsize()),
+    ).start()
     offer(inbox, 1, abort)
     deadline = time.monotonic() + 5
     while not taken and time.monotonic() < deadline:

@@ -13,9 +13,9 @@ batch is the one that holds it, so nothing waits much past its deadline.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable, Sequence
 
 
 class FlushReason(str, Enum):
@@ -30,10 +30,17 @@ class BatchLimits:
     max_tokens: int
     max_size: int
     max_wait_s: float
-    overhead_tokens: int | None = None  # what one more batch costs in padded tokens (None: never split for padding)
+    overhead_tokens: int | None = (
+        None  # what one more batch costs in padded tokens (None: never split for padding)
+    )
 
     def __post_init__(self) -> None:
-        if self.max_tokens <= 0 or self.max_size <= 0 or self.max_wait_s < 0 or (self.overhead_tokens or 0) < 0:
+        if (
+            self.max_tokens <= 0
+            or self.max_size <= 0
+            or self.max_wait_s < 0
+            or (self.overhead_tokens or 0) < 0
+        ):
             raise ValueError(f"invalid batch limits: {self}")
 
     def capacity(self, longest: int) -> int:
@@ -84,7 +91,9 @@ def default_max_tokens(device_type: str, max_length: int) -> int:
     return max(16_384 if device_type == "cuda" else 2_048, max_length)
 
 
-def grown_budget(start: int, seconds_at: Callable[[int], float], *, within_s: float, ceiling: int = 16_384) -> int:
+def grown_budget(
+    start: int, seconds_at: Callable[[int], float], *, within_s: float, ceiling: int = 16_384
+) -> int:
     """A token budget for a model fast enough that a batch's fixed cost (Python in the model's
     modules, a few ms) outweighs its tokens: ``start`` doubled while a full batch at the doubled
     budget still runs within ``within_s`` (``seconds_at(tokens)`` measures one), up to ``ceiling``.
@@ -119,7 +128,11 @@ def segments(lengths: Sequence[int], counts: Sequence[int], limits: BatchLimits)
 
     def close(reason: FlushReason) -> None:
         nonlocal take, size, real, longest
-        parts = [tuple(take)] if limits.overhead_tokens is None else split(tuple(take), limits.overhead_tokens)
+        parts = (
+            [tuple(take)]
+            if limits.overhead_tokens is None
+            else split(tuple(take), limits.overhead_tokens)
+        )
         if len(parts) == 1:
             out.append(Pick(parts[0], reason, real, longest * size))
         else:
@@ -148,7 +161,9 @@ def segments(lengths: Sequence[int], counts: Sequence[int], limits: BatchLimits)
     return out
 
 
-def split(take: tuple[tuple[int, int], ...], overhead_tokens: int) -> list[tuple[tuple[int, int], ...]]:
+def split(
+    take: tuple[tuple[int, int], ...], overhead_tokens: int
+) -> list[tuple[tuple[int, int], ...]]:
     """One batch's (length, count) runs, shortest first, cut into length-homogeneous batches where
     that saves padding: padded to its longest, the batch costs ``top × count`` tokens; cut after the
     runs up to length ``l``, the shorter part costs ``l × its count`` instead, saving
@@ -175,7 +190,9 @@ def _pick(take: tuple[tuple[int, int], ...]) -> Pick:
     return Pick(take, FlushReason.DEADLINE, sum(max(n, 1) * k for n, k in take), longest * size)
 
 
-def choose_batch(lengths: Sequence[int], counts: Sequence[int], anchor: int, limits: BatchLimits, *, due: bool) -> Pick | None:
+def choose_batch(
+    lengths: Sequence[int], counts: Sequence[int], anchor: int, limits: BatchLimits, *, due: bool
+) -> Pick | None:
     """The next batch for a model with room, from the waiting histogram (see ``segments``);
     ``anchor`` is the index of the length of the oldest waiting document, ``due`` whether its
     deadline has passed. Due: the batch that holds it, full or not. Not due: the full batch with the
@@ -203,7 +220,9 @@ def sorted_batches(lengths: Sequence[int], limits: BatchLimits) -> list[Cut]:
 
     def close(reason: FlushReason) -> None:
         nonlocal batch, longest
-        cuts.append(Cut(tuple(batch), reason, sum(max(lengths[i], 1) for i in batch), longest * len(batch)))
+        cuts.append(
+            Cut(tuple(batch), reason, sum(max(lengths[i], 1) for i in batch), longest * len(batch))
+        )
         batch, longest = [], 0
 
     for i in order:

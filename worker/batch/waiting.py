@@ -7,8 +7,8 @@ from __future__ import annotations
 import bisect
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Iterable
 
 from worker.batch.policy import BatchLimits, Cut, FlushReason, Pick, choose_batch, segments
 from worker.consume.decode import Document
@@ -24,7 +24,7 @@ class Batch:
 
 
 class _Entry:
-    __slots__ = ("doc", "length", "arrived", "taken")
+    __slots__ = ("arrived", "doc", "length", "taken")
 
     def __init__(self, doc: Document, arrived: float) -> None:
         self.doc = doc
@@ -41,7 +41,9 @@ class WaitingRoom:
         self._limits = limits
         self._buckets: dict[int, deque[_Entry]] = {}
         self._lengths: list[int] = []  # the lengths with a non-empty bucket, ascending
-        self._arrivals: deque[_Entry] = deque()  # every waiting entry, oldest first; taken ones drop off lazily
+        self._arrivals: deque[_Entry] = (
+            deque()
+        )  # every waiting entry, oldest first; taken ones drop off lazily
         self._count = 0
 
     def __len__(self) -> int:
@@ -76,15 +78,25 @@ class WaitingRoom:
         if not self._count:
             return []
         if drain:
-            cuts = segments(self._lengths, [len(self._buckets[n]) for n in self._lengths], self._limits)
-            return [self._remove(c if c.full else replace(c, reason=FlushReason.DRAIN)) for c in cuts]
+            cuts = segments(
+                self._lengths, [len(self._buckets[n]) for n in self._lengths], self._limits
+            )
+            return [
+                self._remove(c if c.full else replace(c, reason=FlushReason.DRAIN)) for c in cuts
+            ]
         now = time.monotonic() if now is None else now
         out: list[Batch] = []
         while self._count and len(out) < room:
             oldest = self._oldest()
             lengths = self._lengths
             due = now - oldest.arrived >= self._limits.max_wait_s
-            pick = choose_batch(lengths, [len(self._buckets[n]) for n in lengths], bisect.bisect_left(lengths, oldest.length), self._limits, due=due)
+            pick = choose_batch(
+                lengths,
+                [len(self._buckets[n]) for n in lengths],
+                bisect.bisect_left(lengths, oldest.length),
+                self._limits,
+                due=due,
+            )
             if pick is None:
                 break
             out.append(self._remove(pick))
@@ -111,7 +123,11 @@ class WaitingRoom:
 
     def drop(self, partitions: set[tuple[str, int]]) -> int:
         """Forget documents of partitions this worker no longer owns; returns how many."""
-        kept = [e for e in self._arrivals if not e.taken and (e.doc.source.topic, e.doc.source.partition) not in partitions]
+        kept = [
+            e
+            for e in self._arrivals
+            if not e.taken and (e.doc.source.topic, e.doc.source.partition) not in partitions
+        ]
         dropped = self._count - len(kept)
         self._buckets, self._lengths, self._arrivals, self._count = {}, [], deque(), 0
         for e in kept:

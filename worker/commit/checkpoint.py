@@ -35,9 +35,11 @@ TopicPartitionKey = tuple[str, int]
 class Delivery:
     """The messages of one document (or dead letter) on their way to the broker."""
 
-    __slots__ = ("source", "tp", "doc", "mark", "pending", "epoch", "registered", "_outcomes")
+    __slots__ = ("_outcomes", "doc", "epoch", "mark", "pending", "registered", "source", "tp")
 
-    def __init__(self, source: Source, doc: Document | None, mark: bool, epoch: int, outcomes: deque) -> None:
+    def __init__(
+        self, source: Source, doc: Document | None, mark: bool, epoch: int, outcomes: deque
+    ) -> None:
         self.source = source
         self.tp: TopicPartitionKey = (source.topic, source.partition)
         self.doc = doc  # the document whose output this is (None for undecodable input)
@@ -61,17 +63,27 @@ class CommitStats:
 
 
 class Checkpoint:
-    def __init__(self, producer, tracker: OffsetTracker, *, flush_timeout_s: float, metrics=None) -> None:
+    def __init__(
+        self, producer, tracker: OffsetTracker, *, flush_timeout_s: float, metrics=None
+    ) -> None:
         self._producer = producer
         self._tracker = tracker
         self._flush_timeout_s = flush_timeout_s
         self._metrics = metrics
         self._outcomes: deque = deque()
-        self._early: list[Delivery] = []  # acknowledged whole before ``add``: returned by the next ``resolve``
+        self._early: list[
+            Delivery
+        ] = []  # acknowledged whole before ``add``: returned by the next ``resolve``
         self._epochs: dict[TopicPartitionKey, int] = {}
-        self._unacked: Counter[TopicPartitionKey] = Counter()  # registered deliveries not yet acknowledged
-        self._progress_at = time.monotonic()  # last time an acknowledgement came in, or nothing was waiting
-        self._failure: tuple[TopicPartitionKey, PublishError] | None = None  # the first failed send, raised by check()
+        self._unacked: Counter[TopicPartitionKey] = (
+            Counter()
+        )  # registered deliveries not yet acknowledged
+        self._progress_at = (
+            time.monotonic()
+        )  # last time an acknowledgement came in, or nothing was waiting
+        self._failure: tuple[TopicPartitionKey, PublishError] | None = (
+            None  # the first failed send, raised by check()
+        )
         self.stats = CommitStats()
 
     # -- deliveries ----------------------------------------------------------------------------
@@ -82,7 +94,9 @@ class Checkpoint:
     def delivery(self, source: Source, doc: Document | None, mark: bool = True) -> Delivery:
         """A new delivery for ``source`` (any thread), of the epoch its document was taken in;
         set ``pending`` before producing."""
-        epoch = doc.epoch if doc is not None else self._epochs.get((source.topic, source.partition), 0)
+        epoch = (
+            doc.epoch if doc is not None else self._epochs.get((source.topic, source.partition), 0)
+        )
         return Delivery(source, doc, mark, epoch, self._outcomes)
 
     def add(self, d: Delivery) -> None:
@@ -111,7 +125,10 @@ class Checkpoint:
                 continue  # its partition was revoked or read again meanwhile
             if error is not None:
                 if self._failure is None:
-                    self._failure = (d.tp, PublishError(f"publishing the output of {d.source} failed: {error}"))
+                    self._failure = (
+                        d.tp,
+                        PublishError(f"publishing the output of {d.source} failed: {error}"),
+                    )
                     if isinstance(error, BaseException):
                         self._failure[1].__cause__ = error
                 continue
@@ -163,13 +180,19 @@ class Checkpoint:
         if not waiting:
             self._progress_at = time.monotonic()
         elif time.monotonic() - self._progress_at > self._flush_timeout_s:
-            raise PublishError(f"the broker acknowledged none of {waiting} deliveries within {self._flush_timeout_s:.0f} s")
+            raise PublishError(
+                f"the broker acknowledged none of {waiting} deliveries within {self._flush_timeout_s:.0f} s"
+            )
         return acked
 
     def moved(self, owned: set[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         """The committable offset of every owned partition whose last successful commit differs."""
         committed = self.stats.committed
-        return {tp: off for tp, off in self._tracker.committable().items() if tp in owned and committed.get(tp) != off}
+        return {
+            tp: off
+            for tp, off in self._tracker.committable().items()
+            if tp in owned and committed.get(tp) != off
+        }
 
     def succeeded(self, offsets: dict[TopicPartitionKey, int], started: float) -> None:
         self.stats.commits += 1

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from worker.commit.checkpoint import Checkpoint, Delivery
 from worker.consume.decode import Document
@@ -46,13 +46,17 @@ TopicPartitionKey = tuple[str, int]
 class AtLeastOnce:
     needs_drain = False
 
-    def __init__(self, consumer, producer, checkpoint: Checkpoint, dedup, *, revoke_budget_s: float) -> None:
+    def __init__(
+        self, consumer, producer, checkpoint: Checkpoint, dedup, *, revoke_budget_s: float
+    ) -> None:
         self._consumer = consumer
         self._producer = producer
         self._checkpoint = checkpoint
         self._dedup = dedup
         self._revoke_budget_s = revoke_budget_s
-        self._unmarked: list[Delivery] = []  # acknowledged outputs whose marks are still to be written
+        self._unmarked: list[
+            Delivery
+        ] = []  # acknowledged outputs whose marks are still to be written
 
     @property
     def unmarked(self) -> int:
@@ -72,7 +76,9 @@ class AtLeastOnce:
         if len(settled) < len(acked):
             self._unmarked += [d for d in acked if d.mark]
         if self._unmarked and not self._dedup.waiting():  # while Redis backs off, nothing is tried
-            waiting = self._checkpoint.current(self._unmarked)  # a revoked partition's are the next owner's to redo
+            waiting = self._checkpoint.current(
+                self._unmarked
+            )  # a revoked partition's are the next owner's to redo
             if not waiting or self._dedup.mark([d.doc for d in waiting]):
                 self._checkpoint.finish(waiting)
                 settled += waiting
@@ -94,9 +100,14 @@ class AtLeastOnce:
             self._consumer.commit(offsets)
         except CommitRejectedError as exc:  # the new owner reads from the last commit
             self._checkpoint.failed()
-            log.warning("commit rejected by a rebalance; partitions will be read again from the last commit: %s", exc)
+            log.warning(
+                "commit rejected by a rebalance; partitions will be read again from the last commit: %s",
+                exc,
+            )
             return False
-        except TransportError as exc:  # outcome unknown (e.g. a timeout): retried at the next checkpoint
+        except (
+            TransportError
+        ) as exc:  # outcome unknown (e.g. a timeout): retried at the next checkpoint
             self._checkpoint.failed()
             log.warning("commit outcome unknown, retrying at the next checkpoint: %s", exc)
             return False
@@ -113,7 +124,9 @@ class AtLeastOnce:
             self._producer.flush(budget.remaining())
         except TransportError:
             pass  # what is acknowledged by now is committed; the rest is redone by the next owner
-        released = self.settle(self._checkpoint.resolve())  # a failed send is raised by the loop afterwards
+        released = self.settle(
+            self._checkpoint.resolve()
+        )  # a failed send is raised by the loop afterwards
         moved = self._checkpoint.moved(tps)
         if moved and self._commit(moved):
             log.info("committed the finished work of %d revoked partitions", len(moved))
@@ -129,9 +142,20 @@ class AtLeastOnce:
 class Transactional(AtLeastOnce):
     needs_drain = True
 
-    def __init__(self, consumer, producer, checkpoint: Checkpoint, dedup, *, revoke_budget_s: float, stop=None) -> None:
+    def __init__(
+        self,
+        consumer,
+        producer,
+        checkpoint: Checkpoint,
+        dedup,
+        *,
+        revoke_budget_s: float,
+        stop=None,
+    ) -> None:
         super().__init__(consumer, producer, checkpoint, dedup, revoke_budget_s=revoke_budget_s)
-        self._open: dict[str, Document] = {}  # id -> its last acknowledged output in the open transaction
+        self._open: dict[
+            str, Document
+        ] = {}  # id -> its last acknowledged output in the open transaction
         self._stop = stop
         self._backoff = Backoff(0.5, 30.0)
 
@@ -144,7 +168,11 @@ class Transactional(AtLeastOnce):
         out = []
         for d in docs:
             last = seen.get(d.id)
-            out.append(next(answers) if last is None else (last.op == "upsert" and last.dedup_value == d.dedup_value))
+            out.append(
+                next(answers)
+                if last is None
+                else (last.op == "upsert" and last.dedup_value == d.dedup_value)
+            )
         return out
 
     def settle(self, acked: list[Delivery]) -> list[Delivery]:
@@ -165,12 +193,18 @@ class Transactional(AtLeastOnce):
         if not offsets and not self._open:
             return released
         replaced = list(self._open.values())
-        if not self._dedup.clear(replaced):  # an old mark outliving this commit could skip a later version
-            raise DedupError(f"exactly-once: the dedup marks of {len(replaced)} documents could not be cleared before the commit")
+        if not self._dedup.clear(
+            replaced
+        ):  # an old mark outliving this commit could skip a later version
+            raise DedupError(
+                f"exactly-once: the dedup marks of {len(replaced)} documents could not be cleared before the commit"
+            )
         started = time.monotonic()
         try:
             self._producer.commit_transaction(offsets, self._consumer.group_metadata())
-        except TransportError as exc:  # the transaction is aborted and its work redone: nothing is committed
+        except (
+            TransportError
+        ) as exc:  # the transaction is aborted and its work redone: nothing is committed
             self._checkpoint.failed()
             raise PublishError(f"committing the transaction failed: {exc}") from exc
         self._dedup.mark(replaced)  # cleared already: one not written now only costs a re-embedding
@@ -191,8 +225,14 @@ class Transactional(AtLeastOnce):
                 self._backoff.succeeded()
                 return
             except TransportError as exc:
-                if attempt == 7 or not exc.retriable or (self._stop is not None and self._stop.is_set()):
-                    raise PublishError(f"exactly-once: aborting the transaction failed: {exc}") from exc
+                if (
+                    attempt == 7
+                    or not exc.retriable
+                    or (self._stop is not None and self._stop.is_set())
+                ):
+                    raise PublishError(
+                        f"exactly-once: aborting the transaction failed: {exc}"
+                    ) from exc
                 delay = self._backoff.failed()
                 if self._stop is not None:
                     self._stop.wait(delay)

@@ -15,12 +15,14 @@ TopicPartitionKey = tuple[str, int]
 
 
 class _Partition:
-    __slots__ = ("unfinished", "heap", "next_offset")
+    __slots__ = ("heap", "next_offset", "unfinished")
 
     def __init__(self) -> None:
         self.unfinished: set[int] = set()
         self.heap: list[int] = []  # every tracked offset not yet popped; finished ones pop lazily
-        self.next_offset: int | None = None  # one past the highest finished offset with nothing unfinished below
+        self.next_offset: int | None = (
+            None  # one past the highest finished offset with nothing unfinished below
+        )
 
     def committable(self) -> int | None:
         heap, unfinished = self.heap, self.unfinished
@@ -39,7 +41,9 @@ class OffsetTracker:
         part = self._parts.get(tp)
         if part is None:
             part = self._parts[tp] = _Partition()
-        if offset in part.unfinished or (part.next_offset is not None and offset < part.next_offset):
+        if offset in part.unfinished or (
+            part.next_offset is not None and offset < part.next_offset
+        ):
             return  # a re-delivery of something already tracked, or finished with nothing open below
         part.unfinished.add(offset)
         heapq.heappush(part.heap, offset)

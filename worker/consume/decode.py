@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 import msgpack
 import msgspec
@@ -83,7 +84,9 @@ class Document:
     def dedup_value(self) -> str:
         """What the dedup store keeps for the id: everything of the message its output depends on.
         The text's hash, the metadata's (``+``) if it has any, the message's policy (``/``) if set."""
-        value = f"{self.content_hash}+{self.metadata_hash}" if self.metadata_hash else self.content_hash
+        value = (
+            f"{self.content_hash}+{self.metadata_hash}" if self.metadata_hash else self.content_hash
+        )
         return f"{value}/{self.long_text}" if self.long_text else value
 
 
@@ -110,33 +113,76 @@ def metadata_hash(metadata: Any) -> str:
     msgpack decodes packs again (extension types, timestamps among them); ``repr`` is the last resort."""
     if not metadata:
         return ""
-    return hashlib.blake2b(msgpack.packb(metadata, use_bin_type=True, default=repr), digest_size=8).hexdigest()
+    return hashlib.blake2b(
+        msgpack.packb(metadata, use_bin_type=True, default=repr), digest_size=8
+    ).hexdigest()
 
 
 def decode_record(
-    topic: str, partition: int, offset: int, timestamp_ms: int, key: bytes | None, value: bytes | None, *, allow_null_keys: bool = False, json: bool = False
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp_ms: int,
+    key: bytes | None,
+    value: bytes | None,
+    *,
+    allow_null_keys: bool = False,
+    json: bool = False,
 ) -> Document | Rejection:
     source = Source(topic, partition, offset, timestamp_ms)
     if value is None:
-        return Rejection(source, key, value, Reason.UNDECODABLE, "value is null (tombstones are not documents)")
+        return Rejection(
+            source, key, value, Reason.UNDECODABLE, "value is null (tombstones are not documents)"
+        )
     if json:
         try:
             body = msgspec.json.decode(value)
         except Exception as exc:  # msgspec's DecodeError; RecursionError for nesting past the stack
-            return Rejection(source, key, value, Reason.UNDECODABLE, f"not JSON: {type(exc).__name__}: {exc}"[:300])
+            return Rejection(
+                source,
+                key,
+                value,
+                Reason.UNDECODABLE,
+                f"not JSON: {type(exc).__name__}: {exc}"[:300],
+            )
         if not isinstance(body, dict):
-            return Rejection(source, key, value, Reason.NOT_A_MAP, f"value is a JSON {type(body).__name__}, not an object")
+            return Rejection(
+                source,
+                key,
+                value,
+                Reason.NOT_A_MAP,
+                f"value is a JSON {type(body).__name__}, not an object",
+            )
     else:
         try:
             body = msgpack.unpackb(value, raw=False, strict_map_key=False)
         except Exception as exc:  # msgpack raises several unrelated types for bad input
-            return Rejection(source, key, value, Reason.UNDECODABLE, f"not msgpack: {type(exc).__name__}: {exc}"[:300])
+            return Rejection(
+                source,
+                key,
+                value,
+                Reason.UNDECODABLE,
+                f"not msgpack: {type(exc).__name__}: {exc}"[:300],
+            )
         if not isinstance(body, dict):
-            return Rejection(source, key, value, Reason.NOT_A_MAP, f"value is a msgpack {type(body).__name__}, not a map")
+            return Rejection(
+                source,
+                key,
+                value,
+                Reason.NOT_A_MAP,
+                f"value is a msgpack {type(body).__name__}, not a map",
+            )
     return document_of(source, key, value, body, allow_null_keys=allow_null_keys)
 
 
-def document_of(source: Source, key: bytes | None, value: bytes | None, body: dict, *, allow_null_keys: bool = False) -> Document | Rejection:
+def document_of(
+    source: Source,
+    key: bytes | None,
+    value: bytes | None,
+    body: dict,
+    *,
+    allow_null_keys: bool = False,
+) -> Document | Rejection:
     """The contract's checks on a decoded message body, whatever it was decoded from."""
 
     def reject(reason: str, detail: str) -> Rejection:
@@ -151,24 +197,37 @@ def document_of(source: Source, key: bytes | None, value: bytes | None, body: di
     if len(id_bytes) > MAX_ID_BYTES:
         return reject(Reason.ID_TOO_LONG, f"'id' is {len(id_bytes)} bytes; at most {MAX_ID_BYTES}")
     if key is None and not allow_null_keys:
-        return reject(Reason.KEY_MISSING, "the message key must be the document id (null keys scatter one id's versions over partitions; EMBED_KAFKA__ALLOW_NULL_KEYS)")
+        return reject(
+            Reason.KEY_MISSING,
+            "the message key must be the document id (null keys scatter one id's versions over partitions; EMBED_KAFKA__ALLOW_NULL_KEYS)",
+        )
     if key is not None and key != id_bytes:
         return reject(Reason.KEY_MISMATCH, "the message key must equal the document id")
 
     op = body.get("op", "upsert")
     if op not in OPS:
-        return reject(Reason.UNKNOWN_OP, f"'op' must be one of {', '.join(OPS)}, not {str(op)[:50]!r}")
+        return reject(
+            Reason.UNKNOWN_OP, f"'op' must be one of {', '.join(OPS)}, not {str(op)[:50]!r}"
+        )
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         return reject(Reason.WRONG_TYPE, "'metadata' must be a map")
     if metadata and _depth(metadata, MAX_METADATA_DEPTH + 1) > MAX_METADATA_DEPTH:
-        return reject(Reason.METADATA_TOO_DEEP, f"'metadata' is nested more than {MAX_METADATA_DEPTH} levels")
+        return reject(
+            Reason.METADATA_TOO_DEEP, f"'metadata' is nested more than {MAX_METADATA_DEPTH} levels"
+        )
     if metadata and has_big_int(metadata):
-        return reject(Reason.WRONG_TYPE, "'metadata' holds an integer outside 64 bits (JSON allows it; the output's msgpack cannot carry it)")
+        return reject(
+            Reason.WRONG_TYPE,
+            "'metadata' holds an integer outside 64 bits (JSON allows it; the output's msgpack cannot carry it)",
+        )
 
     long_text = body.get("long_text")
     if long_text is not None and long_text not in LONG_TEXT:
-        return reject(Reason.UNKNOWN_LONG_TEXT, f"'long_text' must be one of {', '.join(LONG_TEXT)}, not {str(long_text)[:50]!r}")
+        return reject(
+            Reason.UNKNOWN_LONG_TEXT,
+            f"'long_text' must be one of {', '.join(LONG_TEXT)}, not {str(long_text)[:50]!r}",
+        )
     text = body.get("text")
     if op == "delete":
         return Document(doc_id, "", op, metadata, source, "", (key, value))
@@ -178,7 +237,17 @@ def document_of(source: Source, key: bytes | None, value: bytes | None, body: di
         return reject(Reason.WRONG_TYPE, f"'text' must be a string, not {type(text).__name__}")
     if not text.strip():
         return reject(Reason.EMPTY_TEXT, "'text' is empty or whitespace")
-    return Document(doc_id, text, op, metadata, source, content_hash(text), (key, value), long_text=long_text, metadata_hash=metadata_hash(metadata))
+    return Document(
+        doc_id,
+        text,
+        op,
+        metadata,
+        source,
+        content_hash(text),
+        (key, value),
+        long_text=long_text,
+        metadata_hash=metadata_hash(metadata),
+    )
 
 
 class _Input(msgspec.Struct):
@@ -197,7 +266,9 @@ _FAST = msgspec.msgpack.Decoder(_Input)
 _FAST_JSON = msgspec.json.Decoder(_Input)
 
 
-def decode_records(records: Iterable, *, allow_null_keys: bool = False, json: bool = False) -> tuple[list[Document], list[Rejection]]:
+def decode_records(
+    records: Iterable, *, allow_null_keys: bool = False, json: bool = False
+) -> tuple[list[Document], list[Rejection]]:
     """A poll's records as documents and dead letters, in order of arrival (msgpack values, or
     JSON ones with ``json``).
 
@@ -207,7 +278,11 @@ def decode_records(records: Iterable, *, allow_null_keys: bool = False, json: bo
     """
     docs: list[Document] = []
     rejected: list[Rejection] = []
-    decode, blake2b, hash_metadata = (_FAST_JSON if json else _FAST).decode, hashlib.blake2b, metadata_hash
+    decode, blake2b, hash_metadata = (
+        (_FAST_JSON if json else _FAST).decode,
+        hashlib.blake2b,
+        metadata_hash,
+    )
     slow = functools.partial(decode_record, allow_null_keys=allow_null_keys, json=json)
     for topic, partition, offset, timestamp, key, value in records:
         try:
@@ -219,7 +294,8 @@ def decode_records(records: Iterable, *, allow_null_keys: bool = False, json: bo
             long_text = m.long_text
             if (
                 doc_id
-                and len(doc_id) <= MAX_ID_BYTES // 4  # at most 4 UTF-8 bytes a character: surely within the limit
+                and len(doc_id)
+                <= MAX_ID_BYTES // 4  # at most 4 UTF-8 bytes a character: surely within the limit
                 and key is not None
                 and key == doc_id.encode()
                 and (long_text is None or long_text in LONG_TEXT)
@@ -228,9 +304,23 @@ def decode_records(records: Iterable, *, allow_null_keys: bool = False, json: bo
                 if json and metadata and has_big_int(metadata):
                     pass  # the slow path names the reason
                 elif op == "upsert" and text and not text.isspace():
-                    digest = blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+                    digest = blake2b(
+                        text.encode("utf-8", "surrogatepass"), digest_size=16
+                    ).hexdigest()
                     meta = hash_metadata(metadata) if metadata else ""
-                    docs.append(Document(doc_id, text, op, metadata, source, digest, (key, value), long_text=long_text, metadata_hash=meta))
+                    docs.append(
+                        Document(
+                            doc_id,
+                            text,
+                            op,
+                            metadata,
+                            source,
+                            digest,
+                            (key, value),
+                            long_text=long_text,
+                            metadata_hash=meta,
+                        )
+                    )
                     continue
                 elif op == "delete":
                     docs.append(Document(doc_id, "", op, metadata, source, "", (key, value)))
@@ -249,7 +339,9 @@ def has_big_int(value: Any, stop: int = MAX_METADATA_DEPTH + 1) -> bool:
         return not INT64[0] <= value < INT64[1]
     if stop <= 0 or not isinstance(value, (dict, list)):
         return False
-    return any(has_big_int(v, stop - 1) for v in (value.values() if isinstance(value, dict) else value))
+    return any(
+        has_big_int(v, stop - 1) for v in (value.values() if isinstance(value, dict) else value)
+    )
 
 
 def _depth(value: Any, stop: int) -> int:
@@ -261,7 +353,12 @@ def _depth(value: Any, stop: int) -> int:
 
 
 def encode_document(
-    doc_id: str, text: str | None = None, *, op: str = "upsert", metadata: dict | None = None, long_text: str | None = None
+    doc_id: str,
+    text: str | None = None,
+    *,
+    op: str = "upsert",
+    metadata: dict | None = None,
+    long_text: str | None = None,
 ) -> bytes:
     """The input message value for a document (used by the load generator and tests)."""
     body: dict[str, Any] = {"id": doc_id, "op": op}

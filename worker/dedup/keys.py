@@ -6,7 +6,9 @@ import hashlib
 import json
 
 
-def output_fingerprint(model_fingerprint: str, long_text: dict, vector_dtype: str = "float32") -> str:
+def output_fingerprint(
+    model_fingerprint: str, long_text: dict, vector_dtype: str = "float32"
+) -> str:
     """The model's fingerprint, changed by any long-text setting other than the defaults and by an
     output vector type other than float32: a new chunk size, policy or vector type gives new
     outputs, so nothing embedded under the old ones is skipped. (The defaults leave it as it was.)"""
@@ -14,7 +16,9 @@ def output_fingerprint(model_fingerprint: str, long_text: dict, vector_dtype: st
 
     if long_text == LongTextSettings().model_dump() and vector_dtype == "float32":
         return model_fingerprint
-    parts: list = [model_fingerprint, long_text] + ([vector_dtype] if vector_dtype != "float32" else [])
+    parts: list = [model_fingerprint, long_text] + (
+        [vector_dtype] if vector_dtype != "float32" else []
+    )
     blob = json.dumps(parts, sort_keys=True).encode()
     return hashlib.blake2b(blob, digest_size=8).hexdigest()
 

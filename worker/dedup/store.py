@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import redis
 
@@ -49,7 +49,13 @@ return #KEYS
 
 
 class DedupStore:
-    def __init__(self, settings: RedisSettings, model_fingerprint: str, client: redis.Redis | None = None, retry: Backoff | None = None) -> None:
+    def __init__(
+        self,
+        settings: RedisSettings,
+        model_fingerprint: str,
+        client: redis.Redis | None = None,
+        retry: Backoff | None = None,
+    ) -> None:
         self._ns = settings.namespace
         self._model = model_fingerprint
         self._ttl_ms = settings.ttl_s * 1000
@@ -61,7 +67,9 @@ class DedupStore:
         self._writes = self._reads.fresh()
         self._mark = self._client.register_script(MARK_SCRIPT)
         # an id is looked up, then marked a moment later: its key (a hash) is computed once
-        self._keys = functools.lru_cache(maxsize=1 << 16)(functools.partial(dedup_key, self._ns, self._model))
+        self._keys = functools.lru_cache(maxsize=1 << 16)(
+            functools.partial(dedup_key, self._ns, self._model)
+        )
         self.errors = 0  # calls that failed
         self.unchecked = 0  # documents embedded without a lookup while Redis was down (fail-open)
 
@@ -84,7 +92,9 @@ class DedupStore:
                 self._answered(self._reads, "lookups")
                 return [v is not None and v.decode() == d.dedup_value for v, d in zip(values, docs)]
         if self._fail_closed:
-            raise DedupError(f"Redis unavailable; retrying in {self._reads.remaining():.1f} s (EMBED_REDIS__ON_ERROR=closed)")
+            raise DedupError(
+                f"Redis unavailable; retrying in {self._reads.remaining():.1f} s (EMBED_REDIS__ON_ERROR=closed)"
+            )
         self.unchecked += len(docs)
         return [False] * len(docs)
 
@@ -130,7 +140,13 @@ class DedupStore:
                 then = "their offsets and keys are held"
             else:
                 then = "pausing consumption" if self._fail_closed else "embedding without lookups"
-            log.warning("Redis %s failed (%s): %s until it answers; next try in %.1f s", what, type(exc).__name__, then, delay)
+            log.warning(
+                "Redis %s failed (%s): %s until it answers; next try in %.1f s",
+                what,
+                type(exc).__name__,
+                then,
+                delay,
+            )
 
     def _answered(self, backoff: Backoff, what: str) -> None:
         if backoff.succeeded():
@@ -149,7 +165,12 @@ def connect(settings: RedisSettings) -> redis.Redis:
         extra["username"] = settings.username
     if settings.ssl_ca_certs:
         extra["ssl_ca_certs"] = settings.ssl_ca_certs
-    return redis.Redis.from_url(settings.url.get_secret_value(), socket_timeout=settings.timeout_s, socket_connect_timeout=settings.timeout_s, **extra)
+    return redis.Redis.from_url(
+        settings.url.get_secret_value(),
+        socket_timeout=settings.timeout_s,
+        socket_connect_timeout=settings.timeout_s,
+        **extra,
+    )
 
 
 class NoDedup:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -35,7 +36,9 @@ class ModelInfo:
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether a model failure means the accelerator ran out of memory (torch.cuda.OutOfMemoryError,
     or the RuntimeError older torch raised), told without importing torch."""
-    return type(exc).__name__ == "OutOfMemoryError" or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+    return type(exc).__name__ == "OutOfMemoryError" or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
 
 
 class Encoder(Protocol):
@@ -67,7 +70,13 @@ class DummyEncoder:
         return [ids[: self.info.max_length] for ids in self.body(texts)]
 
     def body(self, texts: Sequence[str]) -> list[list[int]]:
-        return [[int.from_bytes(hashlib.blake2b(w.encode(), digest_size=2).digest(), "little") for w in t.split()] for t in texts]
+        return [
+            [
+                int.from_bytes(hashlib.blake2b(w.encode(), digest_size=2).digest(), "little")
+                for w in t.split()
+            ]
+            for t in texts
+        ]
 
     def wrap(self, ids: Sequence[int]) -> list[int]:
         return list(ids)

@@ -15,7 +15,9 @@ from worker.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
-FAST_BATCH_S = 0.05  # an unset CPU budget grows while a full batch runs within this (``grown_budget``)
+FAST_BATCH_S = (
+    0.05  # an unset CPU budget grows while a full batch runs within this (``grown_budget``)
+)
 PROBE_TOKENS = 32  # row length of the overhead probe: a short document, where the fixed cost shows
 REPEATS = 3  # timings per probe; the fastest is kept (a shared machine only ever adds time)
 
@@ -65,9 +67,16 @@ def token_budget(settings: Settings, encoder) -> int:
     budget = settings.batch.max_tokens or default_max_tokens(device, info.max_length)
     warm_up(encoder, budget)
     if settings.batch.max_tokens is None and device == "cpu":
-        grown = grown_budget(budget, lambda tokens: batch_seconds(encoder, tokens), within_s=FAST_BATCH_S)
+        grown = grown_budget(
+            budget, lambda tokens: batch_seconds(encoder, tokens), within_s=FAST_BATCH_S
+        )
         if grown != budget:
-            log.info("a fast model: the batch token budget grows from %d to %d (a full batch runs within %.0f ms)", budget, grown, FAST_BATCH_S * 1000)
+            log.info(
+                "a fast model: the batch token budget grows from %d to %d (a full batch runs within %.0f ms)",
+                budget,
+                grown,
+                FAST_BATCH_S * 1000,
+            )
             budget = grown
     return budget
 
@@ -83,5 +92,10 @@ def batch_overhead_tokens(encoder, max_tokens: int) -> int:
     tokens = len(rows) * len(rows[0])
     per_token = max(full - one, 1e-9) / max(tokens - len(rows[0]), 1)
     overhead = max(0, round((one - len(rows[0]) * per_token) / per_token))
-    log.info("one more batch costs as much as %d padded tokens (%.1f ms fixed, %.2f µs a token)", overhead, one * 1000, per_token * 1e6)
+    log.info(
+        "one more batch costs as much as %d padded tokens (%.1f ms fixed, %.2f µs a token)",
+        overhead,
+        one * 1000,
+        per_token * 1e6,
+    )
     return overhead

@@ -16,8 +16,8 @@ dead-lettered instead of silently shortened.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -39,7 +39,7 @@ class TextLimits:
     policy: str  # the worker's default; a message's ``long_text`` overrides it
 
     @classmethod
-    def build(cls, settings: LongTextSettings, max_length: int, specials: int) -> "TextLimits":
+    def build(cls, settings: LongTextSettings, max_length: int, specials: int) -> TextLimits:
         window = max_length - specials
         size = settings.chunk_tokens or window
         if size > window:
@@ -49,13 +49,17 @@ class TextLimits:
             )
         overlap = size // 8 if settings.chunk_overlap is None else settings.chunk_overlap
         if overlap >= size:
-            raise ConfigError(f"invalid setting EMBED_LONG_TEXT__CHUNK_OVERLAP: {overlap} must be below the chunk size {size}")
+            raise ConfigError(
+                f"invalid setting EMBED_LONG_TEXT__CHUNK_OVERLAP: {overlap} must be below the chunk size {size}"
+            )
         return cls(window, size, overlap, settings.max_chunks, settings.policy)
 
     def char_cap(self, policy: str) -> int:
         """Characters of a text kept (or, for reject and chunk, allowed) before tokenizing."""
         if policy == "chunk":
-            return (self.max_chunks * (self.chunk_tokens - self.overlap) + self.overlap) * CHARS_PER_TOKEN_CAP
+            return (
+                self.max_chunks * (self.chunk_tokens - self.overlap) + self.overlap
+            ) * CHARS_PER_TOKEN_CAP
         return self.window * CHARS_PER_TOKEN_CAP
 
 
@@ -87,7 +91,9 @@ class Chunked:
     def count(self) -> int:
         return len(self.vectors)
 
-    def resolve(self, chunk: int, vector: np.ndarray | None = None, failure: tuple[str, str] | None = None) -> bool:
+    def resolve(
+        self, chunk: int, vector: np.ndarray | None = None, failure: tuple[str, str] | None = None
+    ) -> bool:
         """Record one chunk's vector (or why it failed); True once every chunk is in."""
         self.vectors[chunk] = vector
         if failure is not None and self.failure is None:
@@ -101,7 +107,19 @@ def chunk_rows(doc: Document, body: Sequence[int], limits: TextLimits, wrap) -> 
     spans = windows(len(body), limits.chunk_tokens, limits.overlap)
     group = Chunked(doc, [None] * len(spans), len(spans))
     return [
-        Document(doc.id, "", "upsert", doc.metadata, doc.source, doc.content_hash, token_ids=wrap(body[start:end]), long_text=doc.long_text, chunk=n, group=group, epoch=doc.epoch)
+        Document(
+            doc.id,
+            "",
+            "upsert",
+            doc.metadata,
+            doc.source,
+            doc.content_hash,
+            token_ids=wrap(body[start:end]),
+            long_text=doc.long_text,
+            chunk=n,
+            group=group,
+            epoch=doc.epoch,
+        )
         for n, (start, end) in enumerate(spans)
     ]
 
@@ -111,7 +129,9 @@ def prepare(encoder, docs: list[Document], limits: TextLimits) -> list[Document]
     tokenized row, or as its chunks; a document the policy turns away comes back with ``rejected``."""
     policies = [d.long_text or limits.policy for d in docs]
     head = [d for d, p in zip(docs, policies) if d.op == "upsert" and p == "truncate"]
-    for d, ids in zip(head, encoder.tokenize([d.text for d in head])):  # the common case: one call, truncated by the tokenizer
+    for d, ids in zip(
+        head, encoder.tokenize([d.text for d in head])
+    ):  # the common case: one call, truncated by the tokenizer
         d.token_ids = ids
     bodies = _bodies(encoder, docs, policies, limits)
     out: list[Document] = []
@@ -124,12 +144,21 @@ def prepare(encoder, docs: list[Document], limits: TextLimits) -> list[Document]
             out.append(d)
         elif policy == "reject":
             if len(body) > limits.window:
-                d.rejected = (Reason.TEXT_TOO_LONG, f"{len(body)} tokens; the model takes {limits.window} (long_text=reject)")
+                d.rejected = (
+                    Reason.TEXT_TOO_LONG,
+                    f"{len(body)} tokens; the model takes {limits.window} (long_text=reject)",
+                )
             else:
                 d.token_ids = encoder.wrap(body)
             out.append(d)
-        elif len(spans := windows(len(body), limits.chunk_tokens, limits.overlap)) > limits.max_chunks:
-            d.rejected = (Reason.TEXT_TOO_LONG, f"{len(body)} tokens make {len(spans)} chunks; at most {limits.max_chunks} (EMBED_LONG_TEXT__MAX_CHUNKS)")
+        elif (
+            len(spans := windows(len(body), limits.chunk_tokens, limits.overlap))
+            > limits.max_chunks
+        ):
+            d.rejected = (
+                Reason.TEXT_TOO_LONG,
+                f"{len(body)} tokens make {len(spans)} chunks; at most {limits.max_chunks} (EMBED_LONG_TEXT__MAX_CHUNKS)",
+            )
             out.append(d)
         else:
             out.extend(chunk_rows(d, body, limits, encoder.wrap))
@@ -137,7 +166,9 @@ def prepare(encoder, docs: list[Document], limits: TextLimits) -> list[Document]
     return out
 
 
-def _bodies(encoder, docs: list[Document], policies: list[str], limits: TextLimits) -> dict[int, list[int]]:
+def _bodies(
+    encoder, docs: list[Document], policies: list[str], limits: TextLimits
+) -> dict[int, list[int]]:
     """Token ids (no special tokens, not truncated) of the texts the policy needs whole, by position;
     one tokenizer call per side. Too long a text under reject or chunk is rejected here."""
     wanted: dict[bool, list[tuple[int, str]]] = {False: [], True: []}
@@ -148,7 +179,10 @@ def _bodies(encoder, docs: list[Document], policies: list[str], limits: TextLimi
         if policy == "truncate_left":
             wanted[True].append((i, text[-cap:]))
         elif len(text) > cap:
-            d.rejected = (Reason.TEXT_TOO_LONG, f"text of {len(text)} characters; at most {cap} with long_text={policy}")
+            d.rejected = (
+                Reason.TEXT_TOO_LONG,
+                f"text of {len(text)} characters; at most {cap} with long_text={policy}",
+            )
         else:
             wanted[False].append((i, text))
     bodies: dict[int, list[int]] = {}

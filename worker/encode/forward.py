@@ -62,7 +62,9 @@ class Encoded:
     real_tokens: int = 0
     padded_tokens: int = 0
     oom_splits: int = 0  # batches (or parts) split in half after running out of accelerator memory
-    passes: list[Pass] = field(default_factory=list)  # the successful forward passes, whole batch or parts
+    passes: list[Pass] = field(
+        default_factory=list
+    )  # the successful forward passes, whole batch or parts
 
     @property
     def docs(self) -> list[Document]:
@@ -95,7 +97,9 @@ def forward(encoder: Encoder, batch: Batch) -> Encoded:
     return out
 
 
-def _attempt(encoder: Encoder, docs: list[Document]) -> tuple[np.ndarray | None, tuple[bool, str] | None]:
+def _attempt(
+    encoder: Encoder, docs: list[Document]
+) -> tuple[np.ndarray | None, tuple[bool, str] | None]:
     """(vectors, None), or (None, (out of memory?, what failed)). The exception is not kept: its
     traceback holds the failed pass's tensors, and a retry must find that memory free."""
     try:
@@ -104,17 +108,26 @@ def _attempt(encoder: Encoder, docs: list[Document]) -> tuple[np.ndarray | None,
         return None, (is_out_of_memory(exc), f"{type(exc).__name__}: {exc}"[:300])
 
 
-def _recover(encoder: Encoder, docs: list[Document], failure: tuple[bool, str], out: Encoded) -> None:
+def _recover(
+    encoder: Encoder, docs: list[Document], failure: tuple[bool, str], out: Encoded
+) -> None:
     oom, detail = failure
     if oom:
         getattr(encoder, "free_memory", lambda: None)()
     if len(docs) == 1:  # a document alone is not split: it is dead-lettered
-        out.failed.append(Failed(docs[0], Reason.OUT_OF_MEMORY if oom else Reason.ENCODE_FAILED, detail))
+        out.failed.append(
+            Failed(docs[0], Reason.OUT_OF_MEMORY if oom else Reason.ENCODE_FAILED, detail)
+        )
         return
     if oom:
         out.oom_splits += 1
     parts = [docs[: len(docs) // 2], docs[len(docs) // 2 :]] if oom else [[d] for d in docs]
-    log.warning("batch of %d failed in the model (%s); retrying as %d parts", len(docs), detail.split(":")[0], len(parts))
+    log.warning(
+        "batch of %d failed in the model (%s); retrying as %d parts",
+        len(docs),
+        detail.split(":")[0],
+        len(parts),
+    )
     for part in parts:
         started = time.monotonic()
         vectors, again = _attempt(encoder, part)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,14 +26,22 @@ from worker.encode.pooling import pool
 from worker.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
-Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (input ids, attention mask) -> vectors
-MAX_RELATIVE_ERROR = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 3e-2}  # per vector, |graph - eager| / |eager|
+Forward = Callable[
+    [torch.Tensor, torch.Tensor], torch.Tensor
+]  # (input ids, attention mask) -> vectors
+MAX_RELATIVE_ERROR = {
+    torch.float32: 1e-4,
+    torch.float16: 1e-2,
+    torch.bfloat16: 3e-2,
+}  # per vector, |graph - eager| / |eager|
 
 
 class Pooled(torch.nn.Module):
     """The transformer, pooling and (optional) L2 normalization as one module: what is traced."""
 
-    def __init__(self, model: torch.nn.Module, pooling: str, normalize: bool, type_ids: bool) -> None:
+    def __init__(
+        self, model: torch.nn.Module, pooling: str, normalize: bool, type_ids: bool
+    ) -> None:
         super().__init__()
         self.model = model
         self.pooling = pooling
@@ -51,7 +59,9 @@ class Pooled(torch.nn.Module):
         return vectors
 
 
-def probe_rows(token_ids: Sequence[int], max_length: int, wrap: Callable[[Sequence[int]], list[int]]) -> list[list[list[int]]]:
+def probe_rows(
+    token_ids: Sequence[int], max_length: int, wrap: Callable[[Sequence[int]], list[int]]
+) -> list[list[list[int]]]:
     """Batches of shapes unlike the trace example's: one short row; rows of one length (no
     padding); a full-length row beside a short one; many rows of mixed lengths."""
     body = list(token_ids) or [0]
@@ -68,7 +78,12 @@ def probe_rows(token_ids: Sequence[int], max_length: int, wrap: Callable[[Sequen
     ]
 
 
-def _agree(graph: Forward, eager: Forward, batches: list[tuple[torch.Tensor, torch.Tensor]], dtype: torch.dtype) -> str | None:
+def _agree(
+    graph: Forward,
+    eager: Forward,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    dtype: torch.dtype,
+) -> str | None:
     """None if the graph's vectors match eager's on every batch, else what differed."""
     limit = MAX_RELATIVE_ERROR.get(dtype, 3e-2)
     for ids, mask in batches:
@@ -95,16 +110,28 @@ def trace(
         return module
     try:
         # the graph is checked as it serves: run as recorded, without per-shape profiling and fusing
-        with torch.inference_mode(), torch.jit.optimized_execution(False), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TracerWarnings about shape-dependent Python: checked below
+        with (
+            torch.inference_mode(),
+            torch.jit.optimized_execution(False),
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter(
+                "ignore"
+            )  # TracerWarnings about shape-dependent Python: checked below
             graph = torch.jit.trace(module, example, check_trace=False)
             problem = _agree(graph, module, probes, dtype)
     except Exception as exc:  # tracing fails in many ways for models it cannot follow
         problem = f"tracing failed: {type(exc).__name__}: {exc}".splitlines()[0][:300]
     if problem is None:
-        log.info("model traced into one graph (EMBED_MODEL__TRACE=%s): it matched eager PyTorch on %d probe batches", setting, len(probes))
+        log.info(
+            "model traced into one graph (EMBED_MODEL__TRACE=%s): it matched eager PyTorch on %d probe batches",
+            setting,
+            len(probes),
+        )
         return graph
     if setting == "on":
-        raise ModelLoadError(f"EMBED_MODEL__TRACE=on but the model cannot be traced faithfully: {problem}")
+        raise ModelLoadError(
+            f"EMBED_MODEL__TRACE=on but the model cannot be traced faithfully: {problem}"
+        )
     log.warning("running the model eagerly (EMBED_MODEL__TRACE=auto): %s", problem)
     return module

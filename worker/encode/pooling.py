@@ -38,7 +38,9 @@ def read_sentence_transformers_config(model_dir: Path) -> PoolingConfig:
     pooling = "mean"
     for m in modules:
         if m.get("type", "").endswith("Pooling"):
-            pooling = _pooling_mode(json.loads((model_dir / m.get("path", "") / "config.json").read_text()))
+            pooling = _pooling_mode(
+                json.loads((model_dir / m.get("path", "") / "config.json").read_text())
+            )
     return PoolingConfig(pooling, normalize, max_length)
 
 
@@ -50,14 +52,26 @@ def _pooling_mode(cfg: dict) -> str:
             "mean": cfg.get("pooling_mode_mean_tokens"),
             "last": cfg.get("pooling_mode_lasttoken"),
         }
-        unsupported = [k for k in ("pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens") if cfg.get(k)]
+        unsupported = [
+            k
+            for k in (
+                "pooling_mode_max_tokens",
+                "pooling_mode_mean_sqrt_len_tokens",
+                "pooling_mode_weightedmean_tokens",
+            )
+            if cfg.get(k)
+        ]
         chosen = [name for name, on in flags.items() if on]
         if unsupported or len(chosen) != 1:
-            raise ModelLoadError(f"unsupported sentence-transformers pooling {cfg}; set EMBED_MODEL__POOLING")
+            raise ModelLoadError(
+                f"unsupported sentence-transformers pooling {cfg}; set EMBED_MODEL__POOLING"
+            )
         return chosen[0]
     mode = {"lasttoken": "last", "mean_tokens": "mean", "cls_token": "cls"}.get(mode, mode)
     if mode not in POOLINGS:
-        raise ModelLoadError(f"unsupported sentence-transformers pooling {mode!r}; set EMBED_MODEL__POOLING")
+        raise ModelLoadError(
+            f"unsupported sentence-transformers pooling {mode!r}; set EMBED_MODEL__POOLING"
+        )
     return mode
 
 

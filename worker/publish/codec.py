@@ -15,8 +15,9 @@ consumer can route without decoding the value. (Version 1 had no parent_id, vers
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -42,7 +43,12 @@ RECORD_OVERHEAD_BYTES = 128
 
 def wire_size(m: OutMessage) -> int:
     """An upper bound of the message's size as the producer checks it against its limit."""
-    return len(m.key or b"") + len(m.value or b"") + sum(len(k) + len(v) for k, v in m.headers) + RECORD_OVERHEAD_BYTES
+    return (
+        len(m.key or b"")
+        + len(m.value or b"")
+        + sum(len(k) + len(v) for k, v in m.headers)
+        + RECORD_OVERHEAD_BYTES
+    )
 
 
 def _source(src: Source) -> dict[str, Any]:
@@ -61,7 +67,16 @@ def _headers(op: str, info: ModelInfo, dtype: str) -> Headers:
     ]
 
 
-def _upsert(doc: Document, vector: bytes, info: ModelInfo, vector_dtype: str, embedded_at_ms: int, chunk: int | None, chunks: int, pack) -> OutMessage:
+def _upsert(
+    doc: Document,
+    vector: bytes,
+    info: ModelInfo,
+    vector_dtype: str,
+    embedded_at_ms: int,
+    chunk: int | None,
+    chunks: int,
+    pack,
+) -> OutMessage:
     src = doc.source
     body = {
         "schema_version": SCHEMA_VERSION,
@@ -81,7 +96,9 @@ def _upsert(doc: Document, vector: bytes, info: ModelInfo, vector_dtype: str, em
         "embedded_at": embedded_at_ms,
         "metadata": doc.metadata,
     }
-    return OutMessage(doc.id.encode("utf-8", "surrogatepass"), pack(body), _headers("upsert", info, vector_dtype))
+    return OutMessage(
+        doc.id.encode("utf-8", "surrogatepass"), pack(body), _headers("upsert", info, vector_dtype)
+    )
 
 
 def _le(vector_dtype: str) -> np.dtype:
@@ -89,23 +106,52 @@ def _le(vector_dtype: str) -> np.dtype:
 
 
 def vector_message(
-    doc: Document, vector: np.ndarray, info: ModelInfo, vector_dtype: str, embedded_at_ms: int, *, chunk: int | None = None, chunks: int = 1
+    doc: Document,
+    vector: np.ndarray,
+    info: ModelInfo,
+    vector_dtype: str,
+    embedded_at_ms: int,
+    *,
+    chunk: int | None = None,
+    chunks: int = 1,
 ) -> OutMessage:
     raw = np.ascontiguousarray(vector, dtype=_le(vector_dtype)).tobytes()
-    return _upsert(doc, raw, info, vector_dtype, embedded_at_ms, chunk, chunks, msgpack.Packer(use_bin_type=True).pack)
+    return _upsert(
+        doc,
+        raw,
+        info,
+        vector_dtype,
+        embedded_at_ms,
+        chunk,
+        chunks,
+        msgpack.Packer(use_bin_type=True).pack,
+    )
 
 
-def vector_messages(docs: Sequence[Document], vectors: np.ndarray, info: ModelInfo, vector_dtype: str, embedded_at_ms: int) -> list[OutMessage]:
+def vector_messages(
+    docs: Sequence[Document],
+    vectors: np.ndarray,
+    info: ModelInfo,
+    vector_dtype: str,
+    embedded_at_ms: int,
+) -> list[OutMessage]:
     """The vector messages of a batch of whole documents (no chunks): the vectors become
     little-endian bytes once for the batch, and every message shares one header list."""
     dtype = _le(vector_dtype)
     blob = np.ascontiguousarray(vectors, dtype=dtype).tobytes()
     width = info.dim * dtype.itemsize
     pack = msgpack.Packer(use_bin_type=True).pack
-    return [_upsert(d, blob[i * width : (i + 1) * width], info, vector_dtype, embedded_at_ms, None, 1, pack) for i, d in enumerate(docs)]
+    return [
+        _upsert(
+            d, blob[i * width : (i + 1) * width], info, vector_dtype, embedded_at_ms, None, 1, pack
+        )
+        for i, d in enumerate(docs)
+    ]
 
 
-def delete_messages(doc: Document, info: ModelInfo, now_ms: int, *, tombstone: bool) -> list[OutMessage]:
+def delete_messages(
+    doc: Document, info: ModelInfo, now_ms: int, *, tombstone: bool
+) -> list[OutMessage]:
     """An explicit delete event, then (if configured) a null-value tombstone for compaction."""
     key = doc.id.encode("utf-8", "surrogatepass")
     body = {
@@ -118,7 +164,9 @@ def delete_messages(doc: Document, info: ModelInfo, now_ms: int, *, tombstone: b
         "embedded_at": now_ms,
         "metadata": doc.metadata,
     }
-    out = [OutMessage(key, msgpack.packb(body, use_bin_type=True), _headers("delete", info, "none"))]
+    out = [
+        OutMessage(key, msgpack.packb(body, use_bin_type=True), _headers("delete", info, "none"))
+    ]
     if tombstone:
         out.append(OutMessage(key, None, _headers("delete", info, "none")))
     return out
@@ -133,7 +181,8 @@ def dead_letter(rej: Rejection, *, keep_value: bool = True) -> OutMessage:
     return OutMessage(
         rej.key,
         rej.value if keep_value else b"",
-        extra + [
+        extra
+        + [
             ("embed-dlq-reason", rej.reason.encode()),
             ("embed-dlq-detail", rej.detail.encode("utf-8", "replace")),
             ("embed-source-topic", rej.source.topic.encode()),
@@ -147,5 +196,7 @@ def decode_output(value: bytes) -> dict[str, Any]:
     """Parse an output message value; ``vector`` becomes a float32 numpy array."""
     body = msgpack.unpackb(value, raw=False)
     if body.get("op") == "upsert":
-        body["vector"] = np.frombuffer(body["vector"], dtype=np.dtype(body["dtype"]).newbyteorder("<")).astype(np.float32)
+        body["vector"] = np.frombuffer(
+            body["vector"], dtype=np.dtype(body["dtype"]).newbyteorder("<")
+        ).astype(np.float32)
     return body

@@ -8,4 +8,7 @@ from worker.config import KafkaSettings
 
 
 def transactional_id(settings: KafkaSettings) -> str:
-    return settings.transactional_id or f"{settings.group_id}-{socket.gethostname()}-{settings.client_id}"
+    return (
+        settings.transactional_id
+        or f"{settings.group_id}-{socket.gethostname()}-{settings.client_id}"
+    )

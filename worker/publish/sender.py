@@ -44,7 +44,9 @@ class Sent:
 
 
 class Sender:
-    def __init__(self, producer, checkpoint: Checkpoint, info: ModelInfo, settings: Settings) -> None:
+    def __init__(
+        self, producer, checkpoint: Checkpoint, info: ModelInfo, settings: Settings
+    ) -> None:
         self._producer = producer
         self._checkpoint = checkpoint
         self._info = info
@@ -65,14 +67,20 @@ class Sender:
             if whole:
                 wdocs = [docs[i] for i in whole]
                 rows = vectors if len(whole) == len(docs) else vectors[whole]
-                for d, msg in zip(wdocs, codec.vector_messages(wdocs, rows, self._info, self._dtype, now_ms)):
+                for d, msg in zip(
+                    wdocs, codec.vector_messages(wdocs, rows, self._info, self._dtype, now_ms)
+                ):
                     self._send(sent, d, [msg])
             if len(whole) < len(docs):
                 for d, v in zip(docs, vectors):
                     if d.group is not None and d.group.resolve(d.chunk, v):
                         self._send_chunks(sent, d.group, now_ms)
             for d in docs:
-                d.token_ids, d.text, d.raw = None, "", (None, None)  # free memory; the content hash stays
+                d.token_ids, d.text, d.raw = (
+                    None,
+                    "",
+                    (None, None),
+                )  # free memory; the content hash stays
         for f in encoded.failed:
             if f.doc.group is None:
                 self._fail(sent, f.doc, f.reason, f.detail)
@@ -87,10 +95,19 @@ class Sender:
             reason, detail = group.failure
             self._fail(sent, doc, reason, f"chunk failed: {detail}")
             return
-        msgs = [codec.vector_message(doc, v, self._info, self._dtype, now_ms, chunk=n, chunks=group.count) for n, v in enumerate(group.vectors)]
+        msgs = [
+            codec.vector_message(
+                doc, v, self._info, self._dtype, now_ms, chunk=n, chunks=group.count
+            )
+            for n, v in enumerate(group.vectors)
+        ]
         if self._document_vector:
             whole = mean_vector(group.vectors, self._info.normalize)
-            msgs.append(codec.vector_message(doc, whole, self._info, self._dtype, now_ms, chunks=group.count))
+            msgs.append(
+                codec.vector_message(
+                    doc, whole, self._info, self._dtype, now_ms, chunks=group.count
+                )
+            )
         self._send(sent, doc, msgs)
         doc.raw, group.vectors = (None, None), []
 
@@ -101,11 +118,21 @@ class Sender:
             sizes = [codec.wire_size(m) for m in msgs]
             if max(sizes) > self._max_bytes:
                 n = max(range(len(msgs)), key=sizes.__getitem__)
-                self._fail(sent, doc, Reason.OUTPUT_TOO_LARGE, f"message {n + 1} of {len(msgs)} would be about {sizes[n]} bytes; EMBED_KAFKA__MAX_MESSAGE_BYTES is {self._max_bytes}")
+                self._fail(
+                    sent,
+                    doc,
+                    Reason.OUTPUT_TOO_LARGE,
+                    f"message {n + 1} of {len(msgs)} would be about {sizes[n]} bytes; EMBED_KAFKA__MAX_MESSAGE_BYTES is {self._max_bytes}",
+                )
                 return
         d = self._produce(self._checkpoint.delivery(doc.source, doc), self._topic, msgs)
         if d is None:
-            self._fail(sent, doc, Reason.OUTPUT_TOO_LARGE, "a vector message exceeds EMBED_KAFKA__MAX_MESSAGE_BYTES")
+            self._fail(
+                sent,
+                doc,
+                Reason.OUTPUT_TOO_LARGE,
+                "a vector message exceeds EMBED_KAFKA__MAX_MESSAGE_BYTES",
+            )
             return
         sent.deliveries.append(d)
 
@@ -119,7 +146,9 @@ class Sender:
         except MessageTooLargeError:
             d.epoch = _ABANDONED
             return None
-        except TransportError as exc:  # the delivery fails; the loop redoes everything from the commit
+        except (
+            TransportError
+        ) as exc:  # the delivery fails; the loop redoes everything from the commit
             done(exc)
         return d
 
@@ -128,16 +157,38 @@ class Sender:
         sent.dead_letters.append(reason)
 
     def delete(self, doc: Document) -> Delivery:
-        msgs = codec.delete_messages(doc, self._info, int(time.time() * 1000), tombstone=self._tombstones)
+        msgs = codec.delete_messages(
+            doc, self._info, int(time.time() * 1000), tombstone=self._tombstones
+        )
         d = self._produce(self._checkpoint.delivery(doc.source, doc), self._topic, msgs)
         if d is None:
-            return self.dead_letter(reject_document(doc, Reason.OUTPUT_TOO_LARGE, "the delete event exceeds EMBED_KAFKA__MAX_MESSAGE_BYTES"), doc)
+            return self.dead_letter(
+                reject_document(
+                    doc,
+                    Reason.OUTPUT_TOO_LARGE,
+                    "the delete event exceeds EMBED_KAFKA__MAX_MESSAGE_BYTES",
+                ),
+                doc,
+            )
         return d
 
     def dead_letter(self, rej: Rejection, doc: Document | None = None) -> Delivery:
         src = rej.source
-        log.warning("dead-lettering %s:%d@%d: %s (%s)", src.topic, src.partition, src.offset, rej.reason, rej.detail)
-        d = self._produce(self._checkpoint.delivery(src, doc, mark=False), self._dlq, [codec.dead_letter(rej)])
+        log.warning(
+            "dead-lettering %s:%d@%d: %s (%s)",
+            src.topic,
+            src.partition,
+            src.offset,
+            rej.reason,
+            rej.detail,
+        )
+        d = self._produce(
+            self._checkpoint.delivery(src, doc, mark=False), self._dlq, [codec.dead_letter(rej)]
+        )
         if d is None:  # the original does not fit a message: send where it is, without it
-            d = self._produce(self._checkpoint.delivery(src, doc, mark=False), self._dlq, [codec.dead_letter(rej, keep_value=False)])
+            d = self._produce(
+                self._checkpoint.delivery(src, doc, mark=False),
+                self._dlq,
+                [codec.dead_letter(rej, keep_value=False)],
+            )
         return d

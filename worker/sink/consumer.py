@@ -35,20 +35,47 @@ class SinkMetrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.messages = Counter("embed_sink_messages_total", "Output messages applied to the index.", registry=r)
-        self.upserted = Counter("embed_sink_points_upserted_total", "Points written (a replay writes them again).", registry=r)
-        self.deleted = Counter("embed_sink_documents_deleted_total", "Documents whose points were all removed.", registry=r)
-        self.skipped = Counter("embed_sink_skipped_total", "Messages that were not embedding events, and points the store refused (logged, committed).", registry=r)
+        self.messages = Counter(
+            "embed_sink_messages_total", "Output messages applied to the index.", registry=r
+        )
+        self.upserted = Counter(
+            "embed_sink_points_upserted_total",
+            "Points written (a replay writes them again).",
+            registry=r,
+        )
+        self.deleted = Counter(
+            "embed_sink_documents_deleted_total",
+            "Documents whose points were all removed.",
+            registry=r,
+        )
+        self.skipped = Counter(
+            "embed_sink_skipped_total",
+            "Messages that were not embedding events, and points the store refused (logged, committed).",
+            registry=r,
+        )
         self.other_model = Counter(
             "embed_sink_other_model_vectors_total",
             "Vectors left out because their model or dimension is not the index's (logged once per model; see the README's model rollout).",
             ["model"],
             registry=r,
         )
-        self.commit_failures = Counter("embed_sink_commit_failures_total", "Commits refused (the messages are replayed).", registry=r)
-        self.write_seconds = Histogram("embed_sink_write_seconds", "Time to apply one poll to the index.", buckets=DURATION_BUCKETS, registry=r)
+        self.commit_failures = Counter(
+            "embed_sink_commit_failures_total",
+            "Commits refused (the messages are replayed).",
+            registry=r,
+        )
+        self.write_seconds = Histogram(
+            "embed_sink_write_seconds",
+            "Time to apply one poll to the index.",
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
         self.points = Gauge("embed_sink_points", "Points in the index.", registry=r)
-        self.lag = Gauge("embed_sink_lag_messages", "Messages of the output topic not yet applied, over the sink's partitions.", registry=r)
+        self.lag = Gauge(
+            "embed_sink_lag_messages",
+            "Messages of the output topic not yet applied, over the sink's partitions.",
+            registry=r,
+        )
 
 
 @dataclass
@@ -65,9 +92,16 @@ class SinkStats:
 
     def summary(self, points: int) -> dict:
         return {
-            "messages": self.messages, "upserted": self.upserted, "deleted_documents": self.deleted_documents,
-            "skipped": self.skipped, "other_model": self.other_model, "writes": self.writes, "commits": self.commits, "commit_failures": self.commit_failures,
-            "points_in_index": points, "write_s_total": round(sum(self.write_s), 3),
+            "messages": self.messages,
+            "upserted": self.upserted,
+            "deleted_documents": self.deleted_documents,
+            "skipped": self.skipped,
+            "other_model": self.other_model,
+            "writes": self.writes,
+            "commits": self.commits,
+            "commit_failures": self.commit_failures,
+            "points_in_index": points,
+            "write_s_total": round(sum(self.write_s), 3),
         }
 
 
@@ -89,16 +123,22 @@ class _Assignments:
 def open_consumer(settings: Settings) -> Consumer:
     """The transport's consumer (``EMBED_KAFKA__CLIENT``) in the sink's own group, from the
     output topic's start when the group has no commit."""
-    k = settings.kafka.model_copy(update={"auto_offset_reset": "earliest", "max_poll_records": settings.sink.max_poll_records})
+    k = settings.kafka.model_copy(
+        update={"auto_offset_reset": "earliest", "max_poll_records": settings.sink.max_poll_records}
+    )
     try:
         consumer = transport(k).consumer(k, group_id=settings.sink.group_id)
     except TransportError as exc:
-        raise BrokerUnavailableError(f"no Kafka broker reachable at {k.bootstrap_servers} (EMBED_KAFKA__BOOTSTRAP_SERVERS): {exc}") from None
+        raise BrokerUnavailableError(
+            f"no Kafka broker reachable at {k.bootstrap_servers} (EMBED_KAFKA__BOOTSTRAP_SERVERS): {exc}"
+        ) from None
     consumer.subscribe(_Assignments(), k.output_topic)
     return consumer
 
 
-def run_sink(settings: Settings, stop: threading.Event, exit_when_idle_s: float | None = None) -> dict:
+def run_sink(
+    settings: Settings, stop: threading.Event, exit_when_idle_s: float | None = None
+) -> dict:
     from worker.observe.server import serving
 
     metrics, health = SinkMetrics(), Health(settings.metrics.stall_after_s)
@@ -106,13 +146,26 @@ def run_sink(settings: Settings, stop: threading.Event, exit_when_idle_s: float 
         return _run(settings, stop, exit_when_idle_s, metrics, health)
 
 
-def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | None, metrics: SinkMetrics, health: Health) -> dict:
+def _run(
+    settings: Settings,
+    stop: threading.Event,
+    exit_when_idle_s: float | None,
+    metrics: SinkMetrics,
+    health: Health,
+) -> dict:
     index = open_index(settings.sink)
     consumer = open_consumer(settings)
     stats = SinkStats()
     metrics.points.set(index.count())
     health.warmed_up()
-    log.info("sink: %s → %s %s (table %s), group %s", settings.kafka.output_topic, settings.sink.store, index.path, settings.sink.table, settings.sink.group_id)
+    log.info(
+        "sink: %s → %s %s (table %s), group %s",
+        settings.kafka.output_topic,
+        settings.sink.store,
+        index.path,
+        settings.sink.table,
+        settings.sink.group_id,
+    )
     last_message = None
     warned: set[str] = set()  # models whose vectors were left out, logged once each
     try:
@@ -123,7 +176,11 @@ def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | No
             if not records:
                 if last_message is None and consumer.assignment():
                     last_message = now
-                if exit_when_idle_s is not None and last_message is not None and now - last_message >= exit_when_idle_s:
+                if (
+                    exit_when_idle_s is not None
+                    and last_message is not None
+                    and now - last_message >= exit_when_idle_s
+                ):
                     log.info("sink: no message for %.1f s: exiting", exit_when_idle_s)
                     break
                 continue
@@ -138,7 +195,9 @@ def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | No
         consumer.close()
         try:
             points = index.count()
-        except IndexStoreError:  # the store is what failed: the summary says so rather than hide the error
+        except (
+            IndexStoreError
+        ):  # the store is what failed: the summary says so rather than hide the error
             points = -1
         summary = stats.summary(points)
         log.info("sink summary: %s", summary)
@@ -147,14 +206,20 @@ def _run(settings: Settings, stop: threading.Event, exit_when_idle_s: float | No
 
 def _apply(index: Index, records, stats: SinkStats, metrics: SinkMetrics, warned: set[str]) -> None:
     started = time.monotonic()
-    p = plan(((r[4], r[5]) for r in records), index.model)  # (key, value): records are tuples in Record's order
+    p = plan(
+        ((r[4], r[5]) for r in records), index.model
+    )  # (key, value): records are tuples in Record's order
     for model, n in p.other_models.items():
         stats.other_model += n
         metrics.other_model.labels(model=model).inc(n)
         if model not in warned:
             warned.add(model)
-            log.warning("sink: leaving out vectors of %s: the index at %s holds %s (%s dimensions); a new model needs a new index (README: model rollout)",
-                        model, index.path, *(index.model or p.model))
+            log.warning(
+                "sink: leaving out vectors of %s: the index at %s holds %s (%s dimensions); a new model needs a new index (README: model rollout)",
+                model,
+                index.path,
+                *(index.model or p.model),
+            )
     index.apply(p)
     refused = index.take_refused()  # points the store refused (logged there)
     took = time.monotonic() - started
@@ -191,4 +256,6 @@ def _commit(consumer: Consumer, records, stats: SinkStats, metrics: SinkMetrics)
     except TransportError as exc:
         stats.commit_failures += 1
         metrics.commit_failures.inc()
-        log.warning("sink: commit refused (%s); the applied messages will be replayed and absorbed", exc)
+        log.warning(
+            "sink: commit refused (%s); the applied messages will be replayed and absorbed", exc
+        )

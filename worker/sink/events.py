@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -50,10 +51,16 @@ class Point:
 class Plan:
     drop: set[str] = field(default_factory=set)  # documents all of whose points go
     keep: dict[str, int] = field(default_factory=dict)  # document → the one version that stays
-    points: dict[str, dict[str, Point]] = field(default_factory=dict)  # document → its new points, by key
+    points: dict[str, dict[str, Point]] = field(
+        default_factory=dict
+    )  # document → its new points, by key
     skipped: int = 0  # messages that are not vector messages or delete events (logged)
-    model: tuple[str | None, int] | None = None  # (model, dimension) of the vectors kept: the index's
-    other_models: Counter = field(default_factory=Counter)  # model → vectors left out for not being the index's
+    model: tuple[str | None, int] | None = (
+        None  # (model, dimension) of the vectors kept: the index's
+    )
+    other_models: Counter = field(
+        default_factory=Counter
+    )  # model → vectors left out for not being the index's
 
     @property
     def upserts(self) -> list[Point]:
@@ -77,7 +84,10 @@ def point_key(parent_id: str, chunk: int | None) -> str:
     return json.dumps([parent_id, chunk], ensure_ascii=False)
 
 
-def plan(messages: Iterable[tuple[bytes | None, bytes | None]], model: tuple[str | None, int] | None = None) -> Plan:
+def plan(
+    messages: Iterable[tuple[bytes | None, bytes | None]],
+    model: tuple[str | None, int] | None = None,
+) -> Plan:
     """The net effect of (key, value) output messages, in topic order. ``model`` is the index's
     (model, dimension); None (no index yet) takes the first vector's, and so does a model of None
     (an empty table) when the dimension fits."""
@@ -87,7 +97,11 @@ def plan(messages: Iterable[tuple[bytes | None, bytes | None]], model: tuple[str
             _apply(out, key, value)
         except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
             out.skipped += 1
-            log.warning("skipping a message that is not an embedding event (%s: %s)", type(exc).__name__, str(exc)[:200])
+            log.warning(
+                "skipping a message that is not an embedding event (%s: %s)",
+                type(exc).__name__,
+                str(exc)[:200],
+            )
     return out
 
 
@@ -107,7 +121,9 @@ def _apply(out: Plan, key: bytes | None, value: bytes | None) -> None:
         raise ValueError(f"unknown op {body['op']!r}")
     parent = body.get("parent_id", body["id"])  # schema 1 had no chunks: the id is the document's
     chunk = body.get("chunk")
-    vector = np.frombuffer(body["vector"], dtype=np.dtype(body["dtype"]).newbyteorder("<")).astype(np.float32)
+    vector = np.frombuffer(body["vector"], dtype=np.dtype(body["dtype"]).newbyteorder("<")).astype(
+        np.float32
+    )
     model = (body.get("model", ""), len(vector))
     if out.model is None or (out.model[0] is None and out.model[1] == model[1]):
         out.model = model  # an index with no vectors yet (or an empty table of this dimension) takes the first

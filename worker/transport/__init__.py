@@ -4,9 +4,29 @@ on request (``EMBED_KAFKA__CLIENT``). Only this package imports a Kafka client."
 from __future__ import annotations
 
 from worker.config import KafkaSettings
-from worker.transport.base import Consumer, Message, Producer, Reader, Rebalance, Record, TopicPartitionKey, Transport
+from worker.transport.base import (
+    Consumer,
+    Message,
+    Producer,
+    Reader,
+    Rebalance,
+    Record,
+    TopicPartitionKey,
+    Transport,
+)
 
-__all__ = ["Consumer", "Message", "Producer", "Reader", "Rebalance", "Record", "TopicPartitionKey", "Transport", "resolve_client", "transport"]
+__all__ = [
+    "Consumer",
+    "Message",
+    "Producer",
+    "Reader",
+    "Rebalance",
+    "Record",
+    "TopicPartitionKey",
+    "Transport",
+    "resolve_client",
+    "transport",
+]
 
 
 def resolve_client(setting: str) -> str:
@@ -26,6 +46,10 @@ def transport(settings: KafkaSettings) -> Transport:
         from worker.transport.confluent import ConfluentConsumer, ConfluentProducer, ConfluentReader
 
         return Transport(name, ConfluentConsumer, ConfluentProducer, ConfluentReader)
-    from worker.transport.kafka_python import KafkaPythonConsumer, KafkaPythonProducer, KafkaPythonReader
+    from worker.transport.kafka_python import (
+        KafkaPythonConsumer,
+        KafkaPythonProducer,
+        KafkaPythonReader,
+    )
 
     return Transport(name, KafkaPythonConsumer, KafkaPythonProducer, KafkaPythonReader)

@@ -19,11 +19,14 @@ Nothing above ``worker.transport`` imports a Kafka client. The contract both imp
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Protocol
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
 
 TopicPartitionKey = tuple[str, int]
 Offsets = dict[TopicPartitionKey, int]  # partition -> the next offset to read
-OnDelivery = Callable[..., None]  # (error or None, [the client's message]): error is any object that describes the failure
+OnDelivery = Callable[
+    ..., None
+]  # (error or None, [the client's message]): error is any object that describes the failure
 
 
 def resume_offset(committed: int | None, first_taken: int | None) -> int | None:
@@ -74,7 +77,9 @@ class Rebalance(Protocol):
 
 
 class Consumer(Protocol):
-    commits_on_revoke: bool  # whether on_revoked runs before the partitions leave (a commit there counts)
+    commits_on_revoke: (
+        bool  # whether on_revoked runs before the partitions leave (a commit there counts)
+    )
 
     def subscribe(self, listener: Rebalance, topic: str | None = None) -> None:
         """Join the group on ``topic`` (default: the input topic); changes go to ``listener``."""
@@ -114,11 +119,25 @@ class Consumer(Protocol):
 class Producer(Protocol):
     transactional: bool
 
-    def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list, on_delivery: OnDelivery) -> None:
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list,
+        on_delivery: OnDelivery,
+    ) -> None:
         """Queue one message. Raises ``MessageTooLargeError`` for a message over the size limit
         and ``TransportError`` when it cannot be queued within the delivery timeout."""
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None, on_sent: OnSent, timestamp_ms: int | None = None) -> None:
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        on_sent: OnSent,
+        timestamp_ms: int | None = None,
+    ) -> None:
         """``produce`` for tools: the callback learns where the message landed (partition, offset,
         timestamp); ``timestamp_ms`` stamps the message (None: the send time)."""
 

@@ -28,11 +28,26 @@ from worker.errors import (
     TransactionAbortError,
     TransportError,
 )
-from worker.transport.base import Message, OnDelivery, OnSent, Offsets, Rebalance, Record, TopicPartitionKey, resume_offset
+from worker.transport.base import (
+    Message,
+    Offsets,
+    OnDelivery,
+    OnSent,
+    Rebalance,
+    Record,
+    TopicPartitionKey,
+    resume_offset,
+)
 
 log = logging.getLogger(__name__)
 
-_REJECTED = {KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.FENCED_INSTANCE_ID, KafkaError._ASSIGNMENT_LOST}
+_REJECTED = {
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.FENCED_INSTANCE_ID,
+    KafkaError._ASSIGNMENT_LOST,
+}
 _BEGINNING, _END = -2, -1  # librdkafka's logical offsets
 
 
@@ -68,8 +83,14 @@ def client_config(settings: KafkaSettings) -> dict:
     if settings.sasl_mechanism:
         conf["sasl.mechanism"] = settings.sasl_mechanism
         conf["sasl.username"] = settings.sasl_username or ""
-        conf["sasl.password"] = settings.sasl_password.get_secret_value() if settings.sasl_password else ""
-    for ours, theirs in (("ssl_cafile", "ssl.ca.location"), ("ssl_certfile", "ssl.certificate.location"), ("ssl_keyfile", "ssl.key.location")):
+        conf["sasl.password"] = (
+            settings.sasl_password.get_secret_value() if settings.sasl_password else ""
+        )
+    for ours, theirs in (
+        ("ssl_cafile", "ssl.ca.location"),
+        ("ssl_certfile", "ssl.certificate.location"),
+        ("ssl_keyfile", "ssl.key.location"),
+    ):
         if getattr(settings, ours):
             conf[theirs] = getattr(settings, ours)
     if settings.ssl_password:
@@ -79,7 +100,9 @@ def client_config(settings: KafkaSettings) -> dict:
 
 def _start(tp, starts: Offsets | None, reset: str) -> int:
     """``resume_offset``, or librdkafka's logical offset for the reset policy."""
-    offset = resume_offset(tp.offset if tp.offset >= 0 else None, (starts or {}).get((tp.topic, tp.partition)))
+    offset = resume_offset(
+        tp.offset if tp.offset >= 0 else None, (starts or {}).get((tp.topic, tp.partition))
+    )
     if offset is not None:
         return offset
     return _BEGINNING if reset == "earliest" else _END
@@ -92,7 +115,13 @@ def _keys(tps) -> set[TopicPartitionKey]:
 class ConfluentConsumer:
     commits_on_revoke = True
 
-    def __init__(self, settings: KafkaSettings, *, group_id: str | None = None, read_committed: bool | None = None) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        group_id: str | None = None,
+        read_committed: bool | None = None,
+    ) -> None:
         conf = {
             **client_config(settings),
             "group.id": group_id or settings.group_id,
@@ -103,7 +132,9 @@ class ConfluentConsumer:
             "session.timeout.ms": settings.session_timeout_ms,
             "heartbeat.interval.ms": settings.heartbeat_interval_ms,
             "partition.assignment.strategy": settings.assignment_strategy,
-            "isolation.level": "read_committed" if (settings.exactly_once if read_committed is None else read_committed) else "read_uncommitted",
+            "isolation.level": "read_committed"
+            if (settings.exactly_once if read_committed is None else read_committed)
+            else "read_uncommitted",
         }
         if settings.group_instance_id:
             conf["group.instance.id"] = settings.group_instance_id
@@ -118,7 +149,12 @@ class ConfluentConsumer:
 
     def subscribe(self, listener: Rebalance, topic: str | None = None) -> None:
         self._listener = listener
-        self._c.subscribe([topic or self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self._c.subscribe(
+            [topic or self._topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
 
     # -- rebalance callbacks (inside consume, on the consuming thread) --------------------------
 
@@ -129,7 +165,9 @@ class ConfluentConsumer:
             consumer.assign(tps)
         added = _keys(tps)
         self._owned |= added
-        if tps:  # librdkafka keeps a partition's pause across unassign and assign: set it either way
+        if (
+            tps
+        ):  # librdkafka keeps a partition's pause across unassign and assign: set it either way
             (consumer.pause if self._holding else consumer.resume)(tps)
         if self._listener is not None and (added or not self._cooperative):
             self._listener.on_assigned(added)
@@ -159,7 +197,9 @@ class ConfluentConsumer:
 
     # -- the interface ---------------------------------------------------------------------------
 
-    def consume(self, max_records: int, timeout_s: float) -> list[Record]:  # plain tuples, in Record's order
+    def consume(
+        self, max_records: int, timeout_s: float
+    ) -> list[Record]:  # plain tuples, in Record's order
         """What is fetched now; if nothing is, wait up to ``timeout_s`` for the first record only
         (``consume(n, t)`` would hold a trickle back until ``n`` arrive or ``t`` passes)."""
         messages = self._c.consume(max_records, 0)
@@ -174,7 +214,9 @@ class ConfluentConsumer:
                 if err.fatal():
                     raise translate(err, "consuming")
                 if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error on %s [%s]: %s", m.topic(), m.partition(), err.str())
+                    log.warning(
+                        "consumer error on %s [%s]: %s", m.topic(), m.partition(), err.str()
+                    )
                 continue
             out.append((m.topic(), m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value()))
         return out
@@ -202,8 +244,12 @@ class ConfluentConsumer:
             committed = self._c.committed(owned, timeout=self._timeout_s)
             for tp in committed:
                 if tp.error is not None:
-                    raise translate(tp.error, f"reading the committed offset of {tp.topic} [{tp.partition}]")
-                self._c.seek(TopicPartition(tp.topic, tp.partition, _start(tp, starts, self._reset)))
+                    raise translate(
+                        tp.error, f"reading the committed offset of {tp.topic} [{tp.partition}]"
+                    )
+                self._c.seek(
+                    TopicPartition(tp.topic, tp.partition, _start(tp, starts, self._reset))
+                )
         except KafkaException as exc:
             raise _raised(exc, "reading committed offsets") from None
 
@@ -211,7 +257,10 @@ class ConfluentConsumer:
         if not offsets:
             return
         try:
-            result = self._c.commit(offsets=[TopicPartition(t, p, off) for (t, p), off in offsets.items()], asynchronous=False)
+            result = self._c.commit(
+                offsets=[TopicPartition(t, p, off) for (t, p), off in offsets.items()],
+                asynchronous=False,
+            )
         except KafkaException as exc:
             raise _raised(exc, "committing offsets") from None
         failed = [tp for tp in result or [] if tp.error is not None]
@@ -236,12 +285,16 @@ class ConfluentConsumer:
 
     def committed(self, tps: set[TopicPartitionKey]) -> dict[TopicPartitionKey, int | None]:
         try:
-            got = self._c.committed([TopicPartition(t, p) for t, p in sorted(tps)], timeout=self._timeout_s)
+            got = self._c.committed(
+                [TopicPartition(t, p) for t, p in sorted(tps)], timeout=self._timeout_s
+            )
         except KafkaException as exc:
             raise _raised(exc, "reading committed offsets") from None
         for tp in got:
             if tp.error is not None:
-                raise translate(tp.error, f"reading the committed offset of {tp.topic} [{tp.partition}]")
+                raise translate(
+                    tp.error, f"reading the committed offset of {tp.topic} [{tp.partition}]"
+                )
         return {(tp.topic, tp.partition): tp.offset if tp.offset >= 0 else None for tp in got}
 
     def group_metadata(self) -> object:
@@ -252,7 +305,13 @@ class ConfluentConsumer:
 
 
 class ConfluentProducer:
-    def __init__(self, settings: KafkaSettings, *, transactional_id: str | None = None, client_suffix: str = "") -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        transactional_id: str | None = None,
+        client_suffix: str = "",
+    ) -> None:
         conf = {
             **client_config(settings),
             "acks": "all",
@@ -265,18 +324,32 @@ class ConfluentProducer:
         if client_suffix:
             conf["client.id"] = settings.client_id + client_suffix
         if transactional_id:
-            conf.update({"transactional.id": transactional_id, "transaction.timeout.ms": settings.transaction_timeout_ms})
+            conf.update(
+                {
+                    "transactional.id": transactional_id,
+                    "transaction.timeout.ms": settings.transaction_timeout_ms,
+                }
+            )
         self._p = Producer(conf, logger=log)
         self._timeout_s = settings.request_timeout_ms / 1000
         self.transactional = transactional_id is not None
         if self.transactional:
             try:
-                self._p.init_transactions(self._timeout_s)  # fences an earlier producer with this id
+                self._p.init_transactions(
+                    self._timeout_s
+                )  # fences an earlier producer with this id
                 self._p.begin_transaction()
             except KafkaException as exc:
                 raise _raised(exc, "starting transactions") from None
 
-    def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list, on_delivery: OnDelivery) -> None:
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list,
+        on_delivery: OnDelivery,
+    ) -> None:
         """``on_delivery`` is handed to librdkafka as it is (no wrapper per message): it is called
         with librdkafka's ``KafkaError`` (or None) and the message."""
         try:
@@ -286,12 +359,21 @@ class ConfluentProducer:
         except KafkaException as exc:
             raise _raised(exc, f"producing to {topic}") from None
 
-    def _produce_when_room(self, topic, key, value, headers, on_delivery, timestamp_ms: int = 0) -> None:
+    def _produce_when_room(
+        self, topic, key, value, headers, on_delivery, timestamp_ms: int = 0
+    ) -> None:
         full = Deadline(self._timeout_s)
         while not full.expired():
             self._p.poll(0.05)
             try:
-                self._p.produce(topic, value, key, headers=headers, on_delivery=on_delivery, timestamp=timestamp_ms)
+                self._p.produce(
+                    topic,
+                    value,
+                    key,
+                    headers=headers,
+                    on_delivery=on_delivery,
+                    timestamp=timestamp_ms,
+                )
                 return
             except BufferError:
                 continue
@@ -299,7 +381,14 @@ class ConfluentProducer:
                 raise _raised(exc, f"producing to {topic}") from None
         raise TransportError(f"the producer's queue stayed full for {self._timeout_s:.0f} s")
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None, on_sent: OnSent, timestamp_ms: int | None = None) -> None:
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        on_sent: OnSent,
+        timestamp_ms: int | None = None,
+    ) -> None:
         def delivered(err, msg) -> None:
             if err is not None:
                 on_sent(translate(err, f"delivering to {topic}"), -1, -1, -1)
@@ -338,7 +427,9 @@ class ConfluentProducer:
         refused while a commit is in progress. Anything else is raised for the loop to abort."""
         if offsets:
             tps = [TopicPartition(t, p, off) for (t, p), off in offsets.items()]
-            self._retried(lambda: self._p.send_offsets_to_transaction(tps, group_metadata, self._timeout_s))
+            self._retried(
+                lambda: self._p.send_offsets_to_transaction(tps, group_metadata, self._timeout_s)
+            )
         self._retried(lambda: self._p.commit_transaction(self._timeout_s))
         try:
             self._p.begin_transaction()
@@ -372,7 +463,15 @@ class ConfluentReader:
     (``enable.partition.eof``), at the end its last fetch reported (the last stable offset for
     ``read_committed``): a partition is at its end from that event until a record of it arrives."""
 
-    def __init__(self, settings: KafkaSettings, topics: list[str], *, read_committed: bool = False, since_ms: int | None = None, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        topics: list[str],
+        *,
+        read_committed: bool = False,
+        since_ms: int | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
         conf = {
             **client_config(settings),
             "group.id": f"{settings.client_id}-reader",  # required by the client; never joined or committed
@@ -393,7 +492,9 @@ class ConfluentReader:
     def _partitions(self, topic: str, deadline: Deadline) -> list[TopicPartition]:
         while True:
             try:
-                md = self._c.list_topics(topic, timeout=max(0.5, deadline.remaining())).topics.get(topic)
+                md = self._c.list_topics(topic, timeout=max(0.5, deadline.remaining())).topics.get(
+                    topic
+                )
                 if md is not None and md.error is None and md.partitions:
                     return [TopicPartition(topic, p, _BEGINNING) for p in sorted(md.partitions)]
             except KafkaException:
@@ -402,14 +503,26 @@ class ConfluentReader:
                 return []
             time.sleep(0.2)
 
-    def _from_time(self, tps: list[TopicPartition], since_ms: int, deadline: Deadline) -> list[TopicPartition]:
+    def _from_time(
+        self, tps: list[TopicPartition], since_ms: int, deadline: Deadline
+    ) -> list[TopicPartition]:
         """The first offset stamped at or after ``since_ms``; where the broker cannot say, the
         beginning (reading more is harmless, skipping is not)."""
         try:
-            found = self._c.offsets_for_times([TopicPartition(tp.topic, tp.partition, since_ms) for tp in tps], timeout=max(1.0, deadline.remaining()))
+            found = self._c.offsets_for_times(
+                [TopicPartition(tp.topic, tp.partition, since_ms) for tp in tps],
+                timeout=max(1.0, deadline.remaining()),
+            )
         except KafkaException:
             return tps
-        return [TopicPartition(tp.topic, tp.partition, tp.offset if tp.error is None and tp.offset >= 0 else _BEGINNING) for tp in found]
+        return [
+            TopicPartition(
+                tp.topic,
+                tp.partition,
+                tp.offset if tp.error is None and tp.offset >= 0 else _BEGINNING,
+            )
+            for tp in found
+        ]
 
     def read(self, timeout_s: float) -> list[Message]:
         messages = self._c.consume(10_000, 0)
@@ -421,7 +534,17 @@ class ConfluentReader:
             key = (m.topic(), m.partition())
             if err is None:
                 self._ends.discard(key)
-                out.append(Message(m.topic(), m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value(), m.headers() or []))
+                out.append(
+                    Message(
+                        m.topic(),
+                        m.partition(),
+                        m.offset(),
+                        m.timestamp()[1],
+                        m.key(),
+                        m.value(),
+                        m.headers() or [],
+                    )
+                )
             elif err.code() == KafkaError._PARTITION_EOF:
                 self._ends.add(key)
             elif err.fatal():

@@ -20,22 +20,48 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Topic
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError, MessageSizeTooLargeError, TopicAlreadyExistsError
+from kafka.errors import (
+    CommitFailedError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    TopicAlreadyExistsError,
+)
 from kafka.structs import OffsetAndMetadata
 
 from worker.config import KafkaSettings
-from worker.errors import CommitRejectedError, FatalTransportError, MessageTooLargeError, TransportError
 from worker.deadline import Deadline
-from worker.transport.base import Message, OnDelivery, OnSent, Offsets, Rebalance, Record, TopicPartitionKey, resume_offset
+from worker.errors import (
+    CommitRejectedError,
+    FatalTransportError,
+    MessageTooLargeError,
+    TransportError,
+)
+from worker.transport.base import (
+    Message,
+    Offsets,
+    OnDelivery,
+    OnSent,
+    Rebalance,
+    Record,
+    TopicPartitionKey,
+    resume_offset,
+)
 
 log = logging.getLogger(__name__)
 BATCH_BYTES = 1_000_000  # librdkafka's batch.size: within a broker's default message.max.bytes
-ASSIGNORS = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor, "cooperative-sticky": CooperativeStickyAssignor}
+ASSIGNORS = {
+    "range": RangePartitionAssignor,
+    "roundrobin": RoundRobinPartitionAssignor,
+    "cooperative-sticky": CooperativeStickyAssignor,
+}
 
 
 def client_options(settings: KafkaSettings) -> dict[str, Any]:
     opts: dict[str, Any] = {
-        "bootstrap_servers": [s.strip() for s in settings.bootstrap_servers.split(",") if s.strip()],
+        "bootstrap_servers": [
+            s.strip() for s in settings.bootstrap_servers.split(",") if s.strip()
+        ],
         "client_id": settings.client_id,
         "security_protocol": settings.security_protocol,
         "request_timeout_ms": settings.request_timeout_ms,
@@ -43,7 +69,9 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
     if settings.sasl_mechanism:
         opts["sasl_mechanism"] = settings.sasl_mechanism
         opts["sasl_plain_username"] = settings.sasl_username
-        opts["sasl_plain_password"] = settings.sasl_password.get_secret_value() if settings.sasl_password else None
+        opts["sasl_plain_password"] = (
+            settings.sasl_password.get_secret_value() if settings.sasl_password else None
+        )
     for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
         if getattr(settings, name):
             opts[name] = getattr(settings, name)
@@ -52,7 +80,9 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
     return opts
 
 
-def offsets_to_commit(offsets: dict[tuple[str, int], int]) -> dict[TopicPartition, OffsetAndMetadata]:
+def offsets_to_commit(
+    offsets: dict[tuple[str, int], int],
+) -> dict[TopicPartition, OffsetAndMetadata]:
     """(topic, partition) → next offset to read, as kafka-python's commit calls take it."""
     return {TopicPartition(t, p): OffsetAndMetadata(off, "", -1) for (t, p), off in offsets.items()}
 
@@ -78,7 +108,11 @@ def translate(exc: BaseException, what: str) -> TransportError:
         return CommitRejectedError(text)
     if isinstance(exc, MessageSizeTooLargeError):
         return MessageTooLargeError(text)
-    if isinstance(exc, KafkaError) and type(exc).__name__ in ("ProducerFencedError", "InvalidProducerEpochError", "TransactionalIdAuthorizationFailedError"):
+    if isinstance(exc, KafkaError) and type(exc).__name__ in (
+        "ProducerFencedError",
+        "InvalidProducerEpochError",
+        "TransactionalIdAuthorizationFailedError",
+    ):
         return FatalTransportError(text)
     return TransportError(text)
 
@@ -118,7 +152,13 @@ class _Changes(ConsumerRebalanceListener):
 class KafkaPythonConsumer:
     commits_on_revoke = False
 
-    def __init__(self, settings: KafkaSettings, *, group_id: str | None = None, read_committed: bool | None = None) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        group_id: str | None = None,
+        read_committed: bool | None = None,
+    ) -> None:
         eos = settings.exactly_once if read_committed is None else read_committed
         self._c = KafkaConsumer(
             **client_options(settings),
@@ -174,7 +214,11 @@ class KafkaPythonConsumer:
         try:
             self.rewind(self._unplaced)
         except TransportError as exc:
-            log.warning("could not read the committed offsets of %d assigned partitions (%s); retrying", len(self._unplaced), exc)
+            log.warning(
+                "could not read the committed offsets of %d assigned partitions (%s); retrying",
+                len(self._unplaced),
+                exc,
+            )
             return
         self._unplaced = set()
 
@@ -199,7 +243,9 @@ class KafkaPythonConsumer:
         which can take seconds: the member is mid-rebalance all that time, not idle."""
         if self._unplaced or self._changes.pending():
             return False
-        coordinator = getattr(self._c, "_coordinator", None)  # kafka-python's group coordinator: no public view of its state
+        coordinator = getattr(
+            self._c, "_coordinator", None
+        )  # kafka-python's group coordinator: no public view of its state
         if coordinator is None:
             return True
         return coordinator.generation_if_stable() is not None and not coordinator.need_rejoin()
@@ -215,7 +261,10 @@ class KafkaPythonConsumer:
                 tp = TopicPartition(topic, partition)
                 if tp not in assigned:
                     continue  # already moved on by a later rebalance
-                offset = resume_offset(self._c.committed(tp, timeout_ms=self._timeout_ms), (starts or {}).get((topic, partition)))
+                offset = resume_offset(
+                    self._c.committed(tp, timeout_ms=self._timeout_ms),
+                    (starts or {}).get((topic, partition)),
+                )
                 if offset is not None:
                     self._c.seek(tp, offset)
                 elif self._reset == "earliest":
@@ -249,7 +298,10 @@ class KafkaPythonConsumer:
 
     def committed(self, tps: set[TopicPartitionKey]) -> dict[TopicPartitionKey, int | None]:
         try:
-            return {(t, p): self._c.committed(TopicPartition(t, p), timeout_ms=self._timeout_ms) for t, p in sorted(tps)}
+            return {
+                (t, p): self._c.committed(TopicPartition(t, p), timeout_ms=self._timeout_ms)
+                for t, p in sorted(tps)
+            }
         except KafkaError as exc:
             raise translate(exc, "reading committed offsets") from None
 
@@ -261,10 +313,19 @@ class KafkaPythonConsumer:
 
 
 class KafkaPythonProducer:
-    def __init__(self, settings: KafkaSettings, *, transactional_id: str | None = None, client_suffix: str = "") -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        transactional_id: str | None = None,
+        client_suffix: str = "",
+    ) -> None:
         extra = {}
         if transactional_id:
-            extra = {"transactional_id": transactional_id, "transaction_timeout_ms": settings.transaction_timeout_ms}
+            extra = {
+                "transactional_id": transactional_id,
+                "transaction_timeout_ms": settings.transaction_timeout_ms,
+            }
         options = client_options(settings)
         if client_suffix:
             options["client_id"] += client_suffix
@@ -287,7 +348,14 @@ class KafkaPythonProducer:
         except KafkaError as exc:
             raise translate(exc, "starting the producer") from None
 
-    def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list, on_delivery: OnDelivery) -> None:
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list,
+        on_delivery: OnDelivery,
+    ) -> None:
         try:
             future = self._p.send(topic, key=key, value=value, headers=headers)
         except KafkaError as exc:  # too large, a full buffer or missing metadata past max_block_ms
@@ -295,13 +363,22 @@ class KafkaPythonProducer:
         future.add_callback(lambda _md: on_delivery(None))
         future.add_errback(lambda exc: on_delivery(translate(exc, f"delivering to {topic}")))
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None, on_sent: OnSent, timestamp_ms: int | None = None) -> None:
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        on_sent: OnSent,
+        timestamp_ms: int | None = None,
+    ) -> None:
         try:
             future = self._p.send(topic, key=key, value=value, timestamp_ms=timestamp_ms)
         except KafkaError as exc:
             raise translate(exc, f"producing to {topic}") from None
         future.add_callback(lambda md: on_sent(None, md.partition, md.offset, md.timestamp))
-        future.add_errback(lambda exc: on_sent(translate(exc, f"delivering to {topic}"), -1, -1, -1))
+        future.add_errback(
+            lambda exc: on_sent(translate(exc, f"delivering to {topic}"), -1, -1, -1)
+        )
 
     def warm(self, topic: str) -> None:
         try:
@@ -319,7 +396,9 @@ class KafkaPythonProducer:
         try:
             self._p.flush(timeout=timeout_s)
         except KafkaTimeoutError as exc:
-            raise TransportError(f"messages not acknowledged within {timeout_s:.0f} s: {exc}") from None
+            raise TransportError(
+                f"messages not acknowledged within {timeout_s:.0f} s: {exc}"
+            ) from None
 
     def commit_transaction(self, offsets: Offsets, group_metadata: object) -> None:
         try:
@@ -346,16 +425,29 @@ class KafkaPythonReader:
     reached the high watermark the last fetch carried (``highwater``); a ``read_committed`` reader
     reaches it too once no transaction is open (the commit marker is stepped over)."""
 
-    def __init__(self, settings: KafkaSettings, topics: list[str], *, read_committed: bool = False, since_ms: int | None = None, timeout_s: float = 30.0) -> None:
-        self._c = KafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-                                isolation_level="read_committed" if read_committed else "read_uncommitted")
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        topics: list[str],
+        *,
+        read_committed: bool = False,
+        since_ms: int | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self._c = KafkaConsumer(
+            **client_options(settings),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed" if read_committed else "read_uncommitted",
+        )
         deadline = Deadline(timeout_s)
         self._tps = [tp for topic in topics for tp in self._partitions(topic, deadline)]
         self._c.assign(self._tps)
         found = {}
         if since_ms is not None and self._tps:
             try:
-                found = self._c.offsets_for_times({tp: since_ms for tp in self._tps})
+                found = self._c.offsets_for_times(dict.fromkeys(self._tps, since_ms))
             except KafkaError:
                 found = {}
         for tp in self._tps:
@@ -375,7 +467,18 @@ class KafkaPythonReader:
     def read(self, timeout_s: float) -> list[Message]:
         out = []
         for records in self._c.poll(timeout_ms=max(0, int(timeout_s * 1000))).values():
-            out.extend(Message(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value, list(r.headers or [])) for r in records)
+            out.extend(
+                Message(
+                    r.topic,
+                    r.partition,
+                    r.offset,
+                    r.timestamp,
+                    r.key,
+                    r.value,
+                    list(r.headers or []),
+                )
+                for r in records
+            )
         return out
 
     def at_end(self) -> bool:

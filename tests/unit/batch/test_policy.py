@@ -1,8 +1,18 @@
+import itertools
 import random
 
 import pytest
 
-from worker.batch.policy import BatchLimits, FlushReason, choose_batch, default_max_tokens, padded_cost, segments, sorted_batches, split
+from worker.batch.policy import (
+    BatchLimits,
+    FlushReason,
+    choose_batch,
+    default_max_tokens,
+    padded_cost,
+    segments,
+    sorted_batches,
+    split,
+)
 
 
 def limits(max_tokens=100, max_size=10, max_wait_s=0.05):
@@ -62,7 +72,9 @@ def test_when_due_the_batch_holding_the_oldest_runs_even_if_partial():
     lengths = [2] * 8 + [100]
     lim = limits(max_tokens=400, max_size=4)
     assert choose(lengths, 100, lim, due=True).take == ((100, 1),)
-    assert choose(lengths, 2, lim, due=True).take == ((2, 4),)  # the oldest 2 is the first of its length
+    assert choose(lengths, 2, lim, due=True).take == (
+        (2, 4),
+    )  # the oldest 2 is the first of its length
 
 
 def test_before_the_deadline_the_least_padded_full_batch_runs():
@@ -79,7 +91,9 @@ def test_a_document_longer_than_the_budget_still_runs_alone():
 def test_random_histograms_give_valid_batches():
     rng = random.Random(7)
     for _ in range(300):
-        lengths = [rng.choice([rng.randint(1, 20), rng.randint(0, 300)]) for _ in range(rng.randint(1, 80))]
+        lengths = [
+            rng.choice([rng.randint(1, 20), rng.randint(0, 300)]) for _ in range(rng.randint(1, 80))
+        ]
         lim = limits(max_tokens=rng.choice([64, 256, 1000]), max_size=rng.choice([1, 4, 16, 64]))
         distinct, counts = histogram(lengths)
         cuts = segments(distinct, counts, lim)
@@ -91,7 +105,9 @@ def test_random_histograms_give_valid_batches():
             assert c.padded_tokens == max(max(chosen), 1) * len(chosen)
             assert c.padded_tokens <= lim.max_tokens or c.size == 1
             assert c.real_tokens == sum(max(n, 1) for n in chosen)
-        for c, after in zip(cuts, cuts[1:]):  # each batch closed because nothing more could join it
+        for c, after in itertools.pairwise(
+            cuts
+        ):  # each batch closed because nothing more could join it
             longest = max(max(n, 1) for n, _ in c.take)
             assert c.full or lim.capacity(max(longest, max(after.take[0][0], 1))) <= c.size
         anchor = rng.randrange(len(distinct))
@@ -126,10 +142,16 @@ def test_a_fast_model_grows_the_budget_while_a_full_batch_stays_within_the_limit
         timed.append(tokens)
         return 0.003 + tokens * 2e-6
 
-    assert grown_budget(2048, seconds_at, within_s=0.05) == 16_384  # 35.8 ms at 16384: within, and the ceiling
-    assert grown_budget(2048, seconds_at, within_s=0.02) == 4_096  # 11.2 ms at 4096: twice that does not fit
+    assert (
+        grown_budget(2048, seconds_at, within_s=0.05) == 16_384
+    )  # 35.8 ms at 16384: within, and the ceiling
+    assert (
+        grown_budget(2048, seconds_at, within_s=0.02) == 4_096
+    )  # 11.2 ms at 4096: twice that does not fit
     timed.clear()
-    assert grown_budget(2048, lambda t: seconds_at(t) * 10, within_s=0.05) == 2048  # 44 ms at 2048: no doubling fits
+    assert (
+        grown_budget(2048, lambda t: seconds_at(t) * 10, within_s=0.05) == 2048
+    )  # 44 ms at 2048: no doubling fits
     assert timed == [2048]  # a slow model is timed once, at its budget
 
 
@@ -156,6 +178,8 @@ def test_with_an_overhead_segments_are_split_for_padding_and_the_parts_are_parti
     cuts = segments(distinct, counts, lim)
     assert [c.take for c in cuts] == [((20, 40),), ((45, 2),)]
     assert all(not c.full for c in cuts)
-    assert choose_batch(distinct, counts, 1, lim, due=True).take == ((45, 2),)  # the part holding the oldest
+    assert choose_batch(distinct, counts, 1, lim, due=True).take == (
+        (45, 2),
+    )  # the part holding the oldest
     without = segments(distinct, counts, BatchLimits(2048, 256, 0.05))
     assert [c.take for c in without] == [((20, 40), (45, 2))]

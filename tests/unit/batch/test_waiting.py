@@ -52,7 +52,9 @@ def test_drain_takes_everything_as_batches():
 def test_once_due_the_oldest_document_is_in_the_next_batch():
     w = room(max_tokens=100, max_size=100, max_wait_s=10.0)
     w.add([doc("old", 0, tokens=40)], now=0.0)
-    w.add([doc(f"s{i}", i + 1, tokens=5) for i in range(60)], now=1.0)  # enough short ones to fill batches alone
+    w.add(
+        [doc(f"s{i}", i + 1, tokens=5) for i in range(60)], now=1.0
+    )  # enough short ones to fill batches alone
     before = w.take(1, now=1.0)[0]  # before its deadline, a full batch of others may run first
     assert "old" not in {d.id for d in before.docs} and before.cut.full
     due = w.take(1, now=10.0)[0]

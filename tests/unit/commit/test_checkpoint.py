@@ -43,11 +43,19 @@ def setup(*offsets, strategy=AtLeastOnce, tp=TP, flush_timeout_s=1.0):
     dedup.mark.return_value = dedup.clear.return_value = True  # written
     dedup.waiting.return_value = False
     cp = Checkpoint(producer, tracker, flush_timeout_s=flush_timeout_s)
-    return cp, strategy(consumer, producer, cp, dedup, revoke_budget_s=1.0), consumer, producer, dedup
+    return (
+        cp,
+        strategy(consumer, producer, cp, dedup, revoke_budget_s=1.0),
+        consumer,
+        producer,
+        dedup,
+    )
 
 
 def doc(off, partition=0, doc_id=None, text_hash="h"):
-    return Document(doc_id or f"d{off}", "t", "upsert", None, Source("in", partition, off, 0), text_hash)
+    return Document(
+        doc_id or f"d{off}", "t", "upsert", None, Source("in", partition, off, 0), text_hash
+    )
 
 
 def send(cp, d, *outcomes, mark=True, source=None):
@@ -112,7 +120,9 @@ def test_an_unacknowledged_send_keeps_its_offset_back_until_nothing_is_acknowled
     send(cp, doc(0), None)
     send(cp, doc(1), "pending")
     strategy.commit()
-    assert consumer.commits == [{TP: 1}]  # the loop is never blocked for long: what is acknowledged commits
+    assert consumer.commits == [
+        {TP: 1}
+    ]  # the loop is never blocked for long: what is acknowledged commits
     time.sleep(0.06)
     with pytest.raises(PublishError, match="acknowledged none"):
         strategy.commit()
@@ -132,7 +142,9 @@ def test_a_commit_lost_to_a_rebalance_is_not_fatal_and_is_retried():
     send(cp, doc(0), None)
     consumer.fail_with = CommitRejectedError("rebalanced")
     strategy.commit()
-    assert cp.stats.failures == 1 and cp.moved(consumer.assignment())  # the worker must not call itself idle yet
+    assert cp.stats.failures == 1 and cp.moved(
+        consumer.assignment()
+    )  # the worker must not call itself idle yet
     consumer.fail_with = None
     strategy.commit()
     assert consumer.commits == [{TP: 1}] and not cp.moved(consumer.assignment())
@@ -180,11 +192,15 @@ def test_on_revoke_commits_the_finished_work_of_the_leaving_partitions_only():
 
 def test_exactly_once_keeps_the_open_transactions_outputs_in_view_of_dedup():
     # X=B acknowledged in the open transaction; X=A must not be skipped against Redis' old mark A
-    cp, strategy, consumer, producer, dedup = setup(0, 1, strategy=Transactional)
+    cp, strategy, _consumer, producer, dedup = setup(0, 1, strategy=Transactional)
     dedup.already_embedded.side_effect = lambda docs: [d.content_hash == "A" for d in docs]
     send(cp, doc(0, doc_id="x", text_hash="B"), None)
     strategy.settle(cp.resolve())
-    again_a, same_b, other = doc(1, doc_id="x", text_hash="A"), doc(2, doc_id="x", text_hash="B"), doc(3, doc_id="y", text_hash="A")
+    again_a, same_b, other = (
+        doc(1, doc_id="x", text_hash="A"),
+        doc(2, doc_id="x", text_hash="B"),
+        doc(3, doc_id="y", text_hash="A"),
+    )
     assert strategy.already_embedded([again_a, same_b, other]) == [False, True, True]
     dedup.mark.assert_not_called()  # marks wait for the transaction
     strategy.commit()
@@ -193,7 +209,7 @@ def test_exactly_once_keeps_the_open_transactions_outputs_in_view_of_dedup():
 
 
 def test_exactly_once_a_failed_transaction_commit_is_a_publish_error_and_marks_nothing():
-    cp, strategy, consumer, producer, dedup = setup(0, strategy=Transactional)
+    cp, strategy, _consumer, producer, dedup = setup(0, strategy=Transactional)
     send(cp, doc(0), None)
     producer.commit_transaction.side_effect = TransportError("fenced")
     with pytest.raises(PublishError, match="transaction"):
@@ -230,7 +246,7 @@ def test_an_unwritten_mark_of_a_revoked_partition_is_dropped_not_retried():
 
 
 def test_exactly_once_clears_the_marks_it_replaces_before_committing_and_marks_after():
-    cp, strategy, consumer, producer, dedup = setup(0, strategy=Transactional)
+    cp, strategy, _consumer, producer, dedup = setup(0, strategy=Transactional)
     order = []
     dedup.clear.side_effect = lambda docs: order.append("clear") or True
     producer.commit_transaction.side_effect = lambda *a: order.append("commit")
@@ -241,7 +257,7 @@ def test_exactly_once_clears_the_marks_it_replaces_before_committing_and_marks_a
 
 
 def test_exactly_once_does_not_commit_while_the_marks_it_replaces_cannot_be_cleared():
-    cp, strategy, consumer, producer, dedup = setup(0, strategy=Transactional)
+    cp, strategy, _consumer, producer, dedup = setup(0, strategy=Transactional)
     dedup.clear.return_value = False
     send(cp, doc(0), None)
     with pytest.raises(DedupError, match="cleared"):

@@ -43,7 +43,12 @@ def doc(i, text="hello"):
 
 def store(mode="open"):
     fake = FakeRedis()
-    s = DedupStore(RedisSettings(url="redis://x:1/0", on_error=mode), "model-fp", client=fake, retry=Backoff(0.05, 0.05))
+    s = DedupStore(
+        RedisSettings(url="redis://x:1/0", on_error=mode),
+        "model-fp",
+        client=fake,
+        retry=Backoff(0.05, 0.05),
+    )
     return s, fake
 
 
@@ -110,8 +115,14 @@ def test_the_key_fingerprint_changes_with_the_output_settings_and_only_then():
 
     default = LongTextSettings().model_dump()
     chunked = LongTextSettings(policy="chunk").model_dump()
-    assert output_fingerprint("m", default) == output_fingerprint("m", default, "float32") == "m"  # marks written before stay valid
-    half, chunks, both = output_fingerprint("m", default, "float16"), output_fingerprint("m", chunked), output_fingerprint("m", chunked, "float16")
+    assert (
+        output_fingerprint("m", default) == output_fingerprint("m", default, "float32") == "m"
+    )  # marks written before stay valid
+    half, chunks, both = (
+        output_fingerprint("m", default, "float16"),
+        output_fingerprint("m", chunked),
+        output_fingerprint("m", chunked, "float16"),
+    )
     assert len({"m", half, chunks, both}) == 4
 
 
@@ -129,7 +140,9 @@ def test_writes_refused_while_lookups_answer_back_off_on_their_own():
     assert s.mark([doc(1)]) is False
     calls = fake.calls
     assert s.already_embedded([doc(1)]) == [False]  # the lookup answers
-    assert s.mark([doc(1)]) is False and fake.calls == calls + 1  # the mark was not tried again: its backoff runs
+    assert (
+        s.mark([doc(1)]) is False and fake.calls == calls + 1
+    )  # the mark was not tried again: its backoff runs
     assert s.waiting()
     time.sleep(0.06)
     s._mark = script

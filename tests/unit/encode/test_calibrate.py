@@ -29,7 +29,9 @@ def clock(monkeypatch):
 
 
 def test_the_batch_overhead_is_the_fixed_cost_in_padded_tokens(clock):
-    encoder = TimedEncoder(clock, fixed_s=0.004, per_token_s=2e-6)  # 4 ms a pass, 2 µs a token: 2,000 tokens
+    encoder = TimedEncoder(
+        clock, fixed_s=0.004, per_token_s=2e-6
+    )  # 4 ms a pass, 2 µs a token: 2,000 tokens
     assert calibrate.batch_overhead_tokens(encoder, 2048) == pytest.approx(2000, abs=2)
     assert calibrate.batch_overhead_tokens(TimedEncoder(clock, 0.0, 2e-6), 2048) == 0
 

@@ -1,6 +1,7 @@
 """The long-text policy: windows, what each policy makes of a long text, and chunked documents
 through the main loop (dummy encoder, in-memory Kafka), published together and in order."""
 
+import itertools
 import random
 
 import numpy as np
@@ -29,7 +30,7 @@ def test_windows_cover_every_token_in_overlapping_spans_no_longer_than_the_chunk
             covered.update(range(start, end))
         assert covered == set(range(n))
         assert spans[0][0] == 0 and spans[-1][1] == n
-        for (s1, e1), (s2, _) in zip(spans, spans[1:]):
+        for (s1, e1), (s2, _) in itertools.pairwise(spans):
             assert s2 - s1 == size - overlap and e1 - s2 == overlap
 
 
@@ -60,7 +61,9 @@ def test_each_policy_on_a_text_longer_than_the_window():
     assert rejected.rejected[0] == Reason.TEXT_TOO_LONG and rejected.token_ids is None
     assert [r.token_ids for r in chunks] == [body[0:4], body[3:7], body[6:10]]
     assert {id(r.group) for r in chunks} == {id(chunks[0].group)} and chunks[0].group.doc is docs[3]
-    assert [r.chunk for r in chunks] == [0, 1, 2] and all(r.id == "d" and r.source == docs[3].source for r in chunks)
+    assert [r.chunk for r in chunks] == [0, 1, 2] and all(
+        r.id == "d" and r.source == docs[3].source for r in chunks
+    )
 
 
 def test_a_text_that_fits_is_untouched_by_every_policy_and_too_many_chunks_is_rejected():
@@ -70,8 +73,11 @@ def test_a_text_that_fits_is_untouched_by_every_policy_and_too_many_chunks_is_re
     assert [r.token_ids for r in prepare(enc, short, limits)] == [enc.body(["a b c"])[0]] * 2
     (one,) = prepare(enc, [_doc("a b c", "chunk")], limits)
     assert one.chunk == 0 and one.group.count == 1
-    (many,) = prepare(enc, [_doc(" ".join("x%d" % i for i in range(10)), "chunk")], limits)
-    assert many.rejected[0] == Reason.TEXT_TOO_LONG and "EMBED_LONG_TEXT__MAX_CHUNKS" in many.rejected[1]
+    (many,) = prepare(enc, [_doc(" ".join(f"x{i}" for i in range(10)), "chunk")], limits)
+    assert (
+        many.rejected[0] == Reason.TEXT_TOO_LONG
+        and "EMBED_LONG_TEXT__MAX_CHUNKS" in many.rejected[1]
+    )
 
 
 def test_an_unknown_long_text_value_is_a_dead_letter_reason():
@@ -98,8 +104,18 @@ def test_the_fast_path_tokenizes_exactly_as_transformers_does():
     from worker.encode.transformer import TextTokenizer
 
     tok = TextTokenizer(ModelSettings())
-    texts = [d["text"] for d in sample_corpus(400)] + ["a", "é" * 5, "x" * 5000, "  padded  ", "日本語のテキスト 🙂"]
-    slow = tok._tokenizer([t.strip()[: tok.max_length * 250] for t in texts], truncation=True, max_length=tok.max_length)["input_ids"]
+    texts = [d["text"] for d in sample_corpus(400)] + [
+        "a",
+        "é" * 5,
+        "x" * 5000,
+        "  padded  ",
+        "日本語のテキスト 🙂",
+    ]
+    slow = tok._tokenizer(
+        [t.strip()[: tok.max_length * 250] for t in texts],
+        truncation=True,
+        max_length=tok.max_length,
+    )["input_ids"]
     assert tok.tokenize(texts) == slow
 
 
@@ -116,10 +132,16 @@ TEN = " ".join(f"w{i}" for i in range(10))
 
 def test_chunks_come_out_together_with_their_document_fields_and_the_offset_is_committed_after():
     enc = DummyEncoder(max_length=8)
-    stats, outputs, intake, _ = run([records(("a", TEN), ("b", "x y"))], settings=_settings(), encoder=enc)
-    ups = sorted((o for topic, o in outputs if topic == "embeddings"), key=lambda o: o["id"])  # documents in any order
+    _stats, outputs, intake, _ = run(
+        [records(("a", TEN), ("b", "x y"))], settings=_settings(), encoder=enc
+    )
+    ups = sorted(
+        (o for topic, o in outputs if topic == "embeddings"), key=lambda o: o["id"]
+    )  # documents in any order
     assert [o["id"] for o in ups] == ["a#0", "a#1", "a#2", "b#0"]
-    assert [(o["parent_id"], o["chunk"], o["chunks"], o["version"]) for o in ups[:3]] == [("a", n, 3, 0) for n in range(3)]
+    assert [(o["parent_id"], o["chunk"], o["chunks"], o["version"]) for o in ups[:3]] == [
+        ("a", n, 3, 0) for n in range(3)
+    ]
     assert (ups[3]["parent_id"], ups[3]["chunks"], ups[3]["version"]) == ("b", 1, 1)
     body = DummyEncoder().body([TEN])[0]
     expected = DummyEncoder(max_length=8).encode([body[0:4], body[3:7], body[6:10]])
@@ -128,7 +150,11 @@ def test_chunks_come_out_together_with_their_document_fields_and_the_offset_is_c
 
 
 def test_the_document_vector_is_the_normalized_mean_of_its_chunks():
-    _, outputs, _, _ = run([records(("a", TEN))], settings=_settings(document_vector=True), encoder=DummyEncoder(max_length=8))
+    _, outputs, _, _ = run(
+        [records(("a", TEN))],
+        settings=_settings(document_vector=True),
+        encoder=DummyEncoder(max_length=8),
+    )
     ups = [o for topic, o in outputs if topic == "embeddings"]
     assert [o["id"] for o in ups] == ["a#0", "a#1", "a#2", "a"]
     whole = ups[3]
@@ -156,7 +182,11 @@ def test_one_failed_chunk_dead_letters_the_whole_document_once_and_publishes_non
     ups = [o["id"] for topic, o in outputs if topic == "embeddings"]
     dlq = [m for topic, m in outputs if topic == "documents.dlq"]
     assert ups == ["b#0"]
-    assert len(dlq) == 1 and dlq[0].value == poll[0].value and dict(dlq[0].headers)["embed-dlq-reason"] == b"encode_failed"
+    assert (
+        len(dlq) == 1
+        and dlq[0].value == poll[0].value
+        and dict(dlq[0].headers)["embed-dlq-reason"] == b"encode_failed"
+    )
     assert intake.commits[-1] == {("in", 0): 2}
 
 
@@ -165,14 +195,20 @@ def test_versions_of_a_chunked_document_come_out_whole_and_in_order():
     poll.append(Record("in", 0, 3, 1000, b"a", encode_document("a", op="delete")))
     _, outputs, _, _ = run([poll], settings=_settings(), encoder=DummyEncoder(max_length=8))
     seen = [(o["op"], o["source"]["offset"], o.get("chunk")) for _, o in outputs]
-    assert seen == [("upsert", 0, 0), ("upsert", 0, 1), ("upsert", 0, 2), ("upsert", 1, 0), ("upsert", 1, 1)] + [
-        ("upsert", 2, n) for n in range(4)
-    ] + [("delete", 3, None)]
+    assert seen == [
+        ("upsert", 0, 0),
+        ("upsert", 0, 1),
+        ("upsert", 0, 2),
+        ("upsert", 1, 0),
+        ("upsert", 1, 1),
+    ] + [("upsert", 2, n) for n in range(4)] + [("delete", 3, None)]
 
 
 def test_a_message_can_choose_its_own_policy():
     poll = [Record("in", 0, 0, 1000, b"a", encode_document("a", TEN, long_text="reject"))]
-    poll.append(Record("in", 0, 1, 1000, b"b", encode_document("b", TEN, long_text="truncate_left")))
+    poll.append(
+        Record("in", 0, 1, 1000, b"b", encode_document("b", TEN, long_text="truncate_left"))
+    )
     _, outputs, intake, _ = run([poll], encoder=DummyEncoder(max_length=8))
     dlq = [dict(m.headers)["embed-dlq-reason"] for topic, m in outputs if topic == "documents.dlq"]
     ups = [o for topic, o in outputs if topic == "embeddings"]
@@ -199,13 +235,28 @@ def test_a_chunked_document_with_one_message_too_large_is_dead_lettered_with_non
     # partial version of the document
     forty = " ".join(f"w{i}" for i in range(40))  # 13 chunks: "a#10" and on are a byte longer
     probe = FakeProducer()
-    Worker(_settings(), DummyEncoder(max_length=8), FakeConsumer([records(("a", forty))], events={0: [("assigned", {("in", 0)})]}), probe, FakeDedup()).run(exit_when_idle_s=0.02)
+    Worker(
+        _settings(),
+        DummyEncoder(max_length=8),
+        FakeConsumer([records(("a", forty))], events={0: [("assigned", {("in", 0)})]}),
+        probe,
+        FakeDedup(),
+    ).run(exit_when_idle_s=0.02)
     sizes = {decode_output(m.value)["id"]: wire_size(m) for _, m in probe.sent}
     assert len(sizes) == 13 and sizes["a#10"] == sizes["a#9"] + 1
     limit = sizes["a#9"]
-    settings = _settings().model_copy(update={"kafka": KafkaSettings(commit_interval_ms=5, max_message_bytes=limit)})
-    intake, publisher = FakeConsumer([records(("a", forty), ("b", "x y"))], events={0: [("assigned", {("in", 0)})]}), LimitedProducer(limit)
-    stats = Worker(settings, DummyEncoder(max_length=8), intake, publisher, FakeDedup()).run(exit_when_idle_s=0.02)
+    settings = _settings().model_copy(
+        update={"kafka": KafkaSettings(commit_interval_ms=5, max_message_bytes=limit)}
+    )
+    intake, publisher = (
+        FakeConsumer(
+            [records(("a", forty), ("b", "x y"))], events={0: [("assigned", {("in", 0)})]}
+        ),
+        LimitedProducer(limit),
+    )
+    stats = Worker(settings, DummyEncoder(max_length=8), intake, publisher, FakeDedup()).run(
+        exit_when_idle_s=0.02
+    )
     ups = [decode_output(m.value)["id"] for t, m in publisher.sent if t == "embeddings"]
     dead = [m for t, m in publisher.sent if t != "embeddings"]
     assert ups == ["b#0"]  # nothing of "a"

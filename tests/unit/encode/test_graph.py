@@ -43,11 +43,15 @@ def test_a_faithful_trace_is_kept_and_matches_eager():
     torch.manual_seed(0)
     plain = Pooled(_Wrapped(torch.nn.Embedding(100, 8)), "mean", True, False)
     rows = probe_rows([5, 6, 7], 32, lambda ids: [1] + list(ids) + [2])
-    graph = trace(plain, inputs(rows[-1][:4]), [inputs(b) for b in rows], dtype=torch.float32, setting="auto")
+    graph = trace(
+        plain, inputs(rows[-1][:4]), [inputs(b) for b in rows], dtype=torch.float32, setting="auto"
+    )
     assert isinstance(graph, torch.jit.ScriptModule)
     with torch.inference_mode():
         for batch in rows:
-            np.testing.assert_allclose(graph(*inputs(batch)).numpy(), plain(*inputs(batch)).numpy(), atol=1e-6)
+            np.testing.assert_allclose(
+                graph(*inputs(batch)).numpy(), plain(*inputs(batch)).numpy(), atol=1e-6
+            )
 
 
 class _Wrapped(torch.nn.Module):
@@ -73,7 +77,11 @@ def test_a_trace_that_froze_a_shape_branch_is_refused(caplog):
 
 
 def test_the_bundled_model_is_traced_and_gives_eager_vectors():
-    texts = ["a", "The quick brown fox jumps over the lazy dog.", "Kafka consumer groups rebalance. " * 60]
+    texts = [
+        "a",
+        "The quick brown fox jumps over the lazy dog.",
+        "Kafka consumer groups rebalance. " * 60,
+    ]
     traced = TransformerEncoder(ModelSettings(name="all-minilm-l6-v2"))
     eager = TransformerEncoder(ModelSettings(name="all-minilm-l6-v2", trace="off"))
     assert traced.traced and not eager.traced

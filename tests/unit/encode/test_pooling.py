@@ -23,10 +23,24 @@ def test_last_takes_the_last_real_token_of_right_padded_rows():
 
 
 def write_st(tmp_path, pooling_cfg, normalize=True, max_len=128):
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
+    ]
     if normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        modules.append(
+            {
+                "idx": 2,
+                "name": "2",
+                "path": "2_Normalize",
+                "type": "sentence_transformers.models.Normalize",
+            }
+        )
     (tmp_path / "modules.json").write_text(json.dumps(modules))
     (tmp_path / "1_Pooling").mkdir()
     (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(pooling_cfg))
@@ -34,7 +48,12 @@ def write_st(tmp_path, pooling_cfg, normalize=True, max_len=128):
 
 
 def test_reads_pooling_normalize_and_length(tmp_path):
-    write_st(tmp_path, {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}, normalize=False, max_len=77)
+    write_st(
+        tmp_path,
+        {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False},
+        normalize=False,
+        max_len=77,
+    )
     cfg = read_sentence_transformers_config(tmp_path)
     assert (cfg.pooling, cfg.normalize, cfg.max_length) == ("cls", False, 77)
 

@@ -39,14 +39,24 @@ def tiny_bert(path, *, pooling: str | None, normalize: bool = False, max_seq_len
 
     torch.manual_seed(0)
     base = gt_model.get_model_path()
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    cfg = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     raw = path / "raw"
     BertModel(cfg).save_pretrained(raw)
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(base / name, raw / name)
     if pooling is None:
         return raw
-    modules = [st_modules.Transformer(str(raw), max_seq_length=max_seq_length), st_modules.Pooling(32, pooling_mode=pooling)]
+    modules = [
+        st_modules.Transformer(str(raw), max_seq_length=max_seq_length),
+        st_modules.Pooling(32, pooling_mode=pooling),
+    ]
     if normalize:
         modules.append(st_modules.Normalize())
     out = path / "st"
@@ -58,7 +68,9 @@ def encode(encoder, texts):
     return encoder.encode(encoder.tokenize(texts))
 
 
-@pytest.mark.parametrize("pooling, normalize", [("cls", False), ("mean", True), ("lasttoken", False)])
+@pytest.mark.parametrize(
+    "pooling, normalize", [("cls", False), ("mean", True), ("lasttoken", False)]
+)
 def test_tiny_models_match_sentence_transformers(tmp_path, pooling, normalize):
     path = tiny_bert(tmp_path, pooling=pooling, normalize=normalize)
     ours = TransformerEncoder(ModelSettings(name=str(path)))
@@ -71,11 +83,15 @@ def test_tiny_models_match_sentence_transformers(tmp_path, pooling, normalize):
 
 def test_settings_override_the_model_files(tmp_path):
     path = tiny_bert(tmp_path, pooling="cls")
-    ours = TransformerEncoder(ModelSettings(name=str(path), pooling="mean", normalize=True, max_length=8))
+    ours = TransformerEncoder(
+        ModelSettings(name=str(path), pooling="mean", normalize=True, max_length=8)
+    )
     assert (ours.info.pooling, ours.info.normalize, ours.info.max_length) == ("mean", True, 8)
     vectors = encode(ours, TEXTS)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
-    assert ours.info.fingerprint != TransformerEncoder(ModelSettings(name=str(path))).info.fingerprint
+    assert (
+        ours.info.fingerprint != TransformerEncoder(ModelSettings(name=str(path))).info.fingerprint
+    )
 
 
 def test_a_plain_transformers_model_gets_mean_pooling_and_its_own_limit(tmp_path):
@@ -86,8 +102,16 @@ def test_a_plain_transformers_model_gets_mean_pooling_and_its_own_limit(tmp_path
 
 def test_the_bundled_default_matches_sentence_transformers():
     ours = TransformerEncoder(ModelSettings())
-    assert resolve_model_path("sentence-transformers/all-MiniLM-L6-v2") == str(gt_model.get_model_path())
-    assert (ours.info.dim, ours.info.pooling, ours.info.normalize, ours.info.max_length, ours.info.dtype) == (384, "mean", True, 256, "float32")
+    assert resolve_model_path("sentence-transformers/all-MiniLM-L6-v2") == str(
+        gt_model.get_model_path()
+    )
+    assert (
+        ours.info.dim,
+        ours.info.pooling,
+        ours.info.normalize,
+        ours.info.max_length,
+        ours.info.dtype,
+    ) == (384, "mean", True, 256, "float32")
     reference = st.SentenceTransformer(str(gt_model.get_model_path()), device="cpu").encode(TEXTS)
     assert cosine(encode(ours, TEXTS), reference).min() >= 0.999
 
@@ -129,12 +153,16 @@ def test_the_load_generator_counts_tokens_as_the_encoder_truncates(tmp_path):
     from worker.encode.transformer import TextTokenizer
 
     ours = TransformerEncoder(ModelSettings())
-    docs = [{"id": str(i), "text": t} for i, t in enumerate(TEXTS + ["word " * 2_000_000])] + [{"id": "gone", "op": "delete"}]
+    docs = [{"id": str(i), "text": t} for i, t in enumerate(TEXTS + ["word " * 2_000_000])] + [
+        {"id": "gone", "op": "delete"}
+    ]
     counts = count_tokens(Settings(), docs)
     assert counts == [len(ids) for ids in ours.tokenize([d["text"] for d in docs[:-1]])] + [0]
     assert counts[-2] == 256
     # a plain transformers model: the limit comes from its own config, not a fixed 512
-    assert TextTokenizer(ModelSettings(name=str(tiny_bert(tmp_path, pooling=None)))).max_length == 64
+    assert (
+        TextTokenizer(ModelSettings(name=str(tiny_bert(tmp_path, pooling=None)))).max_length == 64
+    )
 
 
 def test_auto_precision_is_a_half_model_on_cuda_and_float32_on_cpu():

@@ -11,7 +11,9 @@ def test_jsonl_plain_and_gzipped(tmp_path):
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     with gzip.open(tmp_path / "d.jsonl.gz", "wt") as f:
         f.write("\n".join(json.dumps(r) for r in rows))
-    assert list(read_jsonl(tmp_path / "d.jsonl")) == rows == list(read_jsonl(tmp_path / "d.jsonl.gz"))
+    assert (
+        list(read_jsonl(tmp_path / "d.jsonl")) == rows == list(read_jsonl(tmp_path / "d.jsonl.gz"))
+    )
 
 
 @pytest.mark.parametrize("line", ["not json", '{"id": 3, "text": "x"}', '{"id": "a"}', "[1, 2]"])
@@ -23,15 +25,26 @@ def test_jsonl_errors_name_the_line(tmp_path, line):
 
 def test_plain_text_one_document_per_line(tmp_path):
     (tmp_path / "notes.txt").write_text("first line\n\nthird line\n")
-    assert list(read_text_lines(tmp_path / "notes.txt")) == [{"id": "notes-1", "text": "first line"}, {"id": "notes-3", "text": "third line"}]
+    assert list(read_text_lines(tmp_path / "notes.txt")) == [
+        {"id": "notes-1", "text": "first line"},
+        {"id": "notes-3", "text": "third line"},
+    ]
 
 
 def test_parquet_with_and_without_an_id_column(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({"doc": ["d1", "d2", "d3"], "body": ["one", "two", "three"], "n": [1, 2, 3]}), tmp_path / "c.parquet", row_group_size=2)
-    assert list(read_parquet(tmp_path / "c.parquet", "body", "doc")) == [{"id": "d1", "text": "one"}, {"id": "d2", "text": "two"}, {"id": "d3", "text": "three"}]
+    pq.write_table(
+        pa.table({"doc": ["d1", "d2", "d3"], "body": ["one", "two", "three"], "n": [1, 2, 3]}),
+        tmp_path / "c.parquet",
+        row_group_size=2,
+    )
+    assert list(read_parquet(tmp_path / "c.parquet", "body", "doc")) == [
+        {"id": "d1", "text": "one"},
+        {"id": "d2", "text": "two"},
+        {"id": "d3", "text": "three"},
+    ]
     assert [d["id"] for d in read_parquet(tmp_path / "c.parquet", "body")] == ["c-0", "c-1", "c-2"]
     with pytest.raises(CorpusError, match="no column 'text'"):
         list(read_parquet(tmp_path / "c.parquet", "text"))

@@ -19,7 +19,11 @@ def test_every_fuzzed_payload_decodes_as_the_contract_says():
             assert isinstance(got, Document) and got.op == "delete"
         else:
             assert isinstance(got, Rejection), (p.kind, got)
-            assert p.expect == ANY_REASON or got.reason == p.expect, (p.kind, got.reason, got.detail)
+            assert p.expect == ANY_REASON or got.reason == p.expect, (
+                p.kind,
+                got.reason,
+                got.detail,
+            )
 
 
 def test_the_same_seed_gives_the_same_payloads():

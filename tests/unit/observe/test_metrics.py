@@ -3,7 +3,6 @@
 import random
 
 import pytest
-
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from worker.observe.metrics import LATENCY_BUCKETS, observe_many
@@ -14,13 +13,25 @@ def _exposition(observe) -> dict[str, float]:
     registry = CollectorRegistry()
     histogram = Histogram("latency_seconds", "test", buckets=LATENCY_BUCKETS, registry=registry)
     observe(histogram)
-    lines = [line.rsplit(" ", 1) for line in generate_latest(registry).decode().splitlines() if line and not line.startswith("#")]
-    return {name: float(value) for name, value in lines if not name.startswith("latency_seconds_created")}
+    lines = [
+        line.rsplit(" ", 1)
+        for line in generate_latest(registry).decode().splitlines()
+        if line and not line.startswith("#")
+    ]
+    return {
+        name: float(value)
+        for name, value in lines
+        if not name.startswith("latency_seconds_created")
+    }
 
 
 def test_observe_many_matches_observe_value_by_value():
     rng = random.Random(7)
-    values = [rng.expovariate(2.0) for _ in range(2000)] + [0.0, LATENCY_BUCKETS[3], LATENCY_BUCKETS[-1] * 10]  # on a bound, past the last
+    values = [rng.expovariate(2.0) for _ in range(2000)] + [
+        0.0,
+        LATENCY_BUCKETS[3],
+        LATENCY_BUCKETS[-1] * 10,
+    ]  # on a bound, past the last
     rounds = [values[:1000], values[1000:], []]
 
     def one_by_one(h):
@@ -34,7 +45,9 @@ def test_observe_many_matches_observe_value_by_value():
 
     expected, got = _exposition(one_by_one), _exposition(many)
     assert expected["latency_seconds_count"] == 2003
-    assert got.pop("latency_seconds_sum") == pytest.approx(expected.pop("latency_seconds_sum"), rel=1e-12)
+    assert got.pop("latency_seconds_sum") == pytest.approx(
+        expected.pop("latency_seconds_sum"), rel=1e-12
+    )
     assert got == expected  # every bucket, exactly
 
 

@@ -32,7 +32,9 @@ def two_free_ports() -> int:
 def two_processes():
     base = two_free_ports()
     healths = [Health(stall_after_s=60.0), Health(stall_after_s=60.0)]
-    servers = [start_server("127.0.0.1", base + i, CollectorRegistry(), h) for i, h in enumerate(healths)]
+    servers = [
+        start_server("127.0.0.1", base + i, CollectorRegistry(), h) for i, h in enumerate(healths)
+    ]
     yield base, healths
     for server in servers:
         server.shutdown()
@@ -43,7 +45,9 @@ def test_the_probe_fails_while_any_process_is_not_started_and_passes_when_all_ar
     base, (first, second) = two_processes
     first.warmed_up()
     ok, why = check("/startupz", "127.0.0.1", base, 2, timeout_s=2.0)
-    assert not ok and why.startswith("process 1") and "503" in why  # process 0 alone would have passed
+    assert (
+        not ok and why.startswith("process 1") and "503" in why
+    )  # process 0 alone would have passed
     second.warmed_up()
     assert check("/startupz", "127.0.0.1", base, 2, timeout_s=2.0)[0]
 
@@ -63,7 +67,16 @@ def test_a_process_that_does_not_listen_fails_the_probe(two_processes):
 
 def test_the_module_runs_as_the_charts_exec_probe_and_exits_by_the_result(two_processes):
     base, (first, second) = two_processes
-    cmd = [sys.executable, "-m", "worker.observe.probe", "/readyz", "--port", str(base), "--processes", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "worker.observe.probe",
+        "/readyz",
+        "--port",
+        str(base),
+        "--processes",
+        "2",
+    ]
     assert subprocess.run(cmd, capture_output=True, timeout=30).returncode == 1
     for h in (first, second):
         h.warmed_up()

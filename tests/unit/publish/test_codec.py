@@ -4,7 +4,13 @@ import pytest
 
 from worker.consume.decode import Document, Rejection, Source
 from worker.encode.base import ModelInfo
-from worker.publish.codec import SCHEMA_VERSION, dead_letter, decode_output, delete_messages, vector_message
+from worker.publish.codec import (
+    SCHEMA_VERSION,
+    dead_letter,
+    decode_output,
+    delete_messages,
+    vector_message,
+)
 
 INFO = ModelInfo("m", 4, "float32", "cpu", "mean", True, 128)
 DOC = Document("doc-1", "hello", "upsert", {"k": "v"}, Source("in", 1, 9, 1234), "abc")
@@ -20,11 +26,21 @@ def test_vector_message_round_trips_as_little_endian_bytes(dtype):
     out = decode_output(msg.value)
     np.testing.assert_array_equal(out["vector"], vec)
     assert out["schema_version"] == SCHEMA_VERSION and out["op"] == "upsert"
-    assert (out["id"], out["model"], out["dim"], out["dtype"], out["content_hash"]) == ("doc-1", "m", 4, dtype, "abc")
+    assert (out["id"], out["model"], out["dim"], out["dtype"], out["content_hash"]) == (
+        "doc-1",
+        "m",
+        4,
+        dtype,
+        "abc",
+    )
     assert out["source"] == {"topic": "in", "partition": 1, "offset": 9}
     assert (out["produced_at"], out["embedded_at"], out["metadata"]) == (1234, 5678, {"k": "v"})
     headers = dict(msg.headers)
-    assert headers["embed-model"] == b"m" and headers["embed-dim"] == b"4" and headers["embed-dtype"] == dtype.encode()
+    assert (
+        headers["embed-model"] == b"m"
+        and headers["embed-dim"] == b"4"
+        and headers["embed-dtype"] == dtype.encode()
+    )
 
 
 def test_delete_is_an_explicit_event_plus_an_optional_tombstone():
@@ -43,4 +59,8 @@ def test_dead_letter_keeps_the_original_bytes_and_says_why():
     assert (msg.key, msg.value) == (b"k", b"\x00raw")
     h = dict(msg.headers)
     assert h["embed-dlq-reason"] == b"undecodable"
-    assert (h["embed-source-topic"], h["embed-source-partition"], h["embed-source-offset"]) == (b"in", b"3", b"77")
+    assert (h["embed-source-topic"], h["embed-source-partition"], h["embed-source-offset"]) == (
+        b"in",
+        b"3",
+        b"77",
+    )
