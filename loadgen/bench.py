@@ -45,7 +45,7 @@ def bench_sentence_transformers(
         started = time.perf_counter()
         model.encode(probe, batch_size=bs)
         probe_rates[bs] = len(probe) / (time.perf_counter() - started)
-    best = max(probe_rates, key=probe_rates.get)
+    best = max(probe_rates, key=probe_rates.__getitem__)
     started = time.perf_counter()
     model.encode(list(texts), batch_size=best)
     out = _rates(len(texts), tokens, time.perf_counter() - started)
@@ -68,11 +68,13 @@ def bench_raw_forward(encoder, token_ids: list[list[int]], max_tokens: int, max_
         seconds.append(time.perf_counter() - started)
     real, padded = sum(c.real_tokens for c in cuts), sum(c.padded_tokens for c in cuts)
     out = _rates(len(token_ids), real, sum(seconds))
+    p50, p99 = percentile(seconds, 50), percentile(seconds, 99)
+    assert p50 is not None and p99 is not None  # cuts[0] exists (the warm-up): a batch was timed
     out.update(
         batches=len(cuts),
         padding_efficiency=round(real / padded, 3),
-        batch_p50_s=round(percentile(seconds, 50), 4),
-        batch_p99_s=round(percentile(seconds, 99), 4),
+        batch_p50_s=round(p50, 4),
+        batch_p99_s=round(p99, 4),
     )
     return out
 

@@ -78,6 +78,7 @@ class Articles:
                 f"INSERT INTO {self.name} VALUES (%s, %s, %s, %s) RETURNING {', '.join(COLUMNS)}",
                 (d["id"], None, d["text"], "en"),
             ).fetchone()
+            assert row is not None  # INSERT ... RETURNING returns the row it inserted
             out.append({**_doc(row), "debezium_op": "c"})
         return out
 
@@ -87,7 +88,12 @@ class Articles:
 
         template = Template(TEMPLATE)
         rows = self._conn.execute(f"SELECT {', '.join(COLUMNS)} FROM {self.name}").fetchall()
-        return {r[0]: template.render(dict(zip(COLUMNS, r)))[0] for r in rows}
+        live: dict[str, str] = {}
+        for r in rows:
+            text = template.render(dict(zip(COLUMNS, r)))[0]
+            if text is not None:  # no text (never here: every row has a body): no point either
+                live[r[0]] = text
+        return live
 
     def close(self) -> None:
         self._conn.close()

@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 LONG_SHARE = (
     0.03  # of the documents come from the sample corpus (most are far longer than a sentence)
@@ -157,7 +158,7 @@ def run_curve(
     progress(
         f"backlog: {backlog:,} documents drained at {backlog_rate:,.1f} documents/s (padding efficiency {drained['padding_efficiency']})"
     )
-    result = {
+    result: dict[str, Any] = {
         "documents": "real short texts (host-path sentences) with 3% sample-corpus documents",
         "backlog": {
             "documents": backlog,

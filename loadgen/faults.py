@@ -325,7 +325,8 @@ def audit(
     for where, i in placed.items():
         p = payloads[i]
         if p.expect == "embed":
-            if vectors.get(p.doc_id, {}).get(p.expected_hash, 0) == 0:
+            assert p.doc_id is not None  # a payload expecting a vector names its document
+            if vectors.get(p.doc_id, Counter()).get(p.expected_hash, 0) == 0:
                 result.lost.append(f"{p.kind} {p.doc_id} at {where}")
         elif p.expect == "delete":
             if p.doc_id not in deleted:

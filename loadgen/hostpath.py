@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 VECTOR_DIM = 384  # all-MiniLM-L6-v2's width: what the bare loop's output messages carry
@@ -189,7 +190,10 @@ def bare_loop(
                     raise KafkaException(m.error())
                 keys.append(m.key())
                 bodies.append(msgpack.unpackb(m.value()))
-                read[(m.topic(), m.partition())] = m.offset()
+                t, p, off = m.topic(), m.partition(), m.offset()
+                # librdkafka sets all three on every record without an error
+                assert t is not None and p is not None and off is not None
+                read[(t, p)] = off
             tokenizer([b["text"] for b in bodies], truncation=True, max_length=MAX_LENGTH)
             vectors = np.zeros(
                 (len(bodies), VECTOR_DIM), dtype="<f4"
@@ -219,6 +223,8 @@ def bare_loop(
                 commit()
                 last_commit = time.monotonic()
         left = producer.flush(60)
+        if started is None:  # n < 1: the loop never ran, and there is nothing to time
+            raise ValueError("the bare loop needs at least one document")
         seconds = time.monotonic() - started
         if left or failed:
             raise RuntimeError(
@@ -568,7 +574,7 @@ def run_hostpath(
     env = {"EMBED_MODEL__NAME": str(model_dir)}
     if client:
         env["EMBED_KAFKA__CLIENT"] = client
-    result = {
+    result: dict[str, Any] = {
         "environment": environment(),
         "documents": n,
         "mean_tokens": _mean_tokens([d["text"] for d in docs], model_dir),

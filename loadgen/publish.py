@@ -64,7 +64,13 @@ class TopicSender:
         self._producer.warm(topic)  # metadata before the clock starts
 
     def send(
-        self, topic: str, key: bytes, value: bytes, timestamp_ms: int | None, index: int, on_ack
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        timestamp_ms: int | None,
+        index: int,
+        on_ack,
     ) -> None:
         def sent(err, partition: int, offset: int, stamp: int) -> None:
             if err is not None:

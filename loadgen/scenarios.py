@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import cast
 
 from loadgen.faults import (
     Audit,
@@ -331,7 +332,9 @@ def redis_down_recreate(lab: Lab, sizes: Sizes, rnd: random.Random) -> Outcome:
     (A delete whose mark could not be cleared used to leave it, and the copy re-created as it was
     was skipped against it; a change of metadata alone was a dedup hit.)"""
     n = max(sizes.docs // 2, 40)
-    base = {d.doc_id: d.text for d in documents(n, 12, "rr")}
+    base = cast(  # documents() names every payload's id and text
+        "dict[str, str]", {d.doc_id: d.text for d in documents(n, 12, "rr")}
+    )
     ids = list(base)
     deleted, retagged = ids[: n * 3 // 4], ids[n * 3 // 4 :]
     sc = Scenario(

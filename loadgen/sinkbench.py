@@ -11,17 +11,23 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from worker.consume.decode import decode_record, encode_document
+from worker.consume.decode import Document, decode_record, encode_document
 from worker.encode.base import ModelInfo
 from worker.publish import codec
 from worker.sink.events import plan
 
+if TYPE_CHECKING:
+    from worker.sink.index import Index
+    from worker.sink.postgres import PostgresIndex
 
-def messages(n: int, dim: int, seed: int = 0) -> list[tuple[bytes, bytes]]:
+
+def messages(n: int, dim: int, seed: int = 0) -> list[tuple[bytes | None, bytes | None]]:
     """``n`` vector messages of distinct documents, unit vectors, as the worker writes them."""
     rng = np.random.default_rng(seed)
     info = ModelInfo("sinkbench-model", dim, "float32", "cpu", "mean", True, 256)
@@ -33,12 +39,13 @@ def messages(n: int, dim: int, seed: int = 0) -> list[tuple[bytes, bytes]]:
         doc = decode_record(
             "bench", 0, i, 0, doc_id.encode(), encode_document(doc_id, "text", metadata={"n": i})
         )
+        assert isinstance(doc, Document)  # a well-formed upsert
         m = codec.vector_message(doc, vectors[i], info, "float32", 0)
         out.append((m.key, m.value))
     return out
 
 
-def _apply_all(index, msgs: list[tuple[bytes, bytes]], batch: int) -> float:
+def _apply_all(index, msgs: list[tuple[bytes | None, bytes | None]], batch: int) -> float:
     started = time.perf_counter()
     for i in range(0, len(msgs), batch):
         index.apply(plan(msgs[i : i + batch], index.model))
@@ -51,7 +58,9 @@ def run_sinkbench(n: int, dim: int, batch: int, postgres_url: str | None) -> dic
     msgs = messages(n, dim)
     result: dict = {"points": n, "dim": dim, "batch": batch, "stores": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        stores = [("lancedb", lambda: Index(str(Path(tmp) / "lance"), "bench"))]
+        stores: list[tuple[str, Callable[[], Index | PostgresIndex]]] = [
+            ("lancedb", lambda: Index(str(Path(tmp) / "lance"), "bench"))
+        ]
         if postgres_url:
             from worker.sink.postgres import PostgresIndex
 

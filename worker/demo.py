@@ -59,11 +59,13 @@ def run_demo(*, docs: int, state_dir: str, query: str, baseline: bool = False) -
     _step(
         "running one embed-worker until the topic is drained (--exit-when-idle 3, EMBED_LONG_TEXT__POLICY=chunk)"
     )
-    summary = run.run_worker(idle_s=3, **DEMO_ENV)
+    summary = run.run_worker(idle_s=3, quiet=False, **DEMO_ENV)
 
     kafka = KafkaSettings(bootstrap_servers=run.addresses.kafka)
     outputs = [
-        decode_output(r.value) for r in read_topic(kafka, run.output_topic, expect=published)
+        decode_output(r.value)
+        for r in read_topic(kafka, run.output_topic, expect=published)
+        if r.value is not None  # a tombstone carries no vector
     ]
     upserts = [o for o in outputs if o["op"] == "upsert"]
     documents = {o["parent_id"] for o in upserts}
@@ -90,7 +92,7 @@ def run_demo(*, docs: int, state_dir: str, query: str, baseline: bool = False) -
     _step(
         f"running embed-worker sink into the LanceDB index at {index_env['EMBED_SINK__PATH']} (--exit-when-idle 3)"
     )
-    sink = run.run_worker(idle_s=3, command="sink", **index_env)
+    sink = run.run_worker(idle_s=3, quiet=False, command="sink", **index_env)
     print(
         f"sink: {sink['messages']} messages applied in {sink['writes']} writes; {sink['points_in_index']} points in the index"
     )

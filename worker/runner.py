@@ -238,9 +238,11 @@ class Worker:
         now = time.monotonic()
         if hold != _ROOM:
             self._room_since = None
-        elif self._room_since is None:
-            self._room_since = now
-        skip = hold == _ROOM and now - self._room_since < PAUSE_AFTER_S
+            skip = False
+        else:
+            if self._room_since is None:
+                self._room_since = now
+            skip = now - self._room_since < PAUSE_AFTER_S
         self._consumer.hold(bool(hold) and not skip)
         working = self._working()
         timeout = self._poll_timeout(next_commit, working)

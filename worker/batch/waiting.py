@@ -88,6 +88,7 @@ class WaitingRoom:
         out: list[Batch] = []
         while self._count and len(out) < room:
             oldest = self._oldest()
+            assert oldest is not None  # self._count > 0: an entry is waiting
             lengths = self._lengths
             due = now - oldest.arrived >= self._limits.max_wait_s
             pick = choose_batch(

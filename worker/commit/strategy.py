@@ -179,6 +179,7 @@ class Transactional(AtLeastOnce):
         """Marks wait for the transaction; offsets and keys may go now (its outputs stay in view)."""
         marked = [d for d in acked if d.mark]
         for d in marked:
+            assert d.doc is not None  # only a document's delivery is marked, never a dead letter
             self._open[d.doc.id] = d.doc
         self._checkpoint.finish(marked)
         return acked

@@ -326,7 +326,10 @@ def decode_records(
                     docs.append(Document(doc_id, "", op, metadata, source, "", (key, value)))
                     continue
         item = slow(topic, partition, offset, timestamp, key, value)
-        (rejected if isinstance(item, Rejection) else docs).append(item)
+        if isinstance(item, Rejection):
+            rejected.append(item)
+        else:
+            docs.append(item)
     return docs, rejected
 
 

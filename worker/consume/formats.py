@@ -183,7 +183,10 @@ class MappedDecoder:
         one = self.record
         for topic, partition, offset, timestamp, key, value in records:
             item = one(Source(topic, partition, offset, timestamp), key, value)
-            (rejected if isinstance(item, Rejection) else docs).append(item)
+            if isinstance(item, Rejection):
+                rejected.append(item)
+            else:
+                docs.append(item)
         return docs, rejected
 
     def record(
@@ -227,11 +230,12 @@ class MappedDecoder:
             except DECODE_ERRORS:
                 change = None  # not an object, not JSON, a field of another type: read again below, for the reason
         if change is not None:
+            event: _Change = change
             if (
                 len(change.schema) and change.payload is not None
             ):  # the wrapper: schema and payload both there
-                change = change.payload
-            body = {"op": change.op, "before": change.before, "after": change.after}
+                event = change.payload
+            body = {"op": event.op, "before": event.before, "after": event.after}
         else:
             try:
                 body = _JSON.decode(value)
@@ -286,6 +290,7 @@ class MappedDecoder:
             return reject(Reason.ID_TOO_LONG, f"the id is more than {MAX_ID_BYTES} bytes")
         if delete:
             return Document(doc_id, "", "delete", None, source, "", (key, value))
+        assert row is not None  # only a delete may lack its row ('after' is checked above)
         text, reason, detail = self.mapping.template.render(row)
         if text is None:
             return reject(reason, detail)
@@ -360,6 +365,7 @@ class MappedDecoder:
                 for column, v in zip(columns, values):
                     held = row.get(column)
                     if held is not None and _id_value(held) != v:
+                        assert v is not None  # every key column has a value: checked above
                         return (
                             None,
                             Reason.KEY_MISMATCH,

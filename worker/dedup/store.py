@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Sequence
+from typing import cast
 
 import redis
 
@@ -32,7 +33,7 @@ from worker.config import RedisSettings
 from worker.consume.decode import Document
 from worker.deadline import Backoff
 from worker.dedup.keys import dedup_key
-from worker.errors import DedupError
+from worker.errors import ConfigError, DedupError
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,9 @@ class DedupStore:
             return []
         if not self._reads.waiting():
             try:
-                values = self._client.mget([self._key(d.id) for d in docs])
+                values = cast(  # bytes: the client does not decode responses
+                    "list[bytes | None]", self._client.mget([self._key(d.id) for d in docs])
+                )
             except redis.RedisError as exc:
                 self._failed(self._reads, "lookup", exc)
             else:
@@ -158,6 +161,10 @@ class DedupStore:
 
 def connect(settings: RedisSettings) -> redis.Redis:
     """A client from the URL, with the password, user and CA bundle given separately (if any)."""
+    if settings.url is None:
+        raise ConfigError(
+            "invalid setting EMBED_REDIS__URL: unset, so there is no Redis to connect to"
+        )
     extra = {}
     if settings.password is not None:
         extra["password"] = settings.password.get_secret_value()

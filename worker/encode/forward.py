@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -72,7 +73,8 @@ class Encoded:
 
 
 def _encode(encoder: Encoder, docs: list[Document]) -> np.ndarray:
-    vectors = encoder.encode([d.token_ids for d in docs])
+    # the batch's upserts are tokenized (token_ids set) before they are batched
+    vectors = encoder.encode(cast("list[list[int]]", [d.token_ids for d in docs]))
     if not np.isfinite(vectors).all():
         raise NonFiniteVectorError("the model produced non-finite values")
     return vectors
@@ -90,6 +92,7 @@ def forward(encoder: Encoder, batch: Batch) -> Encoded:
     if failure is not None:  # a model failure must not take the fleet down
         _recover(encoder, docs, failure, out)
         return out
+    assert vectors is not None  # no failure: _attempt returned the vectors
     out.padded_tokens = batch.cut.padded_tokens
     out.real_tokens = sum(d.n_tokens for d in docs)
     out.parts.append((docs, vectors))
@@ -135,6 +138,7 @@ def _recover(
         if again is not None:
             _recover(encoder, part, again, out)
             continue
+        assert vectors is not None  # no failure: _attempt returned the vectors
         padded, tokens = padded_cost([d.n_tokens for d in part]), sum(d.n_tokens for d in part)
         out.padded_tokens += padded
         out.real_tokens += tokens

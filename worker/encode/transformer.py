@@ -289,8 +289,8 @@ class TransformerEncoder:
     def _inputs(self, token_ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch's tensors on the model's device. On CPU no operator runs here: each would hand
         the GIL over and wait to get it back (``worker.encode.graph``)."""
-        ids, mask = batch_arrays(token_ids, self._text.pad_id)
-        ids, mask = torch.from_numpy(ids), torch.from_numpy(mask)
+        ids_np, mask_np = batch_arrays(token_ids, self._text.pad_id)
+        ids, mask = torch.from_numpy(ids_np), torch.from_numpy(mask_np)
         if self._device.type == "cpu":
             return ids, mask
         if self._device.type == "cuda":  # page-locked, so the copies below overlap host work

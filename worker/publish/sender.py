@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 from worker.commit.checkpoint import Checkpoint, Delivery
 from worker.config import Settings
@@ -26,8 +27,11 @@ from worker.consume.decode import Document, Reason, Rejection, reject_document
 from worker.encode.base import ModelInfo
 from worker.encode.chunking import Chunked, mean_vector
 from worker.encode.forward import Encoded
-from worker.errors import MessageTooLargeError, TransportError
+from worker.errors import MessageTooLargeError, PublishError, TransportError
 from worker.publish import codec
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 _ABANDONED = -1  # an epoch no partition has: the outcomes of an abandoned delivery are ignored
@@ -95,14 +99,15 @@ class Sender:
             reason, detail = group.failure
             self._fail(sent, doc, reason, f"chunk failed: {detail}")
             return
+        vectors = cast("list[np.ndarray]", group.vectors)  # no chunk failed: each has its vector
         msgs = [
             codec.vector_message(
                 doc, v, self._info, self._dtype, now_ms, chunk=n, chunks=group.count
             )
-            for n, v in enumerate(group.vectors)
+            for n, v in enumerate(vectors)
         ]
         if self._document_vector:
-            whole = mean_vector(group.vectors, self._info.normalize)
+            whole = mean_vector(vectors, self._info.normalize)
             msgs.append(
                 codec.vector_message(
                     doc, whole, self._info, self._dtype, now_ms, chunks=group.count
@@ -191,4 +196,10 @@ class Sender:
                 self._dlq,
                 [codec.dead_letter(rej, keep_value=False)],
             )
+            if d is None:  # the key and headers alone are over the limit
+                raise PublishError(
+                    f"the dead letter of {src.topic}:{src.partition}@{src.offset} exceeds "
+                    f"EMBED_KAFKA__MAX_MESSAGE_BYTES even without the original value "
+                    f"(its key is {len(rej.key or b'')} bytes)"
+                )
         return d

@@ -214,11 +214,13 @@ def _apply(index: Index, records, stats: SinkStats, metrics: SinkMetrics, warned
         metrics.other_model.labels(model=model).inc(n)
         if model not in warned:
             warned.add(model)
+            held = index.model or p.model
+            assert held is not None  # vectors are left out only for differing from the plan's model
             log.warning(
                 "sink: leaving out vectors of %s: the index at %s holds %s (%s dimensions); a new model needs a new index (README: model rollout)",
                 model,
                 index.path,
-                *(index.model or p.model),
+                *held,
             )
     index.apply(p)
     refused = index.take_refused()  # points the store refused (logged there)

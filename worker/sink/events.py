@@ -22,7 +22,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 import numpy as np
@@ -119,7 +119,9 @@ def _apply(out: Plan, key: bytes | None, value: bytes | None) -> None:
         return
     if body["op"] != "upsert":
         raise ValueError(f"unknown op {body['op']!r}")
-    parent = body.get("parent_id", body["id"])  # schema 1 had no chunks: the id is the document's
+    # schema 1 had no chunks: the id is the document's (the cast: mypy reads this get of a
+    # dict[Any, Any] with an Any default as Any | None)
+    parent = cast(str, body.get("parent_id", body["id"]))
     chunk = body.get("chunk")
     vector = np.frombuffer(body["vector"], dtype=np.dtype(body["dtype"]).newbyteorder("<")).astype(
         np.float32

@@ -16,12 +16,15 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from worker.errors import IndexStoreError
 from worker.sink.events import Plan
+
+if TYPE_CHECKING:
+    from lancedb.table import Table
 
 log = logging.getLogger(__name__)
 DELETE_CHUNK = 256  # documents per delete predicate
@@ -59,8 +62,9 @@ class Index:
             )
         self._db = lancedb.connect(path)
         self._name = table
-        self._model: tuple[str, int] | None = None
+        self._model: tuple[str | None, int] | None = None  # kept once a model is known
         self.path = path
+        self._table: Table | None
         try:
             self._table = self._db.open_table(table)
         except ValueError:  # not created yet: the first write creates it
@@ -83,10 +87,12 @@ class Index:
         dimension) while the table exists but is empty (every document deleted): the table's
         dimension is fixed, the model is whichever comes next."""
         if self._model is None and self._table is not None:
+            dim = self.dim
+            assert dim is not None  # the table exists
             if not self.count():
-                return (None, self.dim)
+                return (None, dim)
             (row,) = self._table.search().select(["model"]).limit(1).to_list()
-            self._model = (row["model"], self.dim)
+            self._model = (row["model"], dim)
         return self._model
 
     def count(self) -> int:
@@ -150,13 +156,14 @@ class Index:
         """The ``k`` documents with the best-matching points, best first (chunks of one document count once)."""
         total = self.count()
         limit = min(max(4 * k, 16), total)
+        table = self._table  # None only while the index is empty: then limit is 0
         while True:
             found = (
-                self._table.search(np.asarray(vector, dtype=np.float32))
-                .distance_type("cosine")
+                table.search(np.asarray(vector, dtype=np.float32))
+                .distance_type("cosine")  # type: ignore[attr-defined]  # lancedb types Table.search() as the base builder; a vector query returns LanceVectorQueryBuilder, which has it
                 .limit(limit)
                 .to_list()
-                if limit
+                if limit and table is not None
                 else []
             )
             best: dict[str, Hit] = {}

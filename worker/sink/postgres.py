@@ -25,13 +25,16 @@ import logging
 import math
 import re
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from worker.errors import IndexStoreError
 from worker.sink.events import Plan
 from worker.sink.index import Hit
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger(__name__)
 COLUMNS = (
@@ -119,10 +122,9 @@ class PostgresIndex:
         self._q = f'"{table}"'  # quoted: a reserved word (order, user) is a name like any other
         self._hnsw = hnsw
         self._create_ok = create
-        self._model: tuple[str, int] | None = None
+        self._model: tuple[str | None, int] | None = None  # kept once a model is known
         self._refused = 0
-        self._conn = None
-        self._connect()
+        self._conn: psycopg.Connection[Any] = self._open()
         self._dim = self._column_dim()
         if self._dim is None and not create:
             raise IndexStoreError(
@@ -133,6 +135,12 @@ class PostgresIndex:
     # -- connection ------------------------------------------------------------------------------
 
     def _connect(self) -> None:
+        """Open the connection again (the database dropped it); the old one is closed."""
+        conn = self._open()
+        self._conn.close()
+        self._conn = conn
+
+    def _open(self) -> psycopg.Connection[Any]:
         import psycopg
         from pgvector.psycopg import register_vector
 
@@ -158,9 +166,7 @@ class PostgresIndex:
         except BaseException:
             conn.close()
             raise
-        if self._conn is not None:
-            self._conn.close()
-        self._conn = conn
+        return conn
 
     def _run(self, what: str, fn):
         """``fn()``, opening the connection again once if the database dropped it; any other
@@ -211,12 +217,10 @@ class PostgresIndex:
     def _exact_count(self) -> int:
         if self._dim is None:
             return 0
-        return int(
-            self._run(
-                "counting",
-                lambda: self._conn.execute(f"SELECT count(*) FROM {self._q}").fetchone()[0],
-            )
+        row = self._run(  # count(*) always returns its one row
+            "counting", lambda: self._conn.execute(f"SELECT count(*) FROM {self._q}").fetchone()
         )
+        return int(row[0])
 
     @property
     def dim(self) -> int | None:

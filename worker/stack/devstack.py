@@ -203,8 +203,11 @@ class DevStack:
         addrs = self.addresses()
         if addrs is None:
             return False
-        return port_open(int(addrs.kafka.rsplit(":", 1)[1])) and port_open(
-            int(self._read("redis.port"))
+        redis_port = self._read("redis.port")
+        return (
+            port_open(int(addrs.kafka.rsplit(":", 1)[1]))
+            and redis_port is not None  # gone since addresses() read it: the stack is going down
+            and port_open(int(redis_port))
         )
 
     def up(
@@ -227,6 +230,8 @@ class DevStack:
             if postgres_url:
                 (self.dir / "postgres.url").write_text(postgres_url)
         addrs = self.addresses()
+        if addrs is None:  # the port files were written above, or by the stack already running
+            raise StackError(f"the local stack in {self.dir} lost its port files while starting")
         if topics:
             create_topics(addrs.kafka, topics)
         return addrs

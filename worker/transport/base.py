@@ -137,6 +137,7 @@ class Producer(Protocol):
         value: bytes | None,
         on_sent: OnSent,
         timestamp_ms: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         """``produce`` for tools: the callback learns where the message landed (partition, offset,
         timestamp); ``timestamp_ms`` stamps the message (None: the send time)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -219,7 +220,9 @@ class ConfluentConsumer:
                     )
                 continue
             out.append((m.topic(), m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value()))
-        return out
+        # plain tuples as Record types them: librdkafka sets the topic, partition and offset of
+        # every record without an error (its stubs allow None for a Message built by hand)
+        return cast("list[Record]", out)
 
     def assignment(self) -> set[TopicPartitionKey]:
         return set(self._owned)
@@ -263,15 +266,15 @@ class ConfluentConsumer:
             )
         except KafkaException as exc:
             raise _raised(exc, "committing offsets") from None
-        failed = [tp for tp in result or [] if tp.error is not None]
+        failed = [tp.error for tp in result or [] if tp.error is not None]
         if failed:
-            raise translate(failed[0].error, f"committing offsets of {len(failed)} partitions")
+            raise translate(failed[0], f"committing offsets of {len(failed)} partitions")
 
     def lag(self) -> dict[TopicPartitionKey, int]:
         if not self._owned:
             return {}
         tps = [TopicPartition(t, p) for t, p in self._owned]
-        out = {}
+        out: dict[TopicPartitionKey, int] = {}
         try:
             positions = self._c.position(tps)
         except KafkaException:
@@ -388,6 +391,7 @@ class ConfluentProducer:
         value: bytes | None,
         on_sent: OnSent,
         timestamp_ms: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         def delivered(err, msg) -> None:
             if err is not None:
@@ -396,9 +400,16 @@ class ConfluentProducer:
                 on_sent(None, msg.partition(), msg.offset(), msg.timestamp()[1])
 
         try:
-            self._p.produce(topic, value, key, on_delivery=delivered, timestamp=timestamp_ms or 0)
+            self._p.produce(
+                topic,
+                value,
+                key,
+                headers=headers,  # type: ignore[arg-type]  # confluent-kafka's stubs want List[Tuple[str, str | bytes | None]]: list is invariant, so list[tuple[str, bytes]] is refused though librdkafka only reads it
+                on_delivery=delivered,
+                timestamp=timestamp_ms or 0,
+            )
         except BufferError:
-            self._produce_when_room(topic, key, value, None, delivered, timestamp_ms or 0)
+            self._produce_when_room(topic, key, value, headers, delivered, timestamp_ms or 0)
         except KafkaException as exc:
             raise _raised(exc, f"producing to {topic}") from None
 
@@ -531,22 +542,28 @@ class ConfluentReader:
         out = []
         for m in messages:
             err = m.error()
-            key = (m.topic(), m.partition())
+            topic, partition = m.topic(), m.partition()
             if err is None:
-                self._ends.discard(key)
+                offset = m.offset()
+                # librdkafka sets all three on every record without an error
+                assert topic is not None and partition is not None and offset is not None
+                self._ends.discard((topic, partition))
                 out.append(
                     Message(
-                        m.topic(),
-                        m.partition(),
-                        m.offset(),
+                        topic,
+                        partition,
+                        offset,
                         m.timestamp()[1],
                         m.key(),
                         m.value(),
-                        m.headers() or [],
+                        # a consumed record's headers: a list of (name, bytes), never the dict
+                        # form the stubs also allow for producing
+                        cast("list[tuple[str, bytes]]", m.headers() or []),
                     )
                 )
             elif err.code() == KafkaError._PARTITION_EOF:
-                self._ends.add(key)
+                assert topic is not None and partition is not None  # the event names its partition
+                self._ends.add((topic, partition))
             elif err.fatal():
                 raise translate(err, "reading")
         return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
@@ -87,15 +87,28 @@ def offsets_to_commit(
     return {TopicPartition(t, p): OffsetAndMetadata(off, "", -1) for (t, p), off in offsets.items()}
 
 
-def create_topics(settings: KafkaSettings, topics: dict[str, int]) -> None:
-    """Create topics (name → partitions, replication 1: the local stack); existing ones are left as they are."""
+def create_topics(
+    settings: KafkaSettings,
+    topics: dict[str, int],
+    *,
+    replication: int | None = 1,
+    config: dict[str, str] | None = None,
+) -> None:
+    """Create topics (name → partitions) with ``config``; existing ones are left as they are.
+    Replication 1 suits the local stack; ``None`` takes as many replicas as there are brokers, up
+    to 3. Through kafka-python's admin client whichever client the worker uses: it is a core
+    dependency, and this runs once, off the hot path."""
     from kafka.admin import KafkaAdminClient, NewTopic
 
     admin = KafkaAdminClient(**client_options(settings))
     try:
+        if replication is None:
+            replication = max(1, min(3, len(admin.describe_cluster().get("brokers", []))))
         for name, partitions in topics.items():
             try:
-                admin.create_topics([NewTopic(name, partitions, 1)])
+                admin.create_topics(
+                    [NewTopic(name, partitions, replication, topic_configs=config or {})]
+                )
             except TopicAlreadyExistsError:
                 pass
     finally:
@@ -204,7 +217,7 @@ class KafkaPythonConsumer:
             for r in records:
                 if (r.topic, r.partition) not in skip:
                     out.append((r.topic, r.partition, r.offset, r.timestamp, r.key, r.value))
-        return out
+        return cast("list[Record]", out)  # plain tuples in Record's order
 
     def _place(self) -> None:
         """Move newly assigned partitions to their commit; those that fail (broker away) stay
@@ -370,9 +383,12 @@ class KafkaPythonProducer:
         value: bytes | None,
         on_sent: OnSent,
         timestamp_ms: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         try:
-            future = self._p.send(topic, key=key, value=value, timestamp_ms=timestamp_ms)
+            future = self._p.send(
+                topic, key=key, value=value, timestamp_ms=timestamp_ms, headers=headers
+            )
         except KafkaError as exc:
             raise translate(exc, f"producing to {topic}") from None
         future.add_callback(lambda md: on_sent(None, md.partition, md.offset, md.timestamp))
@@ -465,7 +481,7 @@ class KafkaPythonReader:
         return [TopicPartition(topic, p) for p in sorted(partitions or [])]
 
     def read(self, timeout_s: float) -> list[Message]:
-        out = []
+        out: list[Message] = []
         for records in self._c.poll(timeout_ms=max(0, int(timeout_s * 1000))).values():
             out.extend(
                 Message(
