@@ -288,6 +288,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, CliSettingsSource]:
     )
     demo.set_defaults(func=_cmd_demo)
 
+    from worker.deadletter.command import add_parser as add_dlq_parser
+
+    add_dlq_parser(sub)
+
     cfg = sub.add_parser(
         "config", help="print the effective settings (secrets masked), or the settings table"
     )
