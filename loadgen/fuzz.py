@@ -3,7 +3,7 @@
 Every payload says what the worker must do with it (``expect``): ``embed`` (a vector for ``doc_id``
 whose content hash is that of ``text``), ``delete`` (a delete event), a dead-letter reason, or
 ``dead_letter`` (any reason: random bytes may happen to parse as something). The expectations are
-written from the input contract in the README, not by calling the worker's decoder.
+written from the input contract (docs/message-contract.md), not by calling the worker's decoder.
 """
 
 from __future__ import annotations

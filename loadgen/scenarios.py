@@ -180,7 +180,7 @@ class Scenario:
 # shows aborted records to read_committed readers, and neither a successor's InitProducerId nor the
 # transaction timeout aborts a dead producer's transaction, so kill -9 and rebalance runs cannot be
 # judged on it (Kafka does all three).
-# MAX_PENDING as the README advises for exactly-once: what is polled drains within the grace.
+# MAX_PENDING as docs/operations.md advises for exactly-once: what is polled drains within the grace.
 EXACTLY_ONCE = {
     "EMBED_KAFKA__EXACTLY_ONCE": "true",
     "EMBED_REDIS__DEDUP": "false",

@@ -296,7 +296,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, CliSettingsSource]:
         "config", help="print the effective settings (secrets masked), or the settings table"
     )
     cfg.add_argument(
-        "--markdown", action="store_true", help="print the README's configuration table"
+        "--markdown", action="store_true", help="print the settings table of docs/configuration.md"
     )
     cfg.set_defaults(func=_cmd_config)
     return parser, cli_source

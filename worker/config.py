@@ -1,6 +1,6 @@
 """Worker settings: environment first (``EMBED_`` prefix, ``__`` for nesting), CLI flags second.
 
-Every field carries a description; the README's configuration table and ``embed-worker run --help``
+Every field carries a description; the configuration table in docs/configuration.md and ``embed-worker run --help``
 are both generated from these. Settings are frozen: nothing changes them after start-up.
 """
 

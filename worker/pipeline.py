@@ -1,8 +1,5 @@
-"""The threaded part of the data path, as the main loop sees it.
-
-    main: poll → decode → dedup ─┐                         ┌─→ main: checkpoint → commit
-                                 tokenize ─→ main: waiting room → forward ×replicas → publish
-                                 (thread)       (cut batches)      (thread each)     (thread)
+"""The threaded part of the data path (tokenize, forward ×replicas, publish), as the main loop
+sees it; where it sits in the data flow: docs/architecture.md.
 
 The main loop feeds each stage and drains what comes back, never blocking on a full queue: it
 pauses consumption instead (``has_room``), and keeps a ready batch until the forward queue has room.

@@ -1,16 +1,9 @@
-"""The main loop: consume → decode → order → dedup → (tokenize) → batch → (forward → publish) → commit.
+"""The main loop, on one thread: the only one that touches the Kafka consumer. Start reading at
+``Worker.run``. The data flow and who owns each part are described once, in docs/architecture.md.
 
-Start reading at ``Worker.run``. The loop runs on one thread, the only one that touches the Kafka
-consumer; tokenize, forward and publish run on the pipeline's threads (``worker.pipeline``).
-Everything per document is done a poll or a batch at a time, and nothing per loop iteration scans
-all waiting or all in-flight documents. Who owns what:
-
-- ``worker.order.KeyGate``: per-key order, the one mechanism (a later version of an id waits until
-  the earlier one is released);
-- ``commit.checkpoint``: deliveries and offsets; ``commit.strategy``: when and how they commit
-  (at-least-once or exactly-once) and what a revocation commits first;
-- this module: the loop, and the rebalance lifecycle (``on_assigned``/``on_revoked``/``on_lost``,
-  called by the consumer inside ``consume``, on this thread).
+This module owns the loop and the rebalance lifecycle (``on_assigned``/``on_revoked``/``on_lost``,
+called by the consumer inside ``consume``, on this thread). Everything per document is done a poll
+or a batch at a time, and nothing per loop iteration scans all waiting or all in-flight documents.
 """
 
 from __future__ import annotations

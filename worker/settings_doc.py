@@ -1,4 +1,5 @@
-"""The README's configuration table, generated from the settings model so the two never drift."""
+"""The configuration table of docs/configuration.md, generated from the settings model so the two
+never drift (tests/unit/test_config.py checks it)."""
 
 from __future__ import annotations
 
@@ -31,5 +32,6 @@ def settings_table() -> str:
         "| --- | --- | --- | --- |",
     ]
     for env, flag, default, doc in _rows(Settings, ENV_PREFIX, ""):
-        lines.append(f"| `{env}` | `{flag}` | {default} | {doc} |")
+        cells = (f"`{env}`", f"`{flag}`", default, doc)
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)

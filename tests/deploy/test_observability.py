@@ -69,7 +69,7 @@ SUFFIXES = {
 
 
 def _family_name(fam) -> str:
-    """How the README and the alerts name a metric: counters with _total, infos with _info."""
+    """How docs/operations.md and the alerts name a metric: counters with _total, infos with _info."""
     return fam.name + {"counter": "_total", "info": "_info"}.get(fam.type, "")
 
 
@@ -319,12 +319,12 @@ def test_the_reconciliation_panel_accounts_for_every_input_message():
 
 
 def test_the_readme_names_what_the_dashboard_and_alerts_need():
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "operations.md").read_text()
     assert "kafka-exporter" in readme and "kube-state-metrics" in readme
     for name in ALERTS:
-        assert name in readme, f"README does not mention {name}"
+        assert name in readme, f"docs/operations.md does not mention {name}"
     for family in set(EXPORTED.values()) - {"embed_build_info"}:
-        assert family in readme, f"README's metrics list lacks {family}"
+        assert family in readme, f"docs/operations.md's metrics list lacks {family}"
 
 
 # -- the alert rules -------------------------------------------------------------------------------------

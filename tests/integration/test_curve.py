@@ -1,6 +1,6 @@
 """The latency curve end to end on a small set: the real worker drains a backlog, then takes an
 open-loop stream at half that rate; every document comes out, and the batches it ran at the
-deadline kept their padding low (a floor well under the README's figures: no timing assertions,
+deadline kept their padding low (a floor well under docs/performance.md's figures: no timing assertions,
 the machine is shared)."""
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ def test_a_search_finds_k_documents_when_the_hnsw_index_runs_out_of_candidates(p
         index.apply(plan(msgs[i : i + 1000], index.model))
     with psycopg.connect(
         postgres_url, autocommit=True
-    ) as admin:  # built after the load, as the README advises
+    ) as admin:  # built after the load, as docs/index-updates.md advises
         admin.execute('CREATE INDEX ON "order" USING hnsw (embedding vector_cosine_ops)')
         admin.execute('ANALYZE "order"')
     assert index.count() == docs * chunks

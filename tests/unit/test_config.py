@@ -75,9 +75,9 @@ def test_every_setting_is_in_the_generated_table():
 def test_the_readme_holds_the_current_settings_table():
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     assert settings_table() in readme, (
-        "README is stale: paste the output of `embed-worker config --markdown`"
+        "docs/configuration.md is stale: paste the output of `embed-worker config --markdown`"
     )
 
 

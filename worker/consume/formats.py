@@ -260,7 +260,7 @@ class MappedDecoder:
             elif op == "t":
                 return reject(
                     Reason.TRUNCATE,
-                    "a truncate of the whole table cannot be applied document by document (README: Debezium truncates)",
+                    "a truncate of the whole table cannot be applied document by document (docs/index-updates.md: Change data capture)",
                 )
             elif op is None:
                 return reject(

@@ -55,7 +55,7 @@ class SinkMetrics:
         )
         self.other_model = Counter(
             "embed_sink_other_model_vectors_total",
-            "Vectors left out because their model or dimension is not the index's (logged once per model; see the README's model rollout).",
+            "Vectors left out because their model or dimension is not the index's (logged once per model; see docs/operations.md, Model rollout).",
             ["model"],
             registry=r,
         )
@@ -217,7 +217,7 @@ def _apply(index: Index, records, stats: SinkStats, metrics: SinkMetrics, warned
             held = index.model or p.model
             assert held is not None  # vectors are left out only for differing from the plan's model
             log.warning(
-                "sink: leaving out vectors of %s: the index at %s holds %s (%s dimensions); a new model needs a new index (README: model rollout)",
+                "sink: leaving out vectors of %s: the index at %s holds %s (%s dimensions); a new model needs a new index (docs/operations.md: Model rollout)",
                 model,
                 index.path,
                 *held,

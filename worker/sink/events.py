@@ -1,6 +1,6 @@
 """What the index must do for a run of output messages (pure: no Kafka, no store).
 
-The event model (README, "Index updates"): every message of a document is keyed by its id, so a
+The event model (docs/index-updates.md, "Applying the events"): every message of a document is keyed by its id, so a
 document's messages reach the sink in order. An upsert carries the point's ``id``, its document
 (``parent_id``) and the ``version`` (input offset) it was embedded from; a document's points are
 exactly those of its latest version. A delete event, or a null-value tombstone, removes every point
