@@ -83,7 +83,7 @@ class KafkaSettings(_Section):
     transactional_id: str | None = Field(
         None,
         min_length=1,
-        description="Transactional id with exactly_once (unset: <group_id>-<host name>-<client_id>, unique per process).",
+        description="Transactional id with exactly_once (unset: <group_id>-<host name>-<client_id>, unique per process). With EMBED_PROCESSES=N, process i uses <id>-<i>.",
     )
     transaction_timeout_ms: int = Field(
         60_000,

@@ -47,6 +47,10 @@ def child_overrides(settings: Settings, index: int, cores: int) -> list[str]:
         settings.kafka.group_instance_id
     ):  # static membership: two members with one id fence each other
         flags += ["--kafka.group-instance-id", f"{settings.kafka.group_instance_id}-{index}"]
+    if (
+        settings.kafka.transactional_id
+    ):  # one live producer per transactional id: the others are fenced
+        flags += ["--kafka.transactional-id", f"{settings.kafka.transactional_id}-{index}"]
     return flags
 
 

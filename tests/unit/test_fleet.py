@@ -35,6 +35,17 @@ def test_each_child_gets_its_own_static_group_instance_id():
     assert "--kafka.group-instance-id" not in child_overrides(Settings(processes=2), 0, cores=2)
 
 
+def test_each_child_gets_its_own_transactional_id():
+    # Kafka keeps one live producer per transactional id: a shared one fences every child but one
+    s = Settings(processes=2, kafka=KafkaSettings(exactly_once=True, transactional_id="embed-tx"))
+    ids = [
+        dict(zip(*[iter(child_overrides(s, i, cores=2))] * 2))["--kafka.transactional-id"]
+        for i in range(2)
+    ]
+    assert ids == ["embed-tx-0", "embed-tx-1"]
+    assert "--kafka.transactional-id" not in child_overrides(Settings(processes=2), 0, cores=2)
+
+
 def test_a_child_gets_at_least_one_thread():
     pairs = dict(zip(*[iter(child_overrides(Settings(processes=4), 0, cores=2))] * 2))
     assert pairs["--model.torch-threads"] == "1"
