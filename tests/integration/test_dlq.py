@@ -110,10 +110,22 @@ def test_summary_counts_the_fuzz_payloads_dead_letters_by_reason(lane):
     # a time range after every letter holds none
     assert "no dead letters" in dlq(lane, "summary", "--since", "2999-01-01").stdout
 
-    # a dry run of an input-error replay shows what it would send, and sends nothing
+    # a dry run of an input-error replay shows what it would send, and sends nothing; a letter
+    # without a key cannot be checked for a newer version, and stays
     before = input_count(lane)
+    keyless = sum(
+        1
+        for m in letters
+        if m.key is None and dict(m.headers)["embed-dlq-reason"] == b"missing_field"
+    )
+    plan = json.loads(
+        dlq(lane, "replay", "--reason", "missing_field", "--dry-run", "--json").stdout
+    )
+    assert plan["unverifiable"] == keyless and plan["superseded"] == 0
+    assert plan["to_send"] + keyless == by_reason["missing_field"]["count"] > keyless
+    assert {x["reason"] for x in plan["letters"]} == {"missing_field"}
     dry = dlq(lane, "replay", "--reason", "missing_field", "--dry-run").stdout
-    assert dry.count("would send ") == by_reason["missing_field"]["count"]
+    assert dry.count("would send ") == plan["to_send"]
     assert input_count(lane) == before
     # no selector: refused with one line naming what to pass
     refused = dlq(lane, "replay", expect_rc=2)
@@ -143,19 +155,24 @@ def test_replay_after_a_model_failure_is_fixed(lane, broken_model, reference_mod
     assert "embedding" in summary["by_reason"][0]["detail"]  # the lookup past the cut vocabulary
 
     before = input_count(lane)
-    dry = dlq(lane, "replay", "--reason", "encode_failed", "--dry-run", "--json")
-    assert json.loads(dry.stderr.strip().splitlines()[-1])["to_send"] == len(failing) - 1
-    assert "id=bad-0 " not in dry.stdout  # superseded by its newer version
+    dry = json.loads(dlq(lane, "replay", "--reason", "encode_failed", "--dry-run", "--json").stdout)
+    assert dry["to_send"] == len(failing) - 1 and dry["superseded"] == 1
+    assert "bad-0" not in {x["id"] for x in dry["letters"]}  # superseded by its newer version
     assert input_count(lane) == before
 
-    done = dlq(lane, "replay", "--reason", "encode_failed", "--json")
-    counts = json.loads(done.stderr.strip().splitlines()[-1])
-    assert counts["replayed"] == len(failing) - 1 and counts["superseded"] == 1
+    done = json.loads(dlq(lane, "replay", "--reason", "encode_failed", "--json").stdout)
+    assert done["replayed"] == len(failing) - 1 and done["superseded"] == 1
     assert input_count(lane) == before + len(failing) - 1
+    # each went back to the input partition it came from, naming its letter
+    from loadgen.readback import read_topic
+
+    sources = {x["place"]: int(x["source"].split("/")[1]) for x in dry["letters"]}
+    replays = [
+        m for m in read_topic(lane.kafka, lane.input) if dict(m.headers).get("embed-replay-of")
+    ]
+    assert {dict(m.headers)["embed-replay-of"].decode(): m.partition for m in replays} == sources
     # the same command again publishes nothing: every letter is recorded as replayed
-    again = json.loads(
-        dlq(lane, "replay", "--reason", "encode_failed", "--json").stderr.splitlines()[-1]
-    )
+    again = json.loads(dlq(lane, "replay", "--reason", "encode_failed", "--json").stdout)
     assert again["replayed"] == 0 and again["already_replayed"] == len(failing) - 1
     assert input_count(lane) == before + len(failing) - 1
     after = json.loads(dlq(lane, "summary", "--json").stdout)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 
 from worker.config import load_settings
@@ -38,13 +37,23 @@ def _summary(ns: argparse.Namespace) -> int:
         x for x in read_letters(settings.kafka, selection, ns.timeout) if selection.matches(x)
     ]
     progress = ns.progress_topic or progress_topic_for(settings.kafka.dlq_topic)
-    replayed = read_replayed(settings.kafka, progress, timeout_s=min(ns.timeout, 5.0))
+    replayed = read_replayed(settings.kafka, progress, timeout_s=ns.timeout)
     summary = summarize(letters, samples=ns.samples, replayed=replayed)
     if ns.json:
         print(json.dumps({"topic": settings.kafka.dlq_topic, **summary}))
     else:
         print(render(summary, settings.kafka.dlq_topic, selection.describe()))
     return 0
+
+
+def _letter(x) -> dict:
+    return {
+        "place": x.place,
+        "id": x.document_id,
+        "reason": x.reason,
+        "dead_lettered_at": iso(x.timestamp_ms),
+        "source": f"{x.source_topic}/{x.source_partition}/{x.source_offset}",
+    }
 
 
 def _replay(ns: argparse.Namespace) -> int:
@@ -59,32 +68,34 @@ def _replay(ns: argparse.Namespace) -> int:
     replayer = Replayer(
         settings.kafka, target=ns.to, progress_topic=ns.progress_topic, timeout_s=ns.timeout
     )
-    plan = replayer.prepare(selection, check_newer=not ns.no_newer_check)
+    plan = replayer.prepare(selection, check_newer=not ns.no_newer_check, dry_run=ns.dry_run)
     counts = plan.counts()
     where = f"{settings.kafka.dlq_topic} -> {replayer.target}"
     skipped = ", ".join(
         f"{v} {k.replace('_', ' ')}" for k, v in counts.items() if k != "to_send" and v
     )
+    tail = f"; skipped: {skipped}" if skipped else ""
     if ns.dry_run:
+        if ns.json:
+            print(
+                json.dumps({"dry_run": True, **counts, "letters": [_letter(x) for x in plan.send]})
+            )
+            return 0
         for x in plan.send:
             print(
                 f"would send {x.place}  id={x.document_id}  reason={x.reason}  "
                 f"dead-lettered {iso(x.timestamp_ms)}  from {x.source_topic}/{x.source_partition}/{x.source_offset}"
             )
-        print(
-            f"dry run, {where}: {len(plan.send)} to send ({selection.describe()})"
-            + (f"; skipped: {skipped}" if skipped else "")
-        )
-        if ns.json:
-            print(json.dumps({"dry_run": True, **counts}), file=sys.stderr)
+        print(f"dry run, {where}: {len(plan.send)} to send ({selection.describe()}){tail}")
         return 0
     sent = replayer.send(plan.send)
-    print(
-        f"replayed {sent} dead letters, {where} ({selection.describe()}); progress in {replayer.progress_topic}"
-        + (f"; skipped: {skipped}" if skipped else "")
-    )
     if ns.json:
-        print(json.dumps({"dry_run": False, **counts, "replayed": sent}), file=sys.stderr)
+        print(json.dumps({"dry_run": False, **counts, "replayed": sent}))
+    else:
+        print(
+            f"replayed {sent} dead letters, {where} ({selection.describe()}); "
+            f"progress in {replayer.progress_topic}{tail}"
+        )
     return 0
 
 
@@ -107,15 +118,19 @@ def _selectors(p: argparse.ArgumentParser) -> None:
         metavar="TIME",
         help="dead-lettered at or after: ISO 8601 (UTC) or an age (6h, 2d)",
     )
-    p.add_argument("--until", metavar="TIME", help="dead-lettered before: ISO 8601 or an age")
+    p.add_argument(
+        "--until", metavar="TIME", help="dead-lettered before (excluded): ISO 8601 or an age"
+    )
     p.add_argument(
         "--timeout",
         type=float,
         default=30.0,
         metavar="SECONDS",
-        help="how long to wait for the brokers and each topic's metadata (default: 30)",
+        help="how long to wait for each topic's metadata, for a read that makes no progress, and for deliveries (default: 30)",
     )
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument(
+        "--json", action="store_true", help="print the result as one JSON object instead of text"
+    )
 
 
 def add_parser(sub) -> None:
@@ -146,9 +161,10 @@ def add_parser(sub) -> None:
         help="re-publish chosen dead letters to the input topic, once",
         description="Re-publish chosen dead letters to the input topic with their original key and value. "
         + SELECT_HELP
-        + " Each replayed letter is recorded in a compacted progress topic (created if missing), so the "
-        "same command run again publishes nothing twice. A letter superseded by a later message of its "
-        "document in the input partition is skipped: replaying it would undo the newer version.",
+        + " Each goes to the input partition it came from, and is recorded in a compacted progress topic "
+        "(created if missing), so the same command run again publishes nothing twice. A letter superseded "
+        "by a later message of its document in that partition is skipped (replaying it would undo the "
+        "newer version), and so is one that cannot be checked: no key, or its source is gone from the input.",
     )
     _selectors(replay)
     replay.add_argument("--all", action="store_true", help="every dead letter (no selector needed)")
@@ -166,7 +182,9 @@ def add_parser(sub) -> None:
     replay.add_argument(
         "--no-newer-check",
         action="store_true",
-        help="do not read the input topic for later versions of the chosen documents (faster on a huge topic; "
-        "an older version can then overwrite a newer one in the index)",
+        help="do not read the input topic for later versions of the chosen documents (faster on a huge "
+        "topic). An older version can then overwrite a newer one in the index, letters without a key "
+        "or whose source is gone are sent too, and a replay that was published but not recorded "
+        "is published again",
     )
     replay.set_defaults(func=lambda ns, _src: _replay(ns))

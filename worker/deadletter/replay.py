@@ -1,22 +1,25 @@
 """``embed-worker dlq replay``: re-publish chosen dead letters to the input topic, once each.
 
-A replayed letter goes out with its original key and value (and an ``embed-replay-of`` header
-naming the letter), so the worker reads it as it read the original. The order of one replay:
+A replayed letter goes out with its original key and value, to the input partition it came from,
+with an ``embed-replay-of`` header naming the letter, so the worker reads it as it read the
+original and in the same order as the document's other versions. The order of one replay:
 
 1. Read the dead-letter topic to its end, and keep the letters the selection chooses.
 2. Read the progress topic (``<dlq topic>.replayed`` unless told otherwise, compacted, created
    when missing): one record per letter already replayed, keyed by the letter's place. Those are
    skipped, so running the same command again publishes nothing twice.
-3. Skip what must not be replayed: a letter whose value was too large to keep; one from another
-   source topic than the target; and one **superseded** by a later message with the same key
-   in the input partition it came from (a newer version, a delete, or a later dead letter of it):
-   replaying the old version would put it back over the newer one in the index. (Messages
-   without a key are not one document: they are never superseded.)
-4. Publish the rest in slices; after each slice is acknowledged, record its letters in the
-   progress topic. A crash between the two can publish a slice twice, never lose one: the
-   worker's answer to a repeated document is the same vector, and dedup skips it.
+3. Read the input topic and skip what must not go back: a letter whose value was too large to
+   keep; one from another source topic than the target; one **superseded** by a later message
+   with the same key in its input partition (a newer version, a delete, a later dead letter of it,
+   or its own earlier replay): replaying the old version would put it back over the newer one in
+   the index; and one that cannot be checked (**unverifiable**): no key, no source recorded, or its
+   source message is gone from the input (retention or compaction may have taken a newer version
+   or a delete with it). ``--no-newer-check`` skips this read and both checks.
+4. Publish the rest in slices; once a slice is delivered (or has failed), record the delivered
+   letters in the progress topic. A crash between the two leaves a slice unrecorded; the next run
+   finds those replays in the input and skips the letters as superseded (unless the check is off).
 
-``plan`` is the pure part (letters, what is done, what superseded them → what to send).
+``plan`` is the pure part (letters, what is done, what the input holds → what to send).
 """
 
 from __future__ import annotations
@@ -24,19 +27,20 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from worker.config import KafkaSettings
 from worker.deadletter.letters import DeadLetter, Selection, parse
 from worker.deadline import Deadline
-from worker.errors import PublishError
-from worker.transport import Message, transport
+from worker.errors import PublishError, TransportError
+from worker.transport import Message, Producer, transport
 
 log = logging.getLogger("embed-worker.dlq")
 
 REPLAY_OF = "embed-replay-of"  # header of a replayed message: the letter's topic/partition/offset
 SLICE = 500  # letters published, then recorded, at a time
+Key = tuple[int, bytes]  # (input partition, key)
 
 
 def progress_topic_for(dlq_topic: str) -> str:
@@ -44,10 +48,19 @@ def progress_topic_for(dlq_topic: str) -> str:
 
 
 @dataclass
+class Input:
+    """What the input topic holds for the chosen letters' documents."""
+
+    latest: dict[Key, int] = field(default_factory=dict)  # highest offset of each (partition, key)
+    seen: set[tuple[int, int]] = field(default_factory=set)  # the letters' sources still there
+
+
+@dataclass
 class Plan:
     send: list[DeadLetter] = field(default_factory=list)
     done: int = 0  # replayed by an earlier run
     superseded: int = 0  # a later message of the document is in the input
+    unverifiable: int = 0  # no key, no source, or the source is gone from the input
     not_kept: int = 0  # the original value was too large to keep
     other_topic: int = 0  # dead-lettered from another input topic than the target
 
@@ -56,21 +69,21 @@ class Plan:
             "to_send": len(self.send),
             "already_replayed": self.done,
             "superseded": self.superseded,
+            "unverifiable": self.unverifiable,
             "value_not_kept": self.not_kept,
             "other_source_topic": self.other_topic,
         }
 
 
 def plan(
-    letters: Iterable[DeadLetter],
+    letters: list[DeadLetter],
     selection: Selection,
     done: set[str],
-    latest: dict[tuple[int, bytes | None], int],
+    held: Input | None,
     target: str,
 ) -> Plan:
-    """What a replay sends, in dead-letter order. ``latest`` is the highest input offset of each
-    (source partition, key) among the selected letters' documents; ``done`` the places already
-    replayed."""
+    """What a replay sends, in dead-letter order. ``held`` is what the input topic holds for the
+    letters' documents (None: not read, ``--no-newer-check``); ``done`` the places replayed."""
     out = Plan()
     for letter in letters:
         if not selection.matches(letter):
@@ -81,10 +94,15 @@ def plan(
             out.not_kept += 1
         elif letter.source_topic and letter.source_topic != target:
             out.other_topic += 1
+        elif held is None:
+            out.send.append(letter)
         elif (
-            letter.key is not None
-            and latest.get((letter.source_partition, letter.key), -1) > letter.source_offset
+            letter.key is None
+            or letter.source_offset < 0
+            or (letter.source_partition, letter.source_offset) not in held.seen
         ):
+            out.unverifiable += 1
+        elif held.latest.get((letter.source_partition, letter.key), -1) > letter.source_offset:
             out.superseded += 1
         else:
             out.send.append(letter)
@@ -93,15 +111,32 @@ def plan(
 
 def read_all(
     settings: KafkaSettings, topic: str, *, since_ms: int | None = None, timeout_s: float = 30.0
-) -> Iterable[Message]:
-    """Every record of ``topic`` up to the end each partition reported (from ``since_ms``)."""
-    reader = transport(settings).reader(settings, [topic], since_ms=since_ms, timeout_s=timeout_s)
+) -> Iterator[Message]:
+    """Every record of ``topic`` up to the end each partition reported (from ``since_ms``), as a
+    reader of committed data when the worker runs exactly-once (no aborted letters or inputs).
+    ``TransportError`` when a partition neither yields records nor reaches its end for
+    ``timeout_s`` (an offline leader, a refused fetch): a silent hang would be worse."""
+    reader = transport(settings).reader(
+        settings,
+        [topic],
+        since_ms=since_ms,
+        timeout_s=timeout_s,
+        read_committed=settings.exactly_once,
+    )
     try:
+        stalled = Deadline(timeout_s)
         while True:
             got = reader.read(0.5)
             yield from got
-            if not got and reader.at_end():
+            if got:
+                stalled = Deadline(timeout_s)
+            elif reader.at_end():
                 return
+            elif stalled.expired():
+                raise TransportError(
+                    f"reading {topic}: no record and no end of every partition within {timeout_s:.0f} s "
+                    "(a partition without a leader, or a fetch the broker refuses: check the ACLs)"
+                )
     finally:
         reader.close()
 
@@ -119,6 +154,10 @@ def read_letters(
 
 def read_replayed(settings: KafkaSettings, progress_topic: str, timeout_s: float) -> set[str]:
     """The places of the letters a replay has recorded (none when the topic does not exist)."""
+    from worker.transport.kafka_python import existing_topics
+
+    if progress_topic not in existing_topics(settings):
+        return set()
     return {
         m.key.decode()
         for m in read_all(settings, progress_topic, timeout_s=timeout_s)
@@ -126,18 +165,22 @@ def read_replayed(settings: KafkaSettings, progress_topic: str, timeout_s: float
     }
 
 
-def latest_offsets(
-    settings: KafkaSettings, topic: str, wanted: set[tuple[int, bytes | None]], timeout_s: float
-) -> dict[tuple[int, bytes | None], int]:
-    """The highest offset of each wanted (partition, key) in the input topic (read whole)."""
-    latest: dict[tuple[int, bytes | None], int] = {}
-    if not wanted:
-        return latest
+def read_input(
+    settings: KafkaSettings, topic: str, letters: list[DeadLetter], timeout_s: float
+) -> Input:
+    """The input topic, read whole, for the letters' documents and sources."""
+    keys = {(x.source_partition, x.key) for x in letters if x.key is not None}
+    sources = {(x.source_partition, x.source_offset) for x in letters}
+    held = Input()
+    if not letters:
+        return held
     for m in read_all(settings, topic, timeout_s=timeout_s):
-        k = (m.partition, m.key)
-        if k in wanted and m.offset > latest.get(k, -1):
-            latest[k] = m.offset
-    return latest
+        if (m.partition, m.offset) in sources:
+            held.seen.add((m.partition, m.offset))
+        if m.key is not None and (m.partition, m.key) in keys:
+            k = (m.partition, m.key)
+            held.latest[k] = max(held.latest.get(k, -1), m.offset)
+    return held
 
 
 class Replayer:
@@ -157,22 +200,21 @@ class Replayer:
         self.progress_topic = progress_topic or progress_topic_for(settings.dlq_topic)
         self._timeout_s = timeout_s
 
-    def prepare(self, selection: Selection, *, check_newer: bool = True) -> Plan:
-        letters = read_letters(self._s, selection, self._timeout_s)
-        chosen = [x for x in letters if selection.matches(x)]
-        self._ensure_progress_topic()
+    def prepare(
+        self, selection: Selection, *, check_newer: bool = True, dry_run: bool = False
+    ) -> Plan:
+        """Read and plan. A dry run creates nothing: a missing progress topic reads as empty."""
+        chosen = [
+            x for x in read_letters(self._s, selection, self._timeout_s) if selection.matches(x)
+        ]
+        if not dry_run:
+            self._ensure_progress_topic()
         done = read_replayed(self._s, self.progress_topic, self._timeout_s)
-        latest: dict[tuple[int, bytes | None], int] = {}
-        if check_newer:
-            wanted: set[tuple[int, bytes | None]] = {
-                (x.source_partition, x.key)
-                for x in chosen
-                if x.key is not None  # messages without a key are not one document
-                and x.place not in done
-                and x.source_topic in ("", self.target)
-            }
-            latest = latest_offsets(self._s, self.target, wanted, self._timeout_s)
-        return plan(chosen, selection, done, latest, self.target)
+        open_letters = [x for x in chosen if x.place not in done]
+        held = (
+            read_input(self._s, self.target, open_letters, self._timeout_s) if check_newer else None
+        )
+        return plan(chosen, selection, done, held, self.target)
 
     def _ensure_progress_topic(self) -> None:
         from worker.transport.kafka_python import create_topics
@@ -185,43 +227,86 @@ class Replayer:
         )
 
     def send(self, letters: list[DeadLetter]) -> int:
-        """Publish ``letters`` to the target and record each once acknowledged; returns how many
-        were replayed. ``PublishError`` names how many were not (those stay unrecorded)."""
-        producer = transport(self._s).producer(self._s, client_suffix="-dlq-replay")
+        """Publish ``letters`` to the target, recording each delivered one; returns how many were
+        replayed. ``PublishError`` says how many were not (those stay unrecorded)."""
+        producer = self._producer()
         replayed = 0
         try:
             for start in range(0, len(letters), SLICE):
                 part = letters[start : start + SLICE]
-                landed = self._publish(producer, part)
-                self._record(producer, part, landed)
+                landed, problem = self._publish(producer, part)
+                self._record(producer, part, landed)  # what landed, whatever failed
                 replayed += len(landed)
-                if len(landed) < len(part):
+                if problem is not None:
                     raise PublishError(
-                        f"{len(part) - len(landed)} of {len(part)} letters were not acknowledged by "
-                        f"{self.target} (the first error: {landed.error}); {replayed} replayed and recorded. "
-                        "Run the same command again to replay the rest."
+                        f"{len(part) - len(landed)} of {len(part)} letters of this slice were not "
+                        f"delivered to {self.target} ({problem}); {replayed} replayed and recorded in "
+                        f"all. Run the same command again for the rest."
                     )
                 log.info("replayed %d of %d letters", replayed, len(letters))
         finally:
             producer.close()
         return replayed
 
-    def _publish(self, producer, letters: list[DeadLetter]) -> _Landed:
-        landed = _Landed()
-        for x in letters:
-            producer.send(
-                self.target,
-                x.key,
-                x.value,
-                landed.callback(x.place),
-                headers=[(REPLAY_OF, x.place.encode())],
-            )
-        producer.flush(Deadline(self._timeout_s).remaining())
-        return landed
+    def _producer(self) -> Producer:
+        return transport(self._s).producer(self._s, client_suffix="-dlq-replay")
 
-    def _record(self, producer, letters: list[DeadLetter], landed: _Landed) -> None:
+    def _publish(self, producer: Producer, letters: list[DeadLetter]) -> tuple[_Landed, object]:
+        """Send, then wait for every delivery callback (a flush that times out is waited on
+        again, up to the deadline: a message not yet acknowledged may still land). Returns what
+        landed and the first problem, if any."""
+        landed = _Landed()
+        problem: object = None
+        try:
+            for x in letters:
+                same_topic = x.source_topic in ("", self.target) and x.source_partition >= 0
+                producer.send(
+                    self.target,
+                    x.key,
+                    x.value,
+                    landed.callback(x.place),
+                    headers=[(REPLAY_OF, x.place.encode())],
+                    partition=x.source_partition if same_topic else None,
+                )
+                landed.sent += 1
+        except TransportError as exc:  # the rest of the slice is not sent
+            problem = exc
+        deadline = Deadline(max(self._timeout_s, 2 * self._s.request_timeout_ms / 1000))
+        while landed.answered < landed.sent and not deadline.expired():
+            try:
+                producer.flush(min(5.0, max(0.1, deadline.remaining())))
+            except TransportError:
+                continue
+        if landed.answered < landed.sent:
+            problem = problem or f"{landed.sent - landed.answered} deliveries unanswered"
+        return landed, problem or landed.error
+
+    def _record(self, producer: Producer, letters: list[DeadLetter], landed: _Landed) -> None:
         now = int(time.time() * 1000)
-        failed = _Landed()
+        recorded = _Landed()
+        try:
+            self._send_records(producer, letters, landed, recorded, now)
+        except TransportError as exc:
+            recorded.error = exc
+        try:
+            producer.flush(max(self._timeout_s, 2 * self._s.request_timeout_ms / 1000))
+        except TransportError as exc:
+            recorded.error = recorded.error or exc
+        if recorded.error is not None or recorded.answered < recorded.sent:
+            raise PublishError(
+                f"{len(landed)} replayed letters could not all be recorded in {self.progress_topic} "
+                f"({recorded.error or 'no answer'}): a second run finds their replays in the input and "
+                "skips them as superseded, unless --no-newer-check is given"
+            )
+
+    def _send_records(
+        self,
+        producer: Producer,
+        letters: list[DeadLetter],
+        landed: _Landed,
+        recorded: _Landed,
+        now: int,
+    ) -> None:
         for x in letters:
             if x.place in landed:
                 record = {
@@ -234,23 +319,23 @@ class Replayer:
                     self.progress_topic,
                     x.place.encode(),
                     json.dumps(record).encode(),
-                    failed.callback(x.place),
+                    recorded.callback(x.place),
                 )
-        producer.flush(self._timeout_s)
-        if failed.error is not None:
-            raise PublishError(
-                f"replayed letters could not be recorded in {self.progress_topic} ({failed.error}): "
-                "running the command again would publish them a second time"
-            )
+                recorded.sent += 1
 
 
 class _Landed(dict[str, str]):
-    """place → ``topic/partition/offset`` where its replay landed; ``error``: the first failure."""
+    """place → ``partition/offset`` where its replay landed; ``error``: the first failure."""
 
-    error: object = None
+    def __init__(self) -> None:
+        super().__init__()
+        self.error: object = None
+        self.sent = 0
+        self.answered = 0
 
     def callback(self, place: str):
         def on_sent(err, partition: int, offset: int, _ts: int) -> None:
+            self.answered += 1
             if err is not None:
                 if self.error is None:
                     self.error = err

@@ -138,9 +138,11 @@ class Producer(Protocol):
         on_sent: OnSent,
         timestamp_ms: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
     ) -> None:
         """``produce`` for tools: the callback learns where the message landed (partition, offset,
-        timestamp); ``timestamp_ms`` stamps the message (None: the send time)."""
+        timestamp); ``timestamp_ms`` stamps the message (None: the send time); ``partition``
+        chooses the partition (None: the key's, by the partitioner)."""
 
     def warm(self, topic: str) -> None:
         """Fetch the topic's metadata now, so the first send does not wait for it."""

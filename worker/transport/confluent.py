@@ -363,7 +363,7 @@ class ConfluentProducer:
             raise _raised(exc, f"producing to {topic}") from None
 
     def _produce_when_room(
-        self, topic, key, value, headers, on_delivery, timestamp_ms: int = 0
+        self, topic, key, value, headers, on_delivery, timestamp_ms: int = 0, partition: int = -1
     ) -> None:
         full = Deadline(self._timeout_s)
         while not full.expired():
@@ -376,6 +376,7 @@ class ConfluentProducer:
                     headers=headers,
                     on_delivery=on_delivery,
                     timestamp=timestamp_ms,
+                    partition=partition,
                 )
                 return
             except BufferError:
@@ -392,6 +393,7 @@ class ConfluentProducer:
         on_sent: OnSent,
         timestamp_ms: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
     ) -> None:
         def delivered(err, msg) -> None:
             if err is not None:
@@ -399,6 +401,7 @@ class ConfluentProducer:
             else:
                 on_sent(None, msg.partition(), msg.offset(), msg.timestamp()[1])
 
+        chosen = -1 if partition is None else partition  # -1: librdkafka's partitioner picks
         try:
             self._p.produce(
                 topic,
@@ -407,9 +410,12 @@ class ConfluentProducer:
                 headers=headers,  # type: ignore[arg-type]  # confluent-kafka's stubs want List[Tuple[str, str | bytes | None]]: list is invariant, so list[tuple[str, bytes]] is refused though librdkafka only reads it
                 on_delivery=delivered,
                 timestamp=timestamp_ms or 0,
+                partition=chosen,
             )
         except BufferError:
-            self._produce_when_room(topic, key, value, headers, delivered, timestamp_ms or 0)
+            self._produce_when_room(
+                topic, key, value, headers, delivered, timestamp_ms or 0, chosen
+            )
         except KafkaException as exc:
             raise _raised(exc, f"producing to {topic}") from None
 

@@ -102,15 +102,28 @@ def create_topics(
 
     admin = KafkaAdminClient(**client_options(settings))
     try:
-        if replication is None:
+        # only what is missing: a principal without Create is refused even for an existing topic
+        wanted = {n: p for n, p in topics.items() if n not in set(admin.list_topics())}
+        if wanted and replication is None:
             replication = max(1, min(3, len(admin.describe_cluster().get("brokers", []))))
-        for name, partitions in topics.items():
+        for name, partitions in wanted.items():
             try:
                 admin.create_topics(
                     [NewTopic(name, partitions, replication, topic_configs=config or {})]
                 )
             except TopicAlreadyExistsError:
                 pass
+    finally:
+        admin.close()
+
+
+def existing_topics(settings: KafkaSettings) -> set[str]:
+    """The cluster's topic names (kafka-python's admin client, as ``create_topics``)."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(**client_options(settings))
+    try:
+        return set(admin.list_topics())
     finally:
         admin.close()
 
@@ -384,10 +397,16 @@ class KafkaPythonProducer:
         on_sent: OnSent,
         timestamp_ms: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
     ) -> None:
         try:
             future = self._p.send(
-                topic, key=key, value=value, timestamp_ms=timestamp_ms, headers=headers
+                topic,
+                key=key,
+                value=value,
+                timestamp_ms=timestamp_ms,
+                headers=headers,
+                partition=partition,
             )
         except KafkaError as exc:
             raise translate(exc, f"producing to {topic}") from None
