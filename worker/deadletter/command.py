@@ -33,9 +33,7 @@ def _summary(ns: argparse.Namespace) -> int:
 
     settings = load_settings()
     selection = _selection(ns)
-    letters = [
-        x for x in read_letters(settings.kafka, selection, ns.timeout) if selection.matches(x)
-    ]
+    letters = read_letters(settings.kafka, selection, ns.timeout)
     progress = ns.progress_topic or progress_topic_for(settings.kafka.dlq_topic)
     replayed = read_replayed(settings.kafka, progress, timeout_s=ns.timeout)
     summary = summarize(letters, samples=ns.samples, replayed=replayed)

@@ -75,19 +75,12 @@ class Plan:
         }
 
 
-def plan(
-    letters: list[DeadLetter],
-    selection: Selection,
-    done: set[str],
-    held: Input | None,
-    target: str,
-) -> Plan:
-    """What a replay sends, in dead-letter order. ``held`` is what the input topic holds for the
-    letters' documents (None: not read, ``--no-newer-check``); ``done`` the places replayed."""
+def plan(letters: list[DeadLetter], done: set[str], held: Input | None, target: str) -> Plan:
+    """What a replay sends of the chosen ``letters``, in dead-letter order. ``held`` is what the
+    input topic holds for their documents (None: not read, ``--no-newer-check``); ``done`` the
+    places replayed."""
     out = Plan()
     for letter in letters:
-        if not selection.matches(letter):
-            continue
         if letter.place in done:
             out.done += 1
         elif not letter.value_kept:
@@ -144,12 +137,14 @@ def read_all(
 def read_letters(
     settings: KafkaSettings, selection: Selection, timeout_s: float
 ) -> list[DeadLetter]:
-    return [
+    """The letters of the dead-letter topic the selection chooses (read from ``since``)."""
+    letters = (
         parse(m)
         for m in read_all(
             settings, settings.dlq_topic, since_ms=selection.since_ms, timeout_s=timeout_s
         )
-    ]
+    )
+    return [x for x in letters if selection.matches(x)]
 
 
 def read_replayed(settings: KafkaSettings, progress_topic: str, timeout_s: float) -> set[str]:
@@ -199,14 +194,14 @@ class Replayer:
         self.target = target or settings.input_topic
         self.progress_topic = progress_topic or progress_topic_for(settings.dlq_topic)
         self._timeout_s = timeout_s
+        # how long deliveries are waited for: a message not acknowledged yet may still land
+        self._delivery_s = max(timeout_s, 2 * settings.request_timeout_ms / 1000)
 
     def prepare(
         self, selection: Selection, *, check_newer: bool = True, dry_run: bool = False
     ) -> Plan:
         """Read and plan. A dry run creates nothing: a missing progress topic reads as empty."""
-        chosen = [
-            x for x in read_letters(self._s, selection, self._timeout_s) if selection.matches(x)
-        ]
+        chosen = read_letters(self._s, selection, self._timeout_s)
         if not dry_run:
             self._ensure_progress_topic()
         done = read_replayed(self._s, self.progress_topic, self._timeout_s)
@@ -214,7 +209,7 @@ class Replayer:
         held = (
             read_input(self._s, self.target, open_letters, self._timeout_s) if check_newer else None
         )
-        return plan(chosen, selection, done, held, self.target)
+        return plan(chosen, done, held, self.target)
 
     def _ensure_progress_topic(self) -> None:
         from worker.transport.kafka_python import create_topics
@@ -271,7 +266,7 @@ class Replayer:
                 landed.sent += 1
         except TransportError as exc:  # the rest of the slice is not sent
             problem = exc
-        deadline = Deadline(max(self._timeout_s, 2 * self._s.request_timeout_ms / 1000))
+        deadline = Deadline(self._delivery_s)
         while landed.answered < landed.sent and not deadline.expired():
             try:
                 producer.flush(min(5.0, max(0.1, deadline.remaining())))
@@ -289,7 +284,7 @@ class Replayer:
         except TransportError as exc:
             recorded.error = exc
         try:
-            producer.flush(max(self._timeout_s, 2 * self._s.request_timeout_ms / 1000))
+            producer.flush(self._delivery_s)
         except TransportError as exc:
             recorded.error = recorded.error or exc
         if recorded.error is not None or recorded.answered < recorded.sent:

@@ -103,7 +103,8 @@ def create_topics(
     admin = KafkaAdminClient(**client_options(settings))
     try:
         # only what is missing: a principal without Create is refused even for an existing topic
-        wanted = {n: p for n, p in topics.items() if n not in set(admin.list_topics())}
+        existing = set(admin.list_topics())
+        wanted = {n: p for n, p in topics.items() if n not in existing}
         if wanted and replication is None:
             replication = max(1, min(3, len(admin.describe_cluster().get("brokers", []))))
         for name, partitions in wanted.items():
