@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import platform
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,10 +35,26 @@ def _rates(docs: int, tokens: int, seconds: float) -> dict:
 def bench_sentence_transformers(
     texts: Sequence[str], model_path: str, device: str, batch_sizes: Sequence[int], tokens: int
 ) -> dict:
-    """Pick the best batch size on a probe of the documents, then time the whole set with it."""
+    """Pick the best batch size on a probe of the documents, then time the whole set with it, with
+    torch's default threads (as a user runs it: the worker's encoder may have set fewer)."""
+    import torch
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(model_path, device=device)
+    from worker.encode.parallel import machine_cores
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(machine_cores())
+    try:
+        return _time_sentence_transformers(
+            SentenceTransformer(model_path, device=device), texts, batch_sizes, tokens
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _time_sentence_transformers(
+    model, texts: Sequence[str], batch_sizes: Sequence[int], tokens: int
+) -> dict:
     probe = list(texts[: min(len(texts), 400)])
     model.encode(probe[:32], batch_size=32)  # warm-up
     probe_rates = {}
@@ -56,22 +73,45 @@ def bench_sentence_transformers(
 
 
 def bench_raw_forward(encoder, token_ids: list[list[int]], max_tokens: int, max_size: int) -> dict:
-    """Every document sorted by length at once and cut into token-budget batches: the model's limit."""
+    """Every document sorted by length at once and cut into token-budget batches: the model's limit.
+    The batches run on as many threads as the worker runs forward replicas (``encoder.replicas``),
+    each taking the next batch when it is done, so the limit has the worker's parallelism."""
     lengths = [len(ids) for ids in token_ids]
     cuts = sorted_batches(lengths, BatchLimits(max_tokens, max_size, 0.0))
+    replicas = getattr(encoder, "replicas", 1)
     encoder.encode([token_ids[i] for i in cuts[0].indices[:4]])  # warm-up
-    seconds = []
-    for cut in cuts:
-        batch = [token_ids[i] for i in cut.indices]
-        started = time.perf_counter()
-        encoder.encode(batch)
-        seconds.append(time.perf_counter() - started)
+    todo, seconds, lock = iter(cuts), [], threading.Lock()
+
+    def replica() -> None:
+        bind = getattr(encoder, "bind_thread", None)
+        if bind:
+            bind()
+        while True:
+            with lock:
+                cut = next(todo, None)
+            if cut is None:
+                return
+            batch = [token_ids[i] for i in cut.indices]
+            started = time.perf_counter()
+            encoder.encode(batch)
+            took = time.perf_counter() - started
+            with lock:
+                seconds.append(took)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=replica) for _ in range(replicas)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
     real, padded = sum(c.real_tokens for c in cuts), sum(c.padded_tokens for c in cuts)
-    out = _rates(len(token_ids), real, sum(seconds))
+    out = _rates(len(token_ids), real, wall)
     p50, p99 = percentile(seconds, 50), percentile(seconds, 99)
     assert p50 is not None and p99 is not None  # cuts[0] exists (the warm-up): a batch was timed
     out.update(
         batches=len(cuts),
+        replicas=replicas,
         padding_efficiency=round(real / padded, 3),
         batch_p50_s=round(p50, 4),
         batch_p99_s=round(p99, 4),
@@ -203,7 +243,7 @@ def run_bench(
             "max_tokens": max_tokens,
             "max_size": settings.batch.max_size,
             "max_wait_ms": settings.batch.max_wait_ms,
-            "replicas": settings.model.replicas,
+            "replicas": encoder.replicas,
             "processes": settings.processes,
             "partitions": partitions,
             "autocast": settings.model.autocast,

@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 
 from worker.config import Settings
+from worker.encode.parallel import machine_cores
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,9 @@ def child_overrides(settings: Settings, index: int, cores: int) -> list[str]:
     flags = ["--processes", "1", "--kafka.client-id", f"{settings.kafka.client_id}-{index}"]
     if settings.metrics.port:
         flags += ["--metrics.port", str(settings.metrics.port + index)]
-    if settings.model.torch_threads is None:
-        flags += ["--model.torch-threads", str(max(1, cores // settings.processes))]
+    # each child's share of the cores, from which it sizes its replicas and threads (``worker.encode.parallel``)
+    share = max(1, (settings.model.cpu_cores or cores) // settings.processes)
+    flags += ["--model.cpu-cores", str(share)]
     if (
         settings.kafka.group_instance_id
     ):  # static membership: two members with one id fence each other
@@ -96,7 +98,7 @@ class Fleet:
             "worker",
             "run",
             *self.argv,
-            *child_overrides(self.settings, index, os.cpu_count() or 1),
+            *child_overrides(self.settings, index, machine_cores()),
         ]
         if self.summary_file:
             cmd += ["--summary-file", f"{self.summary_file}.{index}"]

@@ -100,11 +100,12 @@ class Worker:
         limits = TextLimits.build(
             settings.long_text, encoder.info.max_length, getattr(encoder, "specials", 0)
         )
+        self._replicas: int = settings.model.replicas or encoder.replicas
         self._pipeline = Pipeline(
             encoder,
             self._sender,
             limits,
-            replicas=settings.model.replicas,
+            replicas=self._replicas,
             observe=lambda stage, s: stage_seconds.labels(stage=stage).observe(s),
         )
         self._health.watch_forward(self._pipeline.forward_busy_since)
@@ -302,7 +303,7 @@ class Worker:
             wait = min(wait, max(0.0, batch_due - time.monotonic()))
         if working and (
             self._checkpoint.unacked()
-            or len(self._waiting) < self._s.batch.max_size * self._s.model.replicas
+            or len(self._waiting) < self._s.batch.max_size * self._replicas
         ):
             wait = min(max(wait, TICK_S / 10), TICK_S)
         return wait

@@ -458,10 +458,11 @@ def test_every_pod_meets_the_restricted_pod_security_standard():
 
 
 @pytest.mark.parametrize(
-    "cpu, processes, threads",
-    [("2", 1, "2"), ("4", 2, "2"), ("500m", 1, "1"), ("3", 2, "1"), (6, 4, "1")],
+    "cpu, processes, cores",
+    [("2", 1, "2"), ("4", 2, "4"), ("500m", 1, "1"), ("2500m", 2, "2"), (6, 4, "6")],
 )
-def test_torch_threads_follow_the_cpu_request_not_the_nodes_cores(cpu, processes, threads):
+def test_the_workers_cores_follow_the_cpu_request_not_the_nodes(cpu, processes, cores):
+    # the worker shares them out over its processes and sizes replicas and threads from them
     objects = render(
         {
             "resources": {"requests": {"cpu": cpu}},
@@ -469,7 +470,14 @@ def test_torch_threads_follow_the_cpu_request_not_the_nodes_cores(cpu, processes
             "kafka": {"partitions": 12},
         }
     )
-    assert config(objects)["EMBED_MODEL__TORCH_THREADS"] == threads
+    env = config(objects)
+    assert env["EMBED_MODEL__CPU_CORES"] == cores
+    assert "EMBED_MODEL__TORCH_THREADS" not in env  # the worker chooses them from the cores
+
+
+def test_explicit_torch_threads_are_passed_on():
+    env = config(render({"torchThreads": 2, "resources": {"requests": {"cpu": "8"}}}))
+    assert env["EMBED_MODEL__TORCH_THREADS"] == "2" and env["EMBED_MODEL__CPU_CORES"] == "8"
 
 
 def test_big_numbers_render_as_integers_the_worker_and_keda_can_parse():
@@ -507,7 +515,7 @@ def test_the_release_keeps_chart_0_2s_names_so_an_upgrade_replaces_nothing_state
     )
 
 
-def test_torch_threads_fall_back_on_the_cpu_limit():
+def test_the_workers_cores_fall_back_on_the_cpu_limit():
     objects = render(
         {
             "resources": {
@@ -516,7 +524,7 @@ def test_torch_threads_fall_back_on_the_cpu_limit():
             }
         }
     )
-    assert config(objects)["EMBED_MODEL__TORCH_THREADS"] == "3"
+    assert config(objects)["EMBED_MODEL__CPU_CORES"] == "3"
 
 
 def test_a_config_key_the_chart_also_sets_is_rendered_once_with_the_users_value():

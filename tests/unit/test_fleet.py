@@ -14,7 +14,7 @@ def test_each_child_gets_its_port_client_id_and_share_of_the_cores():
         "--processes": "1",
         "--kafka.client-id": "emb-2",
         "--metrics.port": "9402",
-        "--model.torch-threads": "4",
+        "--model.cpu-cores": "4",
     }
 
 
@@ -22,6 +22,13 @@ def test_explicit_threads_and_an_any_port_are_left_alone():
     s = Settings(processes=3, metrics=MetricsSettings(port=0), model=ModelSettings(torch_threads=2))
     pairs = dict(zip(*[iter(child_overrides(s, 1, cores=2))] * 2))
     assert "--metrics.port" not in pairs and "--model.torch-threads" not in pairs
+
+
+def test_a_configured_core_count_is_shared_out_instead_of_the_machines():
+    # in a container the machine's count is the node's, not the CPU limit
+    s = Settings(processes=2, model=ModelSettings(cpu_cores=6))
+    pairs = dict(zip(*[iter(child_overrides(s, 0, cores=64))] * 2))
+    assert pairs["--model.cpu-cores"] == "3"
 
 
 def test_each_child_gets_its_own_static_group_instance_id():
@@ -46,9 +53,9 @@ def test_each_child_gets_its_own_transactional_id():
     assert "--kafka.transactional-id" not in child_overrides(Settings(processes=2), 0, cores=2)
 
 
-def test_a_child_gets_at_least_one_thread():
+def test_a_child_gets_at_least_one_core():
     pairs = dict(zip(*[iter(child_overrides(Settings(processes=4), 0, cores=2))] * 2))
-    assert pairs["--model.torch-threads"] == "1"
+    assert pairs["--model.cpu-cores"] == "1"
 
 
 def test_the_fleet_exits_with_the_first_failure():

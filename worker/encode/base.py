@@ -43,6 +43,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 class Encoder(Protocol):
     info: ModelInfo
+    replicas: int  # forward threads to run (``worker.encode.parallel``)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, truncated to ``info.max_length`` (special tokens included)."""
@@ -65,6 +66,7 @@ class DummyEncoder:
         self.batches: list[int] = []
 
     specials = 0
+    replicas = 1
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         return [ids[: self.info.max_length] for ids in self.body(texts)]

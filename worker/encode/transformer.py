@@ -17,6 +17,7 @@ from worker.config import ModelSettings
 from worker.encode.base import ModelInfo
 from worker.encode.chunking import CHARS_PER_TOKEN_CAP
 from worker.encode.graph import Forward, Pooled, probe_rows, trace
+from worker.encode.parallel import parallelism
 from worker.encode.pooling import PoolingConfig, read_sentence_transformers_config
 from worker.errors import ModelLoadError
 
@@ -183,9 +184,17 @@ class TransformerEncoder:
 
         hf_logging.disable_progress_bar()
 
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
         self._device = resolve_device(settings.device)
+        plan = parallelism(
+            self._device.type, settings.cpu_cores, settings.replicas, settings.torch_threads
+        )
+        self.replicas = plan.replicas  # forward threads the pipeline runs
+        if plan.threads:
+            torch.set_num_threads(plan.threads)
+        if self._device.type == "cpu":
+            log.info(
+                "CPU: %d forward replica(s) of %d torch thread(s) each", plan.replicas, plan.threads
+            )
         self._dtype, self._autocast = resolve_dtype(settings.dtype, settings.autocast, self._device)
         self._thread = threading.local()  # each forward thread's CUDA stream
         self._text = TextTokenizer(settings)

@@ -84,11 +84,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- end -}}
 {{- end -}}
 
-{{/* Torch threads per process: torchThreads, else the CPU request over the processes (at least 1). */}}
-{{- define "embed-worker.torchThreads" -}}
-{{- if .Values.torchThreads -}}
-{{- .Values.torchThreads -}}
-{{- else -}}
+{{/* The pod's CPU cores for its forward passes (EMBED_MODEL__CPU_CORES): the CPU request, else the
+limit, rounded down, at least 1; empty with neither. The worker shares them out over `processes` and
+sizes its replicas and torch threads from them, not from the node's core count. */}}
+{{- define "embed-worker.cpuCores" -}}
 {{- $cpu := toString (dig "requests" "cpu" (dig "limits" "cpu" "" .Values.resources) .Values.resources) -}}
 {{- if $cpu -}}
 {{- $cores := 0.0 -}}
@@ -97,8 +96,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- else -}}
 {{- $cores = float64 $cpu -}}
 {{- end -}}
-{{- max 1 (floor (divf $cores (int .Values.processes)) | int) -}}
-{{- end -}}
+{{- max 1 (floor $cores | int) -}}
 {{- end -}}
 {{- end -}}
 
@@ -161,7 +159,8 @@ out of step with itself (ports, probes, the grace period, KEDA's view of the gro
 {{- with $v.input.metadataFields }}{{- $_ := set $env "EMBED_INPUT__METADATA_FIELDS" . -}}{{- end -}}
 {{- with $v.kafka.sasl.mechanism }}{{- $_ := set $env "EMBED_KAFKA__SASL_MECHANISM" . -}}{{- end -}}
 {{- with include "embed-worker.redisUrl" . }}{{- $_ := set $env "EMBED_REDIS__URL" . -}}{{- end -}}
-{{- with include "embed-worker.torchThreads" . }}{{- $_ := set $env "EMBED_MODEL__TORCH_THREADS" . -}}{{- end -}}
+{{- with include "embed-worker.cpuCores" . }}{{- $_ := set $env "EMBED_MODEL__CPU_CORES" . -}}{{- end -}}
+{{- with $v.torchThreads }}{{- $_ := set $env "EMBED_MODEL__TORCH_THREADS" (toString .) -}}{{- end -}}
 {{- if hasPrefix "/" $v.model.name }}{{- $_ := set $env "HF_HUB_OFFLINE" "1" -}}{{- end -}}
 {{- if $v.kafka.tls.caSecret.name }}{{- $_ := set $env "EMBED_KAFKA__SSL_CAFILE" "/etc/embed/kafka-tls/ca/ca.crt" -}}{{- end -}}
 {{- if $v.kafka.tls.clientCertSecret.name -}}

@@ -174,3 +174,32 @@ def test_auto_precision_is_a_half_model_on_cuda_and_float32_on_cpu():
     assert resolve_dtype("bfloat16", True, cuda) == (torch.bfloat16, True)
     assert resolve_dtype("bfloat16", False, cuda) == (torch.bfloat16, False)
     assert resolve_dtype("float32", True, cuda) == (torch.float32, False)  # nothing to autocast to
+
+
+def test_on_cpu_each_core_gets_a_one_thread_replica_and_concurrent_passes_agree():
+    import threading
+
+    threads = torch.get_num_threads()
+    try:
+        enc = TransformerEncoder(ModelSettings(device="cpu", cpu_cores=2))
+        assert enc.replicas == 2 and torch.get_num_threads() == 1
+        ids = enc.tokenize([f"{t} {i}" for i in range(12) for t in TEXTS])
+        batches = [ids[i : i + 6] for i in range(0, len(ids), 6)]
+        alone = [enc.encode(b) for b in batches]
+        together: dict[int, np.ndarray] = {}
+
+        def replica(k: int) -> None:  # the two replicas share one model (and its traced graph)
+            for i in range(k, len(batches), 2):
+                together[i] = enc.encode(batches[i])
+
+        runners = [threading.Thread(target=replica, args=(k,)) for k in range(2)]
+        for t in runners:
+            t.start()
+        for t in runners:
+            t.join()
+        for i, vectors in enumerate(alone):
+            np.testing.assert_allclose(together[i], vectors, atol=1e-5)
+        one = TransformerEncoder(ModelSettings(device="cpu", cpu_cores=2, replicas=1))
+        assert one.replicas == 1 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
