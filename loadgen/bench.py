@@ -36,7 +36,8 @@ def bench_sentence_transformers(
     texts: Sequence[str], model_path: str, device: str, batch_sizes: Sequence[int], tokens: int
 ) -> dict:
     """Pick the best batch size on a probe of the documents, then time the whole set with it, with
-    torch's default threads (as a user runs it: the worker's encoder may have set fewer)."""
+    a torch thread per core (what a user gets by default: the worker's encoder may have set fewer;
+    recorded as its ``torch_threads``)."""
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -45,9 +46,11 @@ def bench_sentence_transformers(
     threads = torch.get_num_threads()
     torch.set_num_threads(machine_cores())
     try:
-        return _time_sentence_transformers(
+        out = _time_sentence_transformers(
             SentenceTransformer(model_path, device=device), texts, batch_sizes, tokens
         )
+        out["torch_threads"] = torch.get_num_threads()
+        return out
     finally:
         torch.set_num_threads(threads)
 
@@ -81,19 +84,24 @@ def bench_raw_forward(encoder, token_ids: list[list[int]], max_tokens: int, max_
     replicas = getattr(encoder, "replicas", 1)
     encoder.encode([token_ids[i] for i in cuts[0].indices[:4]])  # warm-up
     todo, seconds, lock = iter(cuts), [], threading.Lock()
+    failed: list[BaseException] = []
 
     def replica() -> None:
         bind = getattr(encoder, "bind_thread", None)
         if bind:
             bind()
-        while True:
+        while not failed:
             with lock:
                 cut = next(todo, None)
             if cut is None:
                 return
             batch = [token_ids[i] for i in cut.indices]
             started = time.perf_counter()
-            encoder.encode(batch)
+            try:
+                encoder.encode(batch)
+            except BaseException as exc:  # the others stop too: a partial pass has no rate
+                failed.append(exc)
+                return
             took = time.perf_counter() - started
             with lock:
                 seconds.append(took)
@@ -105,6 +113,8 @@ def bench_raw_forward(encoder, token_ids: list[list[int]], max_tokens: int, max_
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
+    if failed:
+        raise failed[0]
     real, padded = sum(c.real_tokens for c in cuts), sum(c.padded_tokens for c in cuts)
     out = _rates(len(token_ids), real, wall)
     p50, p99 = percentile(seconds, 50), percentile(seconds, 99)

@@ -3,7 +3,7 @@
 One Python process cannot keep a fast GPU fed with a small model (tokenization and message handling
 hold the GIL), and on CPU two processes with half the threads each often beat one with all of them.
 The supervisor starts the children, gives each its own metrics port, client id, static group instance id and
-share of the CPU threads, forwards SIGINT/SIGTERM, and stops the rest as soon as one child fails, so the pod restarts
+share of the CPU cores, forwards SIGINT/SIGTERM, and stops the rest as soon as one child fails, so the pod restarts
 as a whole and the group rebalances cleanly. It consumes nothing itself.
 """
 

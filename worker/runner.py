@@ -568,7 +568,10 @@ class Worker:
         )
 
     def _rewind(self) -> None:
-        if not self._to_rewind or self._backoff.waiting():
+        """Read the partitions to rewind again from their commit, once the backoff is over and
+        every batch of the old reading has left the model: with several replicas one still on a
+        slow replica could otherwise publish after the re-read's newer version of its id."""
+        if not self._to_rewind or self._backoff.waiting() or self._pipeline.encoding:
             return
         try:
             self._consumer.rewind(self._to_rewind, self._starts)

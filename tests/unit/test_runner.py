@@ -496,6 +496,40 @@ def test_a_failed_publish_commits_nothing_past_it_and_everything_is_read_again_f
     assert metrics.publish_failures._value.get() == 1 and stats.embedded >= 3
 
 
+class SlowOnceEncoder(DummyEncoder):
+    """The first batch holding the word ``slowword`` takes ``seconds``; the rest run at once."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+        self.slow = self.body(["slowword"])[0][0]
+
+    def encode(self, token_ids):
+        if self.seconds and any(self.slow in ids for ids in token_ids):
+            seconds, self.seconds = self.seconds, 0
+            time.sleep(seconds)
+        return super().encode(token_ids)
+
+
+def test_a_batch_of_the_old_reading_on_a_slow_replica_cannot_publish_after_the_newer_version():
+    # "a" fails to publish while x's first version is on the other replica, slower than the
+    # backoff: the re-read must wait for it, or that old version lands after x's newer one
+    first = records(("a", "alpha"), ("x", "slowword one"))
+    again = records(("a", "alpha"), ("x", "slowword one"), ("x", "two"))
+    settings = Settings(
+        kafka=KafkaSettings(commit_interval_ms=5),
+        batch=BatchSettings(max_wait_ms=0, max_tokens=64, max_size=1),
+        model=ModelSettings(replicas=2),
+    )
+    intake, publisher = RereadIntake([first], again), FailingPublisher({"a"})
+    Worker(settings, SlowOnceEncoder(1.5), intake, publisher, FakeDedup()).run(
+        exit_when_idle_s=0.05
+    )
+    x = [decode_output(m.value)["source"]["offset"] for _, m in publisher.sent if m.key == b"x"]
+    assert x == sorted(x) and x[-1] == 2, x  # the newest version is the last one published
+    assert intake.commits[-1] == {("in", 0): 3}
+
+
 class ClosedDedup(FakeDedup):
     """Redis down for ``down_s``, with EMBED_REDIS__ON_ERROR=closed."""
 

@@ -4,9 +4,10 @@ each a forward thread sharing the model's weights) and how many torch threads ea
 On CPU several one-thread passes beat one pass over all the cores: a pass over two threads stops
 at every operator until both are done, so when anything else runs on a core (the broker, the
 tokenizer, the loop) both wait, while a one-thread pass loses only the time it was pushed off. On
-the 2-core machine two one-thread replicas drained a backlog at 1.2-1.4x the documents/s of one
-two-thread pass (``docs/performance.md``). More than ``CPU_REPLICAS_MAX`` replicas was not
-measured, so a bigger process gives each of them more threads instead.
+the 2-core machine two one-thread replicas did 1.3x the tokens/s of one two-thread pass
+(``docs/performance.md``, CPU replicas). More than ``CPU_REPLICAS_MAX`` replicas was not measured,
+so from twice that many cores each of them gets more threads instead (cores in between are left
+to the host work).
 
 Pure functions; nothing here imports torch.
 """
