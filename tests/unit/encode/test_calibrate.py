@@ -42,3 +42,19 @@ def test_an_unset_cpu_budget_grows_for_a_fast_model_only(clock):
     slow = TimedEncoder(clock, fixed_s=0.003, per_token_s=2e-4)
     assert calibrate.token_budget(Settings(), slow) == 2_048
     assert calibrate.token_budget(Settings(batch=BatchSettings(max_tokens=4096)), fast) == 4096
+
+
+def test_a_slow_model_is_timed_once_after_its_warm_up_at_the_budget(clock):
+    # start-up time: the warm-up pass doubles as the untimed pass before the timed one
+    slow = TimedEncoder(clock, fixed_s=0.003, per_token_s=2e-4)
+    calibrate.token_budget(Settings(), slow)
+    assert len(slow.batches) == 2
+
+
+def test_on_cpu_the_overhead_probe_stays_small_but_measures_the_same(clock):
+    encoder = TimedEncoder(clock, fixed_s=0.004, per_token_s=2e-6)
+    before = clock[0]
+    assert calibrate.batch_overhead_tokens(encoder, 16_384) == pytest.approx(2000, abs=2)
+    rows = max(encoder.batches)
+    assert rows * calibrate.PROBE_TOKENS <= calibrate.CPU_SLOPE_TOKENS
+    assert clock[0] - before < 8 * (0.004 + 2e-6 * calibrate.CPU_SLOPE_TOKENS)
