@@ -81,7 +81,7 @@ def bench_raw_forward(encoder, token_ids: list[list[int]], max_tokens: int, max_
     each taking the next batch when it is done, so the limit has the worker's parallelism."""
     lengths = [len(ids) for ids in token_ids]
     cuts = sorted_batches(lengths, BatchLimits(max_tokens, max_size, 0.0))
-    replicas = getattr(encoder, "replicas", 1)
+    replicas = encoder.replicas
     encoder.encode([token_ids[i] for i in cuts[0].indices[:4]])  # warm-up
     todo, seconds, lock = iter(cuts), [], threading.Lock()
     failed: list[BaseException] = []
