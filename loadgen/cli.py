@@ -84,6 +84,13 @@ def _schedule(ns: argparse.Namespace, docs: list[dict]) -> tuple[Schedule | None
     return schedule, docs
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _progress(total: int):
     try:
         from tqdm import tqdm
@@ -175,6 +182,7 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
         st_batch_sizes=[int(b) for b in ns.st_batch_sizes.split(",")],
         skip=skip,
         partitions=ns.partitions,
+        rounds=ns.rounds,
     )
     result["source"] = source
     label = ns.label or time.strftime("bench-%Y%m%d-%H%M%S")
@@ -448,6 +456,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=4,
         help="partitions of the run's topics: at least EMBED_PROCESSES (default: 4)",
+    )
+    ben.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=1,
+        help="times the pipeline and the raw pass after it alternate; the ratio is the rounds' mean (default: 1)",
     )
     ben.add_argument(
         "--out",

@@ -40,6 +40,9 @@ def test_bench_measures_all_three_and_writes_json_and_chart(tmp_path):
     assert r["documents"]["count"] == 150 and r["documents"]["tokens"] > 150 * 10
     assert r["sentence_transformers"]["batch_size"] in (16, 64)
     assert r["pipeline"]["vectors_out"] == 150 and r["pipeline"]["dedup_hits"] == 0
+    # the model's summed forward time over its threads and the run: a share of the run
+    assert 0.0 < r["pipeline"]["forward_busy"] <= 1.01
+    assert len(r["rounds"]) == 1 and r["rounds"][0]["pipeline"] == r["pipeline"]
     for key in ("sentence_transformers", "raw_forward", "pipeline"):
         assert r[key]["docs_per_s"] > 0 and r[key]["tokens_per_s"] > r[key]["docs_per_s"]
     assert 0.5 < r["raw_forward"]["padding_efficiency"] <= 1.0
