@@ -15,6 +15,7 @@ rounds' ratios is the figure to quote.
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import threading
@@ -167,16 +168,17 @@ def accuracy_vs_fp32(
 
 
 def bench_pipeline(
-    docs: list[dict], state_dir: str, partitions: int = 4, *, forward_threads: int = 1
+    docs: list[dict], state_dir: str, partitions: int = 4, *, name: str = "bench"
 ) -> dict:
     """Publish to the local broker, then one ``embed-worker run`` (EMBED_PROCESSES processes)
-    drains the topic with dedup on. ``forward_busy`` is the share of the run the model was busy:
-    the forward passes' summed time over ``forward_threads`` (replicas × processes) × the run."""
+    drains the topic with dedup on (run ``name``: its own topics, group and Redis namespace).
+    ``forward_busy`` is the share of the run the model was busy: the forward passes' summed time
+    over the forward threads of every process (their ``replicas``) × the run."""
     from loadgen.publish import TopicSender, publish
     from loadgen.readback import read_topic
     from worker.stack.devstack import LocalRun
 
-    run = LocalRun.start("bench", state_dir, partitions)
+    run = LocalRun.start(name, state_dir, partitions)
     kafka = KafkaSettings(bootstrap_servers=run.addresses.kafka)
     sender = TopicSender(kafka)
     try:
@@ -201,7 +203,9 @@ def bench_pipeline(
         batch_p50_s=summary["batch_p50_s"],
         batch_p99_s=summary["batch_p99_s"],
         dedup_hits=summary["dedup_hits"],
-        forward_busy=round(summary["encode_s"] / forward_threads / summary["busy_s"], 3),
+        forward_busy=round(summary["encode_s"] / summary["replicas"] / summary["busy_s"], 3)
+        if summary["busy_s"] > 0
+        else None,
     )
     return out
 
@@ -287,11 +291,35 @@ def run_bench(
     if info.quantize != "none":
         result["accuracy_vs_fp32"] = accuracy_vs_fp32(encoder, settings, token_ids, max_tokens)
     del encoder
+    _free_device_memory()
     if "pipeline" not in skip:
         _pipeline_rounds(
             result, settings, docs, token_ids, max_tokens, state_dir, partitions, rounds
         )
     return result
+
+
+def _fresh_raw_forward(settings: Settings, token_ids: list[list[int]], max_tokens: int) -> dict:
+    """The raw pass on an encoder loaded for it and freed again before the next worker runs: the
+    machine's memory and threads (and an accelerator's) are the worker's while it runs."""
+    from worker.encode import load_encoder
+
+    encoder = load_encoder(settings.model)
+    try:
+        return bench_raw_forward(encoder, token_ids, max_tokens, settings.batch.max_size)
+    finally:
+        del encoder
+        _free_device_memory()
+
+
+def _free_device_memory() -> None:
+    """Collect a dropped encoder now and hand an accelerator's cached blocks back (PyTorch keeps
+    them for this process otherwise, beside the worker's process on the same device)."""
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _pipeline_rounds(
@@ -308,16 +336,10 @@ def _pipeline_rounds(
     its pipeline over the mean of the raw passes either side of it, so drift of a shared machine
     cancels; the ratio reported is the mean over the rounds. The first round keeps the keys
     ``pipeline`` and ``raw_forward_after``; every round is under ``rounds``."""
-    from worker.encode import load_encoder
-
-    threads = result["settings"]["replicas"] * result["settings"]["processes"]
     before, per_round = result["raw_forward"], []
-    for _ in range(rounds):
-        pipeline = bench_pipeline(docs, state_dir, partitions, forward_threads=threads)
-        # the encoder is freed while the worker runs (its memory and threads are the worker's)
-        after = bench_raw_forward(
-            load_encoder(settings.model), token_ids, max_tokens, settings.batch.max_size
-        )
+    for i in range(rounds):
+        pipeline = bench_pipeline(docs, state_dir, partitions, name=f"bench-r{i + 1}")
+        after = _fresh_raw_forward(settings, token_ids, max_tokens)
         raw = (before["docs_per_s"] + after["docs_per_s"]) / 2
         per_round.append(
             {

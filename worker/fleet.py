@@ -33,6 +33,8 @@ SUM_KEYS = (
     "batches",
     "tokens",
     "padded_tokens",
+    "encode_s",
+    "replicas",
 )
 POLL_S = 0.2
 
@@ -68,6 +70,7 @@ def merge_summaries(parts: list[dict]) -> dict:
     """One run summary for the fleet: counts summed, rates over the window from the first message
     any child took to the last output any child published, each child's summary kept."""
     merged: dict = {key: sum(p.get(key) or 0 for p in parts) for key in SUM_KEYS}
+    merged["encode_s"] = round(merged["encode_s"], 3)
     starts = [p["first_message_at"] for p in parts if p.get("first_message_at")]
     ends = [p["last_output_at"] for p in parts if p.get("last_output_at")]
     busy = max(ends) - min(starts) if starts and ends else 0.0

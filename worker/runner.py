@@ -134,7 +134,7 @@ class Worker:
         self._progress = Progress(
             self._m, consumer, encoder, dedup, settings.log_interval_s, lambda: self._rebalances
         )
-        self.stats = RunStats()
+        self.stats = RunStats(replicas=self._replicas)
         consumer.subscribe(self)
 
     # -- the loop ------------------------------------------------------------------------------

@@ -29,7 +29,8 @@ class RunStats:
     deletes: int = 0
     dedup_hits: int = 0
     dead_lettered: Counter = field(default_factory=Counter)
-    encode_s: float = 0.0
+    encode_s: float = 0.0  # forward passes' time, summed over the replicas
+    replicas: int = 1  # forward threads (encode_s over replicas × the run: how busy the model was)
     batch_seconds: list[float] = field(default_factory=list, repr=False)
     started: float = field(default_factory=time.monotonic)
     first_message: float | None = None
@@ -56,6 +57,7 @@ class RunStats:
             if self.padded_tokens
             else None,
             "encode_s": round(self.encode_s, 3),
+            "replicas": self.replicas,
             "batch_p50_s": _round(percentile(self.batch_seconds, 50)),
             "batch_p99_s": _round(percentile(self.batch_seconds, 99)),
             "busy_s": round(busy, 3),

@@ -72,6 +72,8 @@ def test_summaries_are_summed_over_one_window_and_kept():
         "padded_tokens": 100,
         "first_message_at": 100.0,
         "last_output_at": 102.0,
+        "encode_s": 3.9,
+        "replicas": 2,
         "batch_p50_s": 0.1,
         "batch_p99_s": 0.3,
     }
@@ -82,6 +84,8 @@ def test_summaries_are_summed_over_one_window_and_kept():
         "padded_tokens": 50,
         "first_message_at": 101.0,
         "last_output_at": 104.5,
+        "encode_s": 6.8,
+        "replicas": 2,
         "batch_p50_s": 0.2,
         "batch_p99_s": 0.5,
     }
@@ -90,6 +94,8 @@ def test_summaries_are_summed_over_one_window_and_kept():
     assert merged["busy_s"] == 4.5 and merged["docs_per_s"] == round(13 / 4.5, 1)
     assert merged["padding_efficiency"] == round(130 / (100 + 50), 3)
     assert merged["batch_p99_s"] == 0.5
+    # the model's time and its forward threads over the fleet: how busy it was (the benchmark's forward_busy)
+    assert merged["encode_s"] == 10.7 and merged["replicas"] == 4
     assert merged["processes"] == [a, b]
 
 

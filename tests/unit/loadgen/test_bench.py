@@ -24,8 +24,8 @@ def measured(monkeypatch):
     """Raw passes after each pipeline at 90 then 110 docs/s; pipelines at 90 then 105."""
     raws, pipes, calls = iter([90.0, 110.0, 80.0]), iter([90.0, 105.0, 70.0]), []
 
-    def pipeline(docs, state_dir, partitions=4, *, forward_threads=1):
-        calls.append(("pipeline", forward_threads))
+    def pipeline(docs, state_dir, partitions=4, *, name="bench"):
+        calls.append(("pipeline", name))
         rate = next(pipes)
         return {"docs_per_s": rate, "tokens_per_s": rate * 10, "forward_busy": 0.99}
 
@@ -43,7 +43,13 @@ def measured(monkeypatch):
 def test_each_round_is_over_the_raw_passes_either_side_and_the_mean_is_reported(measured):
     r = _result()
     bench._pipeline_rounds(r, Settings(), [], [], 2048, "unused", 4, rounds=2)
-    assert measured == [("pipeline", 2), ("raw", None), ("pipeline", 2), ("raw", None)]
+    # each round's worker has a run of its own (topics, group, dedup namespace): no dedup hits
+    assert measured == [
+        ("pipeline", "bench-r1"),
+        ("raw", None),
+        ("pipeline", "bench-r2"),
+        ("raw", None),
+    ]
     # round 1: 90 over (100 + 90) / 2 = 0.947; round 2: 105 over (90 + 110) / 2 = 1.05
     assert [rd["pipeline_over_raw"] for rd in r["rounds"]] == [0.947, 1.05]
     assert r["ratios"]["pipeline_over_raw"] == pytest.approx((0.947 + 1.05) / 2, abs=1e-3)
