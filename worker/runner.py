@@ -100,7 +100,7 @@ class Worker:
         limits = TextLimits.build(
             settings.long_text, encoder.info.max_length, getattr(encoder, "specials", 0)
         )
-        self._replicas: int = settings.model.replicas or encoder.replicas
+        self._replicas = encoder.replicas  # resolved from EMBED_MODEL__REPLICAS and the cores
         self._pipeline = Pipeline(
             encoder,
             self._sender,

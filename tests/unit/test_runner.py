@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from worker.config import BatchSettings, KafkaSettings, ModelSettings, Settings
+from worker.config import BatchSettings, KafkaSettings, Settings
 from worker.consume.decode import content_hash, encode_document
 from worker.encode.base import DummyEncoder
 from worker.errors import DedupError, MessageTooLargeError, TransportError
@@ -303,7 +303,9 @@ def test_non_finite_vectors_are_never_published():
 
 
 class JitterEncoder(DummyEncoder):
-    """Batches take a random time, so two forward threads finish out of order."""
+    """Two replicas whose batches take a random time, so the forward threads finish out of order."""
+
+    replicas = 2
 
     def __init__(self):
         super().__init__()
@@ -327,7 +329,6 @@ def test_versions_of_one_id_stay_in_order_with_two_replicas():
     settings = Settings(
         kafka=KafkaSettings(commit_interval_ms=5),
         batch=BatchSettings(max_wait_ms=0, max_tokens=64),
-        model=ModelSettings(replicas=2),
     )
     stats, outputs, intake, _ = run(polls, encoder=JitterEncoder(), settings=settings)
     offsets_by_id: dict[str, list[int]] = {}
@@ -497,7 +498,10 @@ def test_a_failed_publish_commits_nothing_past_it_and_everything_is_read_again_f
 
 
 class SlowOnceEncoder(DummyEncoder):
-    """The first batch holding the word ``slowword`` takes ``seconds``; the rest run at once."""
+    """Two replicas; the first batch holding the word ``slowword`` takes ``seconds``, the rest run
+    at once."""
+
+    replicas = 2
 
     def __init__(self, seconds):
         super().__init__()
@@ -519,7 +523,6 @@ def test_a_batch_of_the_old_reading_on_a_slow_replica_cannot_publish_after_the_n
     settings = Settings(
         kafka=KafkaSettings(commit_interval_ms=5),
         batch=BatchSettings(max_wait_ms=0, max_tokens=64, max_size=1),
-        model=ModelSettings(replicas=2),
     )
     intake, publisher = RereadIntake([first], again), FailingPublisher({"a"})
     Worker(settings, SlowOnceEncoder(1.5), intake, publisher, FakeDedup()).run(
@@ -807,7 +810,6 @@ def test_exactly_once_two_replicas_keep_the_versions_of_an_id_in_order():
     settings = Settings(
         kafka=KafkaSettings(commit_interval_ms=5, exactly_once=True),
         batch=BatchSettings(max_wait_ms=0, max_tokens=16),
-        model=ModelSettings(replicas=2),
     )
     intake, publisher = TxnIntake(polls), TxnPublisher()
     stats = Worker(settings, JitterEncoder(), intake, publisher, FakeDedup()).run(
