@@ -395,7 +395,10 @@ def summary_text(r: dict) -> str:
             )
     if rounds:
         busy = [rd["pipeline"]["forward_busy"] for rd in rounds]
-        rows.append("model busy during the pipeline: " + ", ".join(f"{b:.1%}" for b in busy))
+        rows.append(
+            "model busy during the pipeline: "
+            + ", ".join("-" if b is None else f"{b:.1%}" for b in busy)
+        )
     for k, v in r.get("ratios", {}).items():
         mean = " (mean of the rounds)" if k == "pipeline_over_raw" and len(rounds) > 1 else ""
         rows.append(f"ratio {k.replace('_', ' ')}: {v:.2f}x{mean}")

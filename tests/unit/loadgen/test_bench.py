@@ -73,6 +73,20 @@ def test_one_round_is_the_pair_either_side_of_one_pipeline(measured):
     assert len(r["rounds"]) == 1 and r["ratios"]["pipeline_over_raw"] == 0.947
 
 
+def test_a_pipeline_that_published_nothing_has_no_busy_share_to_print(measured):
+    r = _result()
+    bench._pipeline_rounds(r, Settings(), [], [], 2048, "unused", 4, rounds=1)
+    r["rounds"][0]["pipeline"]["forward_busy"] = None  # busy_s 0: no output came
+    text = bench.summary_text(
+        {
+            **r,
+            "documents": {"count": 3, "tokens": 30, "p50_tokens": 10, "p99_tokens": 10},
+            "model": {"name": "m", "dtype": "float32", "device": "cpu"},
+        }
+    )
+    assert "model busy during the pipeline: -" in text
+
+
 def test_rounds_below_one_are_refused():
     with pytest.raises(ValueError, match="rounds must be at least 1"):
         bench.run_bench(
